@@ -1,0 +1,31 @@
+"""The `ledgersync` command line."""
+
+from __future__ import annotations
+
+import typer
+import uvicorn
+
+from src.core.migrations import upgrade_database
+from src.core.settings import get_settings
+
+app = typer.Typer(help="ledgersync: keep Xero invoices and accounts in sync.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    workers: int = typer.Option(1, help="Worker processes."),
+) -> None:
+    """Run the ledgersync API."""
+    uvicorn.run("src.main:create_app", factory=True, host=host, port=port, workers=workers)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
+    """Apply database migrations (the only way the schema is created)."""
+    settings = get_settings()
+    upgrade_database(settings.database_url, revision)
+    typer.echo(f"database at {revision}")

@@ -1,0 +1,62 @@
+"""The one settings object. Every value comes from the environment (or `.env`), prefix-free."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+VAR_DIR = Path("var")
+
+
+class Settings(BaseSettings):
+    """Configuration for the service, the CLI and the demo."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    database_url: str = f"sqlite+aiosqlite:///{VAR_DIR / 'ledgersync.db'}"
+    database_echo: bool = False
+
+    public_base_url: str = "http://127.0.0.1:8000"
+
+    xero_authorize_url: str = "https://login.xero.com/identity/connect/authorize"
+    xero_token_url: str = "https://identity.xero.com/connect/token"
+    xero_revocation_url: str = "https://identity.xero.com/connect/revocation"
+    xero_connections_url: str = "https://api.xero.com/connections"
+    xero_accounting_url: str = "https://api.xero.com/api.xro/2.0"
+    xero_client_id: str = ""
+    xero_client_secret: SecretStr = SecretStr("")
+    xero_redirect_uri: str = "http://127.0.0.1:8000/external-accounting/xero/callback"
+    xero_webhook_key: SecretStr = SecretStr("")
+    xero_scopes: str = "offline_access accounting.invoices.read accounting.settings.read"
+
+    http_timeout_seconds: float = Field(default=30.0, gt=0)
+    http_connect_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        """Accept plain `postgresql://` / `sqlite://` URLs and pick the async driver for them."""
+        if value.startswith("postgresql://") or value.startswith("postgres://"):
+            return "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if value.startswith("sqlite://"):
+            return "sqlite+aiosqlite://" + value.split("://", 1)[1]
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the database is the embedded SQLite file."""
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,37 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from src.core.database import create_engine, create_session_factory
+from src.core.exception_handlers import install_exception_handlers
+from src.core.http import create_http_client
+from src.core.logging import configure_logging
+from src.core.settings import Settings, get_settings
+from src.domains.health.routes import router as health_router
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service: one engine, one session factory and one HTTP client per process."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url, echo=settings.database_echo)
+        app.state.engine = engine
+        app.state.session_factory = create_session_factory(engine)
+        async with create_http_client(settings) as http_client:
+            app.state.http_client = http_client
+            yield
+        await engine.dispose()
+
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    app = FastAPI(title="ledgersync", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    install_exception_handlers(app)
+    app.include_router(health_router)
+    return app

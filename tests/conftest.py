@@ -1,0 +1,102 @@
+"""Shared fixtures: a real database (SQLite file by default, PostgreSQL when TEST_DATABASE_URL
+says so), migrated with Alembic, and the app over ASGI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from src.core.database import create_engine, create_session_factory
+from src.core.migrations import upgrade_database
+from src.core.settings import Settings
+from src.main import create_app
+from src.models_registry import metadata
+
+
+def _reset_postgres(url: str) -> None:
+    async def reset() -> None:
+        engine = create_engine(url)
+        async with engine.begin() as connection:
+            await connection.execute(text("DROP SCHEMA public CASCADE"))
+            await connection.execute(text("CREATE SCHEMA public"))
+        await engine.dispose()
+
+    asyncio.run(reset())
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A freshly migrated database for this test session."""
+    url = Settings(database_url=os.environ.get("TEST_DATABASE_URL", "sqlite://")).database_url
+    if url.startswith("sqlite"):
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+    else:
+        _reset_postgres(url)
+    upgrade_database(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings for the app under test."""
+    return Settings(
+        environment="test",
+        database_url=database_url,
+        xero_client_id="test-client-id",
+        xero_client_secret="test-client-secret",
+    )
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """The test session's engine."""
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """A session factory over emptied tables."""
+    async with engine.begin() as connection:
+        for table in reversed(metadata.sorted_tables):
+            await connection.execute(table.delete())
+    return create_session_factory(engine)
+
+
+@pytest.fixture
+async def session(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """A session for arranging and checking data."""
+    async with session_factory() as session:
+        yield session
+
+
+@pytest.fixture
+async def app(settings: Settings, session_factory: object) -> AsyncIterator[FastAPI]:
+    """The service, with its lifespan running, over emptied tables."""
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client speaking to the app in-process."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+def pytest_report_header() -> str:
+    """Say which database the run uses, so a log shows both runs happened."""
+    url = os.environ.get("TEST_DATABASE_URL", "sqlite (temporary file)")
+    return f"database: {url.split('@')[-1]}"

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from src.core.settings import Settings
+from src.domains.organizations.models import Organization
+from src.models_registry import metadata
+
+
+async def test_migrations_match_the_models(engine: AsyncEngine) -> None:
+    def diff(connection: object) -> list[object]:
+        context = MigrationContext.configure(connection, opts={"compare_type": False})  # type: ignore[arg-type]
+        return list(compare_metadata(context, metadata))
+
+    async with engine.connect() as connection:
+        differences = await connection.run_sync(diff)
+    assert differences == []
+
+
+async def test_timestamps_round_trip_as_aware_utc(session: AsyncSession) -> None:
+    created = datetime(2026, 3, 1, 12, 30, tzinfo=timezone(timedelta(hours=13)))
+    session.add(Organization(name="Acme", created_at=created))
+    await session.commit()
+    stored = (await session.execute(select(Organization))).scalar_one()
+    await session.refresh(stored)
+    assert stored.created_at == created
+    assert stored.created_at.tzinfo is not None
+    assert stored.created_at.utcoffset() == timedelta(0)
+    assert stored.created_at == datetime(2026, 2, 28, 23, 30, tzinfo=UTC)
+
+
+async def test_naive_timestamps_are_refused(session: AsyncSession) -> None:
+    session.add(Organization(name="Naive", created_at=datetime(2026, 1, 1)))
+    with pytest.raises(Exception, match="naive datetime"):
+        await session.commit()
+
+
+def test_plain_urls_get_async_drivers() -> None:
+    assert Settings(database_url="postgresql://u@h/db").database_url.startswith(
+        "postgresql+asyncpg://"
+    )
+    assert Settings(database_url="sqlite:///x.db").database_url == "sqlite+aiosqlite:///x.db"
