@@ -1,4 +1,4 @@
-"""The seam between connecting (OAuth) and syncing: whoever calls a provider asks this for a token."""
+"""The seam between connecting (OAuth) and syncing: callers of a provider ask it for tokens."""
 
 from __future__ import annotations
 
