@@ -2,8 +2,7 @@
 .PHONY: demo test
 
 demo:
-	@scripts/bootstrap.sh
-	@PATH="$$HOME/.local/bin:$$PATH" uv run ledgersync demo
+	@scripts/demo.sh
 
 test:
 	@scripts/test.sh

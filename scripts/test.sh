@@ -2,8 +2,7 @@
 # The full test suite: lint, format, types, then pytest on SQLite and on PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh
-export PATH="$HOME/.local/bin:$PATH" UV_PYTHON_DOWNLOADS=never
+source scripts/bootstrap.sh
 PG_URL="${TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/test}"
 
 echo "== ruff check";  uv run ruff check .
