@@ -7,10 +7,12 @@ import uvicorn
 
 from src.core.migrations import upgrade_database
 from src.core.settings import get_settings
+from src.xero_sandbox.cli import app as sandbox_app
 
 app = typer.Typer(help="ledgersync: keep Xero invoices and accounts in sync.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(sandbox_app, name="sandbox")
 
 
 @app.command()
@@ -29,3 +31,7 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) 
     settings = get_settings()
     upgrade_database(settings.database_url, revision)
     typer.echo(f"database at {revision}")
+
+
+if __name__ == "__main__":
+    app()

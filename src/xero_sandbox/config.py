@@ -1,0 +1,26 @@
+"""The sandbox's knobs (the `ledgersync sandbox serve` options map onto these)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class SandboxConfig(BaseModel):
+    """How the sandbox generates data and which of Xero's limits it enforces."""
+
+    tenants: int = Field(default=2, ge=0, le=1000)
+    invoices: int = Field(default=5000, ge=0, le=5_000_000)
+    accounts: int | None = Field(default=None, ge=1, le=100_000)
+    seed: int = 7
+    auto_approve: bool = False
+    limits_enabled: bool = True
+    time_scale: float = Field(default=1.0, gt=0, le=100_000)
+    latency_ms: float = Field(default=0.0, ge=0)
+    access_token_ttl_s: int = Field(default=1800, ge=1)
+    refresh_grace_s: float = Field(default=0.0, ge=0)
+    client_id: str = "sandbox-client-id"
+    client_secret: str = "sandbox-client-secret"
+    day_limit: int = Field(default=5000, ge=1)
+    minute_limit: int = Field(default=60, ge=1)
+    concurrent_limit: int = Field(default=5, ge=1)
+    app_minute_limit: int = Field(default=10_000, ge=1)

@@ -1,0 +1,122 @@
+"""Invoices and accounts as Xero renders them: exact decimal money, `/Date(ms+0000)/` dates."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from src.xero_sandbox.data import InvoiceRecord, LineRecord
+from src.xero_sandbox.xero_dates import day_to_date, day_to_ms, ms_to_datetime, ms_to_xero
+
+
+def num(value: Decimal) -> orjson.Fragment:
+    """A JSON number written exactly as the Decimal reads (Xero sends `40.00`, not `40.0`)."""
+    return orjson.Fragment(str(value).encode())
+
+
+def _day(day: int) -> str:
+    return ms_to_xero(day_to_ms(day))
+
+
+def _day_string(day: int) -> str:
+    return f"{day_to_date(day).isoformat()}T00:00:00"
+
+
+def render_line(line: LineRecord) -> dict[str, Any]:
+    """One line item."""
+    rendered: dict[str, Any] = {
+        "LineItemID": line.line_item_id,
+        "Description": line.description,
+        "Quantity": num(line.quantity),
+        "UnitAmount": num(line.unit_amount),
+        "TaxType": line.tax_type,
+        "TaxAmount": num(line.tax_amount),
+        "LineAmount": num(line.line_amount),
+        "AccountCode": line.account_code,
+        "AccountID": line.account_id,
+        "Tracking": line.tracking,
+    }
+    if line.item_code:
+        rendered["ItemCode"] = line.item_code
+    if line.discount_rate is not None:
+        rendered["DiscountRate"] = num(line.discount_rate)
+    return rendered
+
+
+def render_invoice(
+    record: InvoiceRecord, *, line_items: bool, summary: bool = False
+) -> dict[str, Any]:
+    """One invoice as Xero returns it; `summary` drops the heavy parts like `summaryOnly=true`."""
+    total = record.total
+    rendered: dict[str, Any] = {
+        "Type": record.type,
+        "InvoiceID": record.invoice_id,
+        "InvoiceNumber": record.number,
+        "Reference": record.reference,
+        "AmountDue": num(record.amount_due),
+        "AmountPaid": num(record.amount_paid),
+        "AmountCredited": num(record.amount_credited),
+        "CurrencyRate": num(record.currency_rate),
+        "IsDiscounted": False,
+        "HasAttachments": record.has_attachments,
+        "HasErrors": False,
+        "Contact": {"ContactID": record.contact_id, "Name": record.contact_name},
+        "DateString": _day_string(record.date_day),
+        "Date": _day(record.date_day),
+        "DueDateString": _day_string(record.due_day),
+        "DueDate": _day(record.due_day),
+        "Status": record.status,
+        "LineAmountTypes": record.line_amount_types,
+        "SubTotal": num(record.sub_total),
+        "TotalTax": num(record.total_tax),
+        "Total": num(total),
+        "UpdatedDateUTC": ms_to_xero(record.updated_ms),
+        "UpdatedDateUTCString": ms_to_datetime(record.updated_ms).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "CurrencyCode": record.currency_code,
+    }
+    discount = record.total_discount
+    if discount:
+        rendered["TotalDiscount"] = num(discount)
+    if record.fully_paid_day is not None:
+        rendered["FullyPaidOnDate"] = _day(record.fully_paid_day)
+    if summary:
+        return rendered
+    rendered["SentToContact"] = record.sent_to_contact
+    rendered["Payments"] = [
+        {
+            "PaymentID": p.payment_id,
+            "Date": _day(p.day),
+            "Amount": num(p.amount),
+            "CurrencyRate": num(p.currency_rate),
+            "HasAccount": False,
+            "HasValidationErrors": False,
+        }
+        for p in record.payments
+    ]
+    rendered["CreditNotes"] = [
+        {
+            "CreditNoteID": c.credit_note_id,
+            "CreditNoteNumber": c.number,
+            "Date": _day(c.day),
+            "AppliedAmount": num(c.amount),
+            "Total": num(c.amount),
+            "HasErrors": False,
+        }
+        for c in record.credits
+    ]
+    rendered["Prepayments"] = []
+    rendered["Overpayments"] = []
+    rendered["LineItems"] = [render_line(line) for line in record.lines] if line_items else []
+    return rendered
+
+
+def render_account(account: dict[str, Any]) -> dict[str, Any]:
+    """An account (stored with its UpdatedDateUTC as Unix ms)."""
+    return {**account, "UpdatedDateUTC": ms_to_xero(int(account["UpdatedDateUTC"]))}
+
+
+def dumps(payload: Any) -> bytes:
+    """Serialise a response body."""
+    return orjson.dumps(payload)
