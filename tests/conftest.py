@@ -19,6 +19,8 @@ from src.core.settings import Settings
 from src.main import create_app
 from src.models_registry import metadata
 
+pytest_plugins = ["tests.sandbox_fixtures"]
+
 
 def _reset_postgres(url: str) -> None:
     async def reset() -> None:

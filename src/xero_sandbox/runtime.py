@@ -50,14 +50,7 @@ class SandboxRuntime:
             config=config,
             store=store or generate_store(config),
             identity=IdentityState(config),
-            limiter=RateLimiter(
-                enabled=config.limits_enabled,
-                time_scale=config.time_scale,
-                minute_limit=config.minute_limit,
-                day_limit=config.day_limit,
-                concurrent_limit=config.concurrent_limit,
-                app_minute_limit=config.app_minute_limit,
-            ),
+            limiter=limiter_for(config),
             faults=FaultPlan(),
         )
 
@@ -65,7 +58,7 @@ class SandboxRuntime:
         """Regenerate the data from the seed and forget tokens, faults, counters and stats."""
         self.store = generate_store(self.config)
         self.identity.reset()
-        self.limiter.reset()
+        self.limiter = limiter_for(self.config)
         self.faults = FaultPlan()
         self.stats.reset()
 
@@ -73,3 +66,15 @@ class SandboxRuntime:
 def generate_store(config: SandboxConfig) -> SandboxStore:
     """The configured tenants and invoices."""
     return SandboxStore.generate(config.tenants, config.invoices, config.seed, config.accounts)
+
+
+def limiter_for(config: SandboxConfig) -> RateLimiter:
+    """A limiter with the configured limits and fresh counters."""
+    return RateLimiter(
+        enabled=config.limits_enabled,
+        time_scale=config.time_scale,
+        minute_limit=config.minute_limit,
+        day_limit=config.day_limit,
+        concurrent_limit=config.concurrent_limit,
+        app_minute_limit=config.app_minute_limit,
+    )

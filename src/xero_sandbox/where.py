@@ -14,7 +14,7 @@ from __future__ import annotations
 import operator
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -176,7 +176,7 @@ FieldAccess = Callable[[Any], Any]
 
 
 def compile_where(
-    node: Node, fields: dict[str, tuple[FieldAccess, Callable[[Any], Any]]]
+    node: Node, fields: Mapping[str, tuple[FieldAccess, Callable[[Any], Any]]]
 ) -> Callable[[Any], bool]:
     """A predicate for `node`; `fields` maps a field name (case-insensitive) to (accessor, converter
     of the literal to the accessor's type)."""

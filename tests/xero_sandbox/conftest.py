@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from openapi_schema_validator import OAS30Validator
+
+from src.xero_sandbox.server import RunningSandbox
+from tests.sandbox_fixtures import mint_tokens, tenant_ids
+
+SPECS = Path(__file__).resolve().parents[3] / "shared" / "xero-openapi"
+
+
+@lru_cache
+def _spec(name: str) -> dict[str, Any]:
+    spec: dict[str, Any] = yaml.safe_load((SPECS / name).read_text())
+    return spec
+
+
+def validate_schema(body: Any, schema: str, spec: str = "xero_accounting.yaml") -> None:
+    """Validate `body` against `#/components/schemas/<schema>` of one of Xero's specs."""
+    document = _spec(spec)
+    validator = OAS30Validator(
+        {"$ref": f"#/components/schemas/{schema}", "components": document["components"]}
+    )
+    validator.validate(body)
+
+
+def schema_properties(schema: str, spec: str = "xero_accounting.yaml") -> set[str]:
+    """The property names a schema declares."""
+    return set(_spec(spec)["components"]["schemas"][schema]["properties"])
+
+
+class XeroApi:
+    """A tenant-scoped client of the sandbox's accounting API."""
+
+    def __init__(self, sandbox: RunningSandbox, tenant: str, token: str) -> None:
+        self.sandbox = sandbox
+        self.tenant = tenant
+        self.token = token
+        self.http = httpx.Client(
+            base_url=f"{sandbox.base_url}/api.xro/2.0",
+            headers={"Authorization": f"Bearer {token}", "xero-tenant-id": tenant},
+        )
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.http.get(path, **kwargs)
+
+
+@pytest.fixture
+def xero(fresh_sandbox: RunningSandbox) -> Iterator[XeroApi]:
+    """An accounting API client for the first tenant of a freshly reset sandbox."""
+    tenant = tenant_ids(fresh_sandbox)[0]
+    tokens = mint_tokens(fresh_sandbox, [tenant])
+    api = XeroApi(fresh_sandbox, tenant, tokens["access_token"])
+    yield api
+    api.http.close()
