@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from src.xero_sandbox.data import InvoiceRecord, LineRecord
+from src.xero_sandbox.data import ZERO, InvoiceRecord, LineRecord
 from src.xero_sandbox.xero_dates import day_to_date, day_to_ms, ms_to_datetime, ms_to_xero
 
 
@@ -24,10 +24,15 @@ def _day_string(day: int) -> str:
     return f"{day_to_date(day).isoformat()}T00:00:00"
 
 
-def render_line(line: LineRecord) -> dict[str, Any]:
-    """One line item."""
+def render_line(line: LineRecord) -> orjson.Fragment:
+    """One line item (the part shared with its pool template is rendered once)."""
+    if line.json_tail is None:
+        line.json_tail = orjson.dumps(_line_fields(line))[1:]
+    return orjson.Fragment(b'{"LineItemID":"' + line.line_item_id.encode() + b'",' + line.json_tail)
+
+
+def _line_fields(line: LineRecord) -> dict[str, Any]:
     rendered: dict[str, Any] = {
-        "LineItemID": line.line_item_id,
         "Description": line.description,
         "Quantity": num(line.quantity),
         "UnitAmount": num(line.unit_amount),
@@ -49,15 +54,17 @@ def render_invoice(
     record: InvoiceRecord, *, line_items: bool, summary: bool = False
 ) -> dict[str, Any]:
     """One invoice as Xero returns it; `summary` drops the heavy parts like `summaryOnly=true`."""
-    total = record.total
+    total, tax = record.total, record.total_tax
+    paid, credited = record.amount_paid, record.amount_credited
+    due = ZERO if record.status in ("VOIDED", "DELETED") else total - paid - credited
     rendered: dict[str, Any] = {
         "Type": record.type,
         "InvoiceID": record.invoice_id,
         "InvoiceNumber": record.number,
         "Reference": record.reference,
-        "AmountDue": num(record.amount_due),
-        "AmountPaid": num(record.amount_paid),
-        "AmountCredited": num(record.amount_credited),
+        "AmountDue": num(due),
+        "AmountPaid": num(paid),
+        "AmountCredited": num(credited),
         "CurrencyRate": num(record.currency_rate),
         "IsDiscounted": False,
         "HasAttachments": record.has_attachments,
@@ -69,8 +76,8 @@ def render_invoice(
         "DueDate": _day(record.due_day),
         "Status": record.status,
         "LineAmountTypes": record.line_amount_types,
-        "SubTotal": num(record.sub_total),
-        "TotalTax": num(record.total_tax),
+        "SubTotal": num(total - tax),
+        "TotalTax": num(tax),
         "Total": num(total),
         "UpdatedDateUTC": ms_to_xero(record.updated_ms),
         "UpdatedDateUTCString": ms_to_datetime(record.updated_ms).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -194,14 +194,7 @@ class TenantData:
             else self.profile.expense_accounts
         )
         tax_type = record.lines[0].tax_type if record.lines else "OUTPUT"
-        return make_line(
-            rng,
-            self.profile,
-            accounts,
-            tax_type,
-            record.line_amount_types,
-            f"{record.index}:new:{n}:{rng.random()}",
-        )
+        return make_line(rng, self.profile, accounts, tax_type, record.line_amount_types)
 
     def edit_invoice(
         self,
