@@ -7,12 +7,16 @@ import uvicorn
 
 from src.core.migrations import upgrade_database
 from src.core.settings import get_settings
+from src.domains.organizations.cli import keys_app, orgs_app, users_app
 from src.xero_sandbox.cli import app as sandbox_app
 
 app = typer.Typer(help="ledgersync: keep Xero invoices and accounts in sync.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(orgs_app, name="orgs")
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
 
 
 @app.command()

@@ -7,11 +7,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from src.core.crypto import TokenCipher
 from src.core.database import create_engine, create_session_factory
 from src.core.exception_handlers import install_exception_handlers
 from src.core.http import create_http_client
 from src.core.logging import configure_logging
 from src.core.settings import Settings, get_settings
+from src.domains.external_accounting.routes import PREFIXES as external_accounting_prefixes
+from src.domains.external_accounting.routes import router as external_accounting_router
+from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
+from src.domains.external_accounting.xero.auth.manager import XeroAuthManager
 from src.domains.health.routes import router as health_router
 
 
@@ -23,15 +28,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url, echo=settings.database_echo)
         app.state.engine = engine
-        app.state.session_factory = create_session_factory(engine)
+        session_factory = create_session_factory(engine)
+        app.state.session_factory = session_factory
         async with create_http_client(settings) as http_client:
             app.state.http_client = http_client
+            app.state.xero_auth_manager = XeroAuthManager(
+                settings, session_factory, XeroIdentityClient(http_client, settings), cipher
+            )
             yield
         await engine.dispose()
 
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    cipher = TokenCipher.from_settings(settings)  # refuses to start without a key in production
     app = FastAPI(title="ledgersync", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    app.state.token_cipher = cipher
     install_exception_handlers(app)
     app.include_router(health_router)
+    for prefix in external_accounting_prefixes:
+        app.include_router(external_accounting_router, prefix=prefix)
     return app

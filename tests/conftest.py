@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -18,6 +19,8 @@ from src.core.migrations import upgrade_database
 from src.core.settings import Settings
 from src.main import create_app
 from src.models_registry import metadata
+from src.xero_sandbox.server import RunningSandbox
+from tests.sandbox_fixtures import SANDBOX_CONFIG
 
 pytest_plugins = ["tests.sandbox_fixtures"]
 
@@ -45,14 +48,30 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
+TEST_ENCRYPTION_KEY = Fernet.generate_key().decode()
+
+
 @pytest.fixture(scope="session")
-def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Settings for the app under test."""
+def settings(database_url: str, sandbox: RunningSandbox) -> Settings:
+    """Settings for the app under test, pointed at the session's Xero sandbox."""
+    return sandbox_settings(database_url, sandbox.base_url)
+
+
+def sandbox_settings(database_url: str, base_url: str) -> Settings:
+    """Settings that point every Xero URL at a sandbox."""
     return Settings(
         environment="test",
         database_url=database_url,
-        xero_client_id="test-client-id",
-        xero_client_secret="test-client-secret",
+        token_encryption_keys=TEST_ENCRYPTION_KEY,
+        public_base_url="http://testserver",
+        xero_client_id=SANDBOX_CONFIG.client_id,
+        xero_client_secret=SANDBOX_CONFIG.client_secret,
+        xero_redirect_uri="http://localhost:8000/external-accounting/xero/callback",
+        xero_authorize_url=f"{base_url}/identity/connect/authorize",
+        xero_token_url=f"{base_url}/connect/token",
+        xero_revocation_url=f"{base_url}/connect/revocation",
+        xero_connections_url=f"{base_url}/connections",
+        xero_accounting_url=f"{base_url}/api.xro/2.0",
     )
 
 

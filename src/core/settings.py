@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     xero_webhook_key: SecretStr = SecretStr("")
     xero_scopes: str = "offline_access accounting.invoices.read accounting.settings.read"
 
+    token_encryption_keys: SecretStr = SecretStr("")
+    token_key_file: Path = VAR_DIR / "token_encryption.key"
+    xero_connect_success_url: str | None = None
+    oauth_state_ttl_seconds: int = Field(default=600, gt=0)
+    token_refresh_margin_seconds: int = Field(default=120, ge=0)
+
     http_timeout_seconds: float = Field(default=30.0, gt=0)
     http_connect_timeout_seconds: float = Field(default=10.0, gt=0)
 

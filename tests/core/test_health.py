@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import httpx
+from cryptography.fernet import Fernet
 
 from src.core.settings import Settings
 from src.main import create_app
@@ -13,7 +14,11 @@ async def test_healthz_reports_database_ok(client: httpx.AsyncClient) -> None:
 
 
 async def test_healthz_reports_unreachable_database() -> None:
-    settings = Settings(database_url="postgresql://nobody@127.0.0.1:1/none", environment="test")
+    settings = Settings(
+        database_url="postgresql://nobody@127.0.0.1:1/none",
+        environment="test",
+        token_encryption_keys=Fernet.generate_key().decode(),
+    )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

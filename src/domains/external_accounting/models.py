@@ -22,12 +22,32 @@ class ConnectionStatus(StrEnum):
     DISCONNECTED = "disconnected"
 
 
-class Connection(Base):
-    """One provider tenant (a Xero organisation) connected by one customer organisation.
+class OAuthGrant(Base):
+    """One token set from one consent. Xero's tokens cover every tenant the user picked in that
+    consent, so several connections share a grant, and refreshing is per grant, not per tenant.
 
-    Tokens are stored only encrypted (`*_encrypted`); `token_version` increases with every
-    refresh so concurrent refreshers can tell whether someone else already rotated the token.
-    """
+    Tokens are stored only encrypted; `token_version` increases with every refresh."""
+
+    __tablename__ = "oauth_grants"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    provider: Mapped[str] = mapped_column(String(20), default=Provider.XERO.value)
+    status: Mapped[str] = mapped_column(String(20), default=ConnectionStatus.ACTIVE.value)
+    scopes: Mapped[str] = mapped_column(Text, default="")
+    auth_event_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    access_token_encrypted: Mapped[str | None] = mapped_column(Text, default=None)
+    refresh_token_encrypted: Mapped[str | None] = mapped_column(Text, default=None)
+    access_token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    token_version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class Connection(Base):
+    """One provider tenant (a Xero organisation) connected by one customer organisation."""
 
     __tablename__ = "connections"
     __table_args__ = (UniqueConstraint("organization_id", "provider", "tenant_id"),)
@@ -41,15 +61,31 @@ class Connection(Base):
     tenant_name: Mapped[str] = mapped_column(String(300), default="")
     tenant_type: Mapped[str] = mapped_column(String(40), default="ORGANISATION")
     provider_connection_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    grant_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("oauth_grants.id", ondelete="SET NULL"), default=None, index=True
+    )
     status: Mapped[str] = mapped_column(String(20), default=ConnectionStatus.ACTIVE.value)
-    scopes: Mapped[str] = mapped_column(Text, default="")
-    access_token_encrypted: Mapped[str | None] = mapped_column(Text, default=None)
-    refresh_token_encrypted: Mapped[str | None] = mapped_column(Text, default=None)
-    access_token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
-    token_version: Mapped[int] = mapped_column(Integer, default=0)
     connected_by_user_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), default=None
     )
     connected_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     last_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class OAuthState(Base):
+    """A pending connect: the single-use `state` (only its hash is stored), who started it, and
+    the PKCE verifier (encrypted)."""
+
+    __tablename__ = "oauth_states"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    code_verifier_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

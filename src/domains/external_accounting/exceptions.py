@@ -1,0 +1,59 @@
+"""Errors of connecting to, and syncing from, accounting providers."""
+
+from __future__ import annotations
+
+from src.core.errors import BadRequest, Conflict, Forbidden, LedgersyncError, NotFound
+
+
+class ConnectionNotFound(NotFound):
+    code = "connection_not_found"
+
+
+class ReauthorisationRequired(Conflict):
+    """The provider no longer accepts our refresh token: a user must connect again."""
+
+    code = "reauthorisation_required"
+
+
+class InvalidState(BadRequest):
+    code = "invalid_state"
+
+
+class StateTampered(BadRequest):
+    code = "state_tampered"
+
+
+class StateExpired(BadRequest):
+    code = "state_expired"
+
+
+class StateAlreadyUsed(BadRequest):
+    code = "state_already_used"
+
+
+class StateMismatch(Forbidden):
+    code = "state_mismatch"
+
+
+class AuthorizationDenied(BadRequest):
+    code = "authorization_denied"
+
+
+class OAuthExchangeFailed(BadRequest):
+    """The provider refused to exchange the code (wrong verifier, expired or reused code)."""
+
+    code = "oauth_exchange_failed"
+
+
+class ProviderUnavailable(LedgersyncError):
+    """The provider did not answer usefully (network error, 5xx, malformed body)."""
+
+    code = "provider_unavailable"
+    status_code = 502
+
+
+class ProviderRejected(LedgersyncError):
+    """The provider refused a request for a reason we cannot fix by retrying."""
+
+    code = "provider_rejected"
+    status_code = 502

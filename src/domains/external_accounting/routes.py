@@ -1,0 +1,12 @@
+"""The external-accounting API, served under `/external-accounting` and `/integrations`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from src.domains.external_accounting.xero.auth.routes import router as xero_auth_router
+
+router = APIRouter()
+router.include_router(xero_auth_router)
+
+PREFIXES = ("/external-accounting", "/integrations")
