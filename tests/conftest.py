@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -20,9 +20,7 @@ from src.core.settings import Settings
 from src.main import create_app
 from src.models_registry import metadata
 from src.xero_sandbox.server import RunningSandbox
-from tests.sandbox_fixtures import SANDBOX_CONFIG
-
-pytest_plugins = ["tests.sandbox_fixtures"]
+from tests.sandbox_helpers import SANDBOX_CONFIG
 
 
 def _reset_postgres(url: str) -> None:
@@ -46,6 +44,20 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
         _reset_postgres(url)
     upgrade_database(url)
     return url
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[RunningSandbox]:
+    """One Xero sandbox, over real HTTP in a background thread, for the whole test session."""
+    with RunningSandbox(SANDBOX_CONFIG) as running:
+        yield running
+
+
+@pytest.fixture
+def fresh_sandbox(sandbox: RunningSandbox) -> RunningSandbox:
+    """The session's sandbox, reset to its seeded data with no tokens, faults or counters."""
+    httpx.post(f"{sandbox.base_url}/_sandbox/reset").raise_for_status()
+    return sandbox
 
 
 TEST_ENCRYPTION_KEY = Fernet.generate_key().decode()

@@ -11,7 +11,7 @@ import yaml
 from openapi_schema_validator import OAS30Validator
 
 from src.xero_sandbox.server import RunningSandbox
-from tests.sandbox_fixtures import mint_tokens, tenant_ids
+from tests.sandbox_helpers import mint_tokens, tenant_ids
 
 SPECS = Path(__file__).resolve().parents[3] / "shared" / "xero-openapi"
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from src.xero_sandbox.server import RunningSandbox
-from tests.sandbox_fixtures import SANDBOX_CONFIG, mint_tokens, tenant_ids
+from tests.sandbox_helpers import SANDBOX_CONFIG, mint_tokens, tenant_ids
 
 REDIRECT = "http://localhost:8000/callback"
 BASIC = (SANDBOX_CONFIG.client_id, SANDBOX_CONFIG.client_secret)

@@ -11,6 +11,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from src.core.database import Base, UTCDateTime, new_id, utcnow
 
+# The foreign keys below name these tables; importing them keeps every process's metadata whole.
+from src.domains.organizations import models as _organizations  # noqa: F401
+
 
 class Provider(StrEnum):
     XERO = "xero"

@@ -1,12 +1,10 @@
-"""Fixtures that run the Xero sandbox over real HTTP in a background thread."""
+"""Helpers for tests that talk to the Xero sandbox."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
 from src.xero_sandbox.config import SandboxConfig
 from src.xero_sandbox.server import RunningSandbox
@@ -17,20 +15,6 @@ from src.xero_sandbox.server import RunningSandbox
 SANDBOX_CONFIG = SandboxConfig(
     tenants=2, invoices=300, seed=7, auto_approve=True, minute_limit=100_000, day_limit=1_000_000
 )
-
-
-@pytest.fixture(scope="session")
-def sandbox() -> Iterator[RunningSandbox]:
-    """One sandbox for the whole test session."""
-    with RunningSandbox(SANDBOX_CONFIG) as running:
-        yield running
-
-
-@pytest.fixture
-def fresh_sandbox(sandbox: RunningSandbox) -> RunningSandbox:
-    """The session's sandbox, reset to its seeded data with no tokens, faults or counters."""
-    httpx.post(f"{sandbox.base_url}/_sandbox/reset").raise_for_status()
-    return sandbox
 
 
 def tenant_ids(sandbox: RunningSandbox) -> list[str]:
