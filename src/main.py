@@ -17,6 +17,7 @@ from src.domains.external_accounting.routes import PREFIXES as external_accounti
 from src.domains.external_accounting.routes import router as external_accounting_router
 from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
 from src.domains.external_accounting.xero.auth.manager import XeroAuthManager
+from src.domains.external_accounting.xero.data.accounting_client import TenantThrottle
 from src.domains.health.routes import router as health_router
 
 
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.session_factory = session_factory
         async with create_http_client(settings) as http_client:
             app.state.http_client = http_client
+            app.state.xero_throttle = TenantThrottle()
             app.state.xero_auth_manager = XeroAuthManager(
                 settings, session_factory, XeroIdentityClient(http_client, settings), cipher
             )

@@ -84,6 +84,8 @@ def sandbox_settings(database_url: str, base_url: str) -> Settings:
         xero_revocation_url=f"{base_url}/connect/revocation",
         xero_connections_url=f"{base_url}/connections",
         xero_accounting_url=f"{base_url}/api.xro/2.0",
+        xero_retry_base_delay_seconds=0.001,
+        xero_retry_max_delay_seconds=0.01,
     )
 
 

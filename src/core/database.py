@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
@@ -70,10 +73,31 @@ def new_id() -> uuid.UUID:
     return uuid.uuid4()
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        # Written as the exact number text (`40.00` stays `40.00`), never through float.
+        return orjson.Fragment(str(value).encode())
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def json_dumps(value: Any) -> str:
+    """JSON text for JSON columns: exact decimals, aware datetimes as ISO 8601."""
+    return orjson.dumps(value, default=_json_default).decode()
+
+
+def json_loads(text: str | bytes) -> Any:
+    """JSON columns read back with numbers as Decimal."""
+    return json.loads(text, parse_float=Decimal)
+
+
 def create_engine(database_url: str, *, echo: bool = False) -> AsyncEngine:
     """An async engine; for SQLite the file's folder is created and WAL + foreign keys enabled."""
     url = make_url(database_url)
-    kwargs: dict[str, Any] = {"echo": echo}
+    kwargs: dict[str, Any] = {
+        "echo": echo,
+        "json_serializer": json_dumps,
+        "json_deserializer": json_loads,
+    }
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)

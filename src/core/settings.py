@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     oauth_state_ttl_seconds: int = Field(default=600, gt=0)
     token_refresh_margin_seconds: int = Field(default=120, ge=0)
 
+    xero_retry_attempts: int = Field(default=5, ge=1)
+    xero_retry_base_delay_seconds: float = Field(default=0.5, ge=0)
+    xero_retry_max_delay_seconds: float = Field(default=8.0, ge=0)
+
     http_timeout_seconds: float = Field(default=30.0, gt=0)
     http_connect_timeout_seconds: float = Field(default=10.0, gt=0)
 

@@ -57,3 +57,45 @@ class ProviderRejected(LedgersyncError):
 
     code = "provider_rejected"
     status_code = 502
+
+
+class ProviderRateLimited(LedgersyncError):
+    """The provider's daily limit is spent: waiting inside a request is not an option."""
+
+    code = "rate_limited_daily"
+    status_code = 429
+
+
+class TenantAccessRevoked(Conflict):
+    """Xero answers 403 for this tenant: the organisation was disconnected or access revoked."""
+
+    code = "tenant_access_revoked"
+
+
+class NoActiveConnection(Conflict):
+    code = "no_active_connection"
+
+
+class SyncInProgress(Conflict):
+    code = "sync_in_progress"
+
+
+class InvalidSyncParameter(LedgersyncError):
+    code = "invalid_parameter"
+    status_code = 422
+
+
+class RecordNotFound(NotFound):
+    code = "not_found"
+
+
+class SyncCrashed(LedgersyncError):
+    """An unexpected error ended a sync; the run is recorded as failed before it propagates."""
+
+    code = "internal_error"
+    status_code = 500
+
+
+class UnsupportedProvider(LedgersyncError):
+    code = "unsupported_provider"
+    status_code = 501

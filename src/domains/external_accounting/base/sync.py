@@ -1,0 +1,97 @@
+"""The provider seam for syncing: what every provider's sync service offers, and what it returns."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, Field
+
+from src.domains.external_accounting.models import Connection
+
+ObjectType = Literal["invoices", "accounts"]
+
+
+class ConnectionSyncResult(BaseModel):
+    """The outcome of syncing one connection."""
+
+    connection_id: uuid.UUID
+    tenant_name: str
+    sync_run_id: uuid.UUID | None
+    success: bool
+    mode: str
+    count: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    api_calls: int = 0
+    duration_seconds: float = 0.0
+    last_modified: datetime | None = None
+    error: str | None = None
+    error_detail: str | None = None
+    resume_after: datetime | None = None
+
+
+class SyncResult(BaseModel):
+    """The summary a sync endpoint returns (never the records themselves)."""
+
+    object_type: ObjectType
+    success: bool
+    count: int
+    duration_seconds: float
+    last_modified: datetime | None
+    sync_run_id: uuid.UUID | None = Field(description="The run, when one connection was synced")
+    created: int
+    updated: int
+    unchanged: int
+    api_calls: int
+    error: str | None = None
+    resume_after: datetime | None = None
+    connections: list[ConnectionSyncResult]
+
+    @classmethod
+    def combine(
+        cls, object_type: ObjectType, parts: Sequence[ConnectionSyncResult], duration: float
+    ) -> SyncResult:
+        """One summary over the connections synced."""
+        failed = [p for p in parts if not p.success]
+        stamps = [p.last_modified for p in parts if p.last_modified]
+        resumes = [p.resume_after for p in parts if p.resume_after]
+        return cls(
+            object_type=object_type,
+            success=not failed,
+            count=sum(p.count for p in parts),
+            duration_seconds=round(duration, 3),
+            last_modified=max(stamps) if stamps else None,
+            sync_run_id=parts[0].sync_run_id if len(parts) == 1 else None,
+            created=sum(p.created for p in parts),
+            updated=sum(p.updated for p in parts),
+            unchanged=sum(p.unchanged for p in parts),
+            api_calls=sum(p.api_calls for p in parts),
+            error=failed[0].error if failed else None,
+            resume_after=max(resumes) if resumes else None,
+            connections=list(parts),
+        )
+
+
+class SyncService(Protocol):
+    """What a provider's sync service does for one connection."""
+
+    async def sync_invoices(
+        self,
+        connection: Connection,
+        *,
+        incremental: bool,
+        invoice_types: Sequence[str],
+        months_back: int,
+    ) -> ConnectionSyncResult:
+        """Bring the connection's invoices up to date."""
+        ...
+
+    async def sync_accounts(
+        self, connection: Connection, *, account_types: Sequence[str] | None
+    ) -> ConnectionSyncResult:
+        """Bring the connection's chart of accounts up to date."""
+        ...

@@ -1,0 +1,185 @@
+"""Provider-neutral copies of the customer's books (invoices, line items, accounts) and the
+bookkeeping of syncs (runs, cursors)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from src.core.database import Base, UTCDateTime, new_id, utcnow
+from src.domains.external_accounting import models as _connections  # noqa: F401  (FK targets)
+
+Money = Numeric(19, 4)
+JsonDocument = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Invoice(Base):
+    """An invoice as the provider holds it; VOIDED and DELETED ones are kept as tombstones."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (
+        UniqueConstraint("connection_id", "provider_id"),
+        Index("ix_invoices_org_date", "organization_id", "date", "id"),
+        Index("ix_invoices_org_updated", "organization_id", "provider_updated_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    connection_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE")
+    )
+    provider_id: Mapped[str] = mapped_column(String(64))
+    number: Mapped[str | None] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))
+    contact_id: Mapped[str | None] = mapped_column(String(64))
+    contact_name: Mapped[str | None] = mapped_column(String(500))
+    reference: Mapped[str | None] = mapped_column(Text)
+    date: Mapped[dt.date | None] = mapped_column(Date)
+    due_date: Mapped[dt.date | None] = mapped_column(Date)
+    fully_paid_on: Mapped[dt.date | None] = mapped_column(Date)
+    line_amount_types: Mapped[str | None] = mapped_column(String(20))
+    currency_code: Mapped[str | None] = mapped_column(String(3))
+    currency_rate: Mapped[Decimal | None] = mapped_column(Numeric(19, 10))
+    sub_total: Mapped[Decimal | None] = mapped_column(Money)
+    total_tax: Mapped[Decimal | None] = mapped_column(Money)
+    total: Mapped[Decimal | None] = mapped_column(Money)
+    total_discount: Mapped[Decimal | None] = mapped_column(Money)
+    amount_due: Mapped[Decimal | None] = mapped_column(Money)
+    amount_paid: Mapped[Decimal | None] = mapped_column(Money)
+    amount_credited: Mapped[Decimal | None] = mapped_column(Money)
+    provider_updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    raw: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
+    synced_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class InvoiceLineItem(Base):
+    """A line of an invoice; the set is replaced whenever its invoice is."""
+
+    __tablename__ = "invoice_line_items"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    invoice_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("invoices.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    provider_id: Mapped[str | None] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(Text)
+    quantity: Mapped[Decimal | None] = mapped_column(Money)
+    unit_amount: Mapped[Decimal | None] = mapped_column(Money)
+    item_code: Mapped[str | None] = mapped_column(String(100))
+    account_code: Mapped[str | None] = mapped_column(String(50))
+    account_id: Mapped[str | None] = mapped_column(String(64))
+    tax_type: Mapped[str | None] = mapped_column(String(50))
+    tax_amount: Mapped[Decimal | None] = mapped_column(Money)
+    line_amount: Mapped[Decimal | None] = mapped_column(Money)
+    discount_rate: Mapped[Decimal | None] = mapped_column(Money)
+    tracking: Mapped[list[dict[str, Any]]] = mapped_column(JsonDocument)
+
+
+class Account(Base):
+    """An account of the chart of accounts."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (UniqueConstraint("connection_id", "provider_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    connection_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE")
+    )
+    provider_id: Mapped[str] = mapped_column(String(64))
+    code: Mapped[str | None] = mapped_column(String(50))
+    name: Mapped[str | None] = mapped_column(String(300))
+    type: Mapped[str | None] = mapped_column(String(30))
+    class_: Mapped[str | None] = mapped_column("class", String(30))
+    status: Mapped[str | None] = mapped_column(String(20))
+    description: Mapped[str | None] = mapped_column(Text)
+    bank_account_number: Mapped[str | None] = mapped_column(String(100))
+    bank_account_type: Mapped[str | None] = mapped_column(String(30))
+    currency_code: Mapped[str | None] = mapped_column(String(3))
+    tax_type: Mapped[str | None] = mapped_column(String(50))
+    reporting_code: Mapped[str | None] = mapped_column(String(100))
+    reporting_code_name: Mapped[str | None] = mapped_column(String(300))
+    system_account: Mapped[str | None] = mapped_column(String(50))
+    enable_payments_to_account: Mapped[bool | None] = mapped_column()
+    provider_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    raw: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
+    synced_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SyncRun(Base):
+    """One sync of one connection and object type: the history, and (while `running`) the lease
+    that keeps two syncs of the same connection and object type from interleaving."""
+
+    __tablename__ = "sync_runs"
+    __table_args__ = (
+        Index("ix_sync_runs_org_started", "organization_id", "started_at"),
+        Index(
+            "uq_sync_runs_one_running",
+            "connection_id",
+            "object_type",
+            unique=True,
+            postgresql_where=text("status = 'running'"),
+            sqlite_where=text("status = 'running'"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    connection_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE")
+    )
+    object_type: Mapped[str] = mapped_column(String(20))
+    mode: Mapped[str] = mapped_column(String(20))
+    params: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    api_calls: Mapped[int] = mapped_column(Integer, default=0)
+    last_modified: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    error: Mapped[str | None] = mapped_column(String(100))
+    error_detail: Mapped[str | None] = mapped_column(Text)
+
+
+class SyncCursor(Base):
+    """How far incremental syncs of a connection and scope have come: the newest
+    `UpdatedDateUTC` stored."""
+
+    __tablename__ = "sync_cursors"
+
+    connection_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True
+    )
+    scope: Mapped[str] = mapped_column(String(100), primary_key=True)
+    modified_since: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

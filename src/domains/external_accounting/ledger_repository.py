@@ -1,0 +1,240 @@
+"""All SQL about synced records and sync bookkeeping."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, and_, delete, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from src.core.database import utcnow
+from src.domains.external_accounting.exceptions import SyncInProgress
+from src.domains.external_accounting.ledger_models import (
+    Account,
+    Invoice,
+    InvoiceLineItem,
+    SyncCursor,
+    SyncRun,
+)
+
+# A run whose heartbeat is older than this is taken to have died (crash, deploy) and its lease
+# is released; a live run beats at every page.
+STALE_RUN_AFTER = timedelta(minutes=15)
+
+
+class LedgerRepository:
+    """Invoices, line items, accounts, sync runs and cursors."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def _insert(self, table: type[Invoice] | type[Account]) -> Any:
+        dialect = self.session.get_bind().dialect.name
+        return (postgres_insert if dialect == "postgresql" else sqlite_insert)(table)
+
+    # -- writing records ---------------------------------------------------------------------
+
+    async def invoice_versions(
+        self, connection_id: uuid.UUID, provider_ids: Sequence[str]
+    ) -> dict[str, tuple[uuid.UUID, datetime]]:
+        """provider id → (our id, provider_updated_at) for the invoices already stored."""
+        result = await self.session.execute(
+            select(Invoice.provider_id, Invoice.id, Invoice.provider_updated_at).where(
+                Invoice.connection_id == connection_id, Invoice.provider_id.in_(provider_ids)
+            )
+        )
+        return {row.provider_id: (row.id, row.provider_updated_at) for row in result}
+
+    async def upsert_invoices(
+        self,
+        rows: Sequence[dict[str, Any]],
+        lines: Sequence[dict[str, Any]],
+        replaced: Sequence[uuid.UUID],
+    ) -> None:
+        """Insert or update invoices by (connection, provider id) and replace their line items, in
+        the caller's transaction so an invoice and its lines are never half-written."""
+        if not rows:
+            return
+        statement = self._insert(Invoice)
+        keep = {"id", "organization_id", "connection_id", "provider_id"}
+        statement = statement.on_conflict_do_update(
+            index_elements=["connection_id", "provider_id"],
+            set_={
+                c.name: statement.excluded[c.name]
+                for c in Invoice.__table__.columns
+                if c.name not in keep
+            },
+        )
+        await self.session.execute(statement, list(rows))
+        if replaced:
+            await self.session.execute(
+                delete(InvoiceLineItem).where(InvoiceLineItem.invoice_id.in_(replaced))
+            )
+        if lines:
+            await self.session.execute(insert(InvoiceLineItem), list(lines))
+
+    async def account_versions(self, connection_id: uuid.UUID) -> dict[str, datetime | None]:
+        result = await self.session.execute(
+            select(Account.provider_id, Account.provider_updated_at).where(
+                Account.connection_id == connection_id
+            )
+        )
+        return {row.provider_id: row.provider_updated_at for row in result}
+
+    async def upsert_accounts(self, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        statement = self._insert(Account)
+        keep = {"id", "organization_id", "connection_id", "provider_id"}
+        statement = statement.on_conflict_do_update(
+            index_elements=["connection_id", "provider_id"],
+            set_={
+                c.name: statement.excluded[c.name]
+                for c in Account.__table__.columns
+                if c.name not in keep
+            },
+        )
+        await self.session.execute(statement, list(rows))
+
+    async def purge_connection(self, connection_id: uuid.UUID) -> None:
+        """Delete everything synced for a connection (line items go with their invoices)."""
+        for table in (Invoice, Account, SyncCursor):
+            await self.session.execute(delete(table).where(table.connection_id == connection_id))
+
+    # -- cursors -----------------------------------------------------------------------------
+
+    async def get_cursor(self, connection_id: uuid.UUID, scope: str) -> datetime | None:
+        cursor = await self.session.get(SyncCursor, (connection_id, scope))
+        return cursor.modified_since if cursor else None
+
+    async def advance_cursor(self, connection_id: uuid.UUID, scope: str, moment: datetime) -> None:
+        """Move the cursor forward (never back)."""
+        cursor = await self.session.get(SyncCursor, (connection_id, scope))
+        if cursor is None:
+            self.session.add(
+                SyncCursor(connection_id=connection_id, scope=scope, modified_since=moment)
+            )
+        elif moment > cursor.modified_since:
+            cursor.modified_since = moment
+
+    # -- runs --------------------------------------------------------------------------------
+
+    async def start_run(self, run: SyncRun) -> None:
+        """Record a run as `running`; it is also the lease on (connection, object type)."""
+        await self.session.execute(
+            update(SyncRun)
+            .where(
+                SyncRun.connection_id == run.connection_id,
+                SyncRun.object_type == run.object_type,
+                SyncRun.status == "running",
+                SyncRun.heartbeat_at < utcnow() - STALE_RUN_AFTER,
+            )
+            .values(
+                status="failed",
+                error="abandoned",
+                error_detail="The run stopped beating.",
+                finished_at=utcnow(),
+            )
+        )
+        self.session.add(run)
+        try:
+            await self.session.flush()
+        except IntegrityError:
+            await self.session.rollback()
+            raise SyncInProgress(
+                f"A {run.object_type} sync of this connection is already running; "
+                "try again when it ends."
+            ) from None
+
+    async def get_run(self, organization_id: uuid.UUID, run_id: uuid.UUID) -> SyncRun | None:
+        run = await self.session.get(SyncRun, run_id)
+        return run if run is not None and run.organization_id == organization_id else None
+
+    async def list_runs(self, organization_id: uuid.UUID, limit: int) -> list[SyncRun]:
+        result = await self.session.execute(
+            select(SyncRun)
+            .where(SyncRun.organization_id == organization_id)
+            .order_by(SyncRun.started_at.desc())
+            .limit(limit)
+        )
+        return list(result.scalars())
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def list_invoices(
+        self,
+        organization_id: uuid.UUID,
+        *,
+        connection_id: uuid.UUID | None,
+        types: Sequence[str],
+        statuses: Sequence[str],
+        contact_id: str | None,
+        date_from: date | None,
+        date_to: date | None,
+        updated_since: datetime | None,
+        after: tuple[date | None, uuid.UUID] | None,
+        limit: int,
+    ) -> list[Invoice]:
+        """Invoices newest date first, keyset-paged by (date, id)."""
+        query: Select[Invoice] = select(Invoice).where(Invoice.organization_id == organization_id)
+        if connection_id:
+            query = query.where(Invoice.connection_id == connection_id)
+        if types:
+            query = query.where(Invoice.type.in_(types))
+        if statuses:
+            query = query.where(Invoice.status.in_(statuses))
+        if contact_id:
+            query = query.where(Invoice.contact_id == contact_id)
+        if date_from:
+            query = query.where(Invoice.date >= date_from)
+        if date_to:
+            query = query.where(Invoice.date <= date_to)
+        if updated_since:
+            query = query.where(Invoice.provider_updated_at >= updated_since)
+        if after is not None:
+            after_date, after_id = after
+            if after_date is None:
+                query = query.where(and_(Invoice.date.is_(None), Invoice.id < after_id))
+            else:
+                query = query.where(
+                    or_(
+                        Invoice.date < after_date,
+                        and_(Invoice.date == after_date, Invoice.id < after_id),
+                        Invoice.date.is_(None),
+                    )
+                )
+        query = query.order_by(Invoice.date.desc().nulls_last(), Invoice.id.desc()).limit(limit)
+        return list((await self.session.execute(query)).scalars())
+
+    async def get_invoice(
+        self, organization_id: uuid.UUID, invoice_id: uuid.UUID
+    ) -> Invoice | None:
+        invoice = await self.session.get(Invoice, invoice_id)
+        return (
+            invoice if invoice is not None and invoice.organization_id == organization_id else None
+        )
+
+    async def line_items(self, invoice_id: uuid.UUID) -> list[InvoiceLineItem]:
+        result = await self.session.execute(
+            select(InvoiceLineItem)
+            .where(InvoiceLineItem.invoice_id == invoice_id)
+            .order_by(InvoiceLineItem.position)
+        )
+        return list(result.scalars())
+
+    async def list_accounts(
+        self, organization_id: uuid.UUID, *, types: Sequence[str], connection_id: uuid.UUID | None
+    ) -> list[Account]:
+        query = select(Account).where(Account.organization_id == organization_id)
+        if types:
+            query = query.where(Account.type.in_(types))
+        if connection_id:
+            query = query.where(Account.connection_id == connection_id)
+        result = await self.session.execute(query.order_by(Account.code, Account.id))
+        return list(result.scalars())

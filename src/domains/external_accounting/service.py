@@ -1,0 +1,180 @@
+"""Syncing an organisation's connections and reading back what was synced."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import date, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from src.core.settings import Settings
+from src.domains.external_accounting.base.sync import ConnectionSyncResult, SyncResult
+from src.domains.external_accounting.exceptions import (
+    NoActiveConnection,
+    ReauthorisationRequired,
+    RecordNotFound,
+)
+from src.domains.external_accounting.factory import IntegrationFactory
+from src.domains.external_accounting.ledger_models import (
+    Account,
+    Invoice,
+    InvoiceLineItem,
+    SyncRun,
+)
+from src.domains.external_accounting.ledger_repository import LedgerRepository
+from src.domains.external_accounting.models import Connection, ConnectionStatus
+from src.domains.external_accounting.repository import ConnectionRepository
+from src.domains.external_accounting.xero.auth.manager import connect_url
+
+
+class ExternalAccountingService:
+    """Runs syncs over an organisation's connections and answers questions about the results."""
+
+    def __init__(self, session: AsyncSession, settings: Settings) -> None:
+        self.session = session
+        self.settings = settings
+        self.connections = ConnectionRepository(session)
+        self.ledger = LedgerRepository(session)
+
+    async def connections_to_sync(
+        self, organization_id: uuid.UUID, connection_id: uuid.UUID | None, tenant_id: str | None
+    ) -> list[Connection]:
+        """The connections a sync request covers: the one asked for, or every active one."""
+        if connection_id is not None:
+            chosen = [await self.connections.get_for_org(organization_id, connection_id)]
+        elif tenant_id is not None:
+            found = await self.connections.get_by_tenant(organization_id, "xero", tenant_id)
+            if found is None:
+                raise NoActiveConnection(
+                    f"No connection to tenant {tenant_id} in this organisation."
+                )
+            chosen = [found]
+        else:
+            chosen = await self.connections.list_for_org(organization_id)
+        active = [c for c in chosen if c.status == ConnectionStatus.ACTIVE.value]
+        if active:
+            return active
+        stale = [c for c in chosen if c.status == ConnectionStatus.NEEDS_REAUTH.value]
+        if stale:
+            raise ReauthorisationRequired(
+                "Every Xero connection of this organisation must be authorised again.",
+                connect_url=connect_url(self.settings, organization_id),
+            )
+        raise NoActiveConnection(
+            "This organisation has no active accounting connection; connect Xero first."
+        )
+
+    async def sync_invoices(
+        self,
+        factory: IntegrationFactory,
+        connections: Sequence[Connection],
+        *,
+        incremental: bool,
+        invoice_types: Sequence[str],
+        months_back: int,
+    ) -> SyncResult:
+        """Sync invoices of each connection (in parallel: each Xero tenant has its own limits)."""
+        started = time.monotonic()
+        await self.session.commit()  # hold no transaction open for the length of a sync
+        parts = await asyncio.gather(
+            *(
+                factory.get_sync_service(c).sync_invoices(
+                    c, incremental=incremental, invoice_types=invoice_types, months_back=months_back
+                )
+                for c in connections
+            )
+        )
+        return self._combine("invoices", connections, parts, started)
+
+    async def sync_accounts(
+        self,
+        factory: IntegrationFactory,
+        connections: Sequence[Connection],
+        *,
+        account_types: Sequence[str] | None,
+    ) -> SyncResult:
+        """Sync the chart of accounts of each connection."""
+        started = time.monotonic()
+        await self.session.commit()
+        parts = await asyncio.gather(
+            *(
+                factory.get_sync_service(c).sync_accounts(c, account_types=account_types)
+                for c in connections
+            )
+        )
+        return self._combine("accounts", connections, parts, started)
+
+    def _combine(
+        self,
+        object_type: str,
+        connections: Sequence[Connection],
+        parts: Sequence[ConnectionSyncResult],
+        started: float,
+    ) -> SyncResult:
+        if parts and all(p.error == ReauthorisationRequired.code for p in parts):
+            raise ReauthorisationRequired(
+                "The Xero connection must be authorised again by an admin.",
+                connect_url=connect_url(self.settings, connections[0].organization_id),
+            )
+        return SyncResult.combine(object_type, parts, time.monotonic() - started)  # type: ignore[arg-type]
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def list_invoices(
+        self,
+        organization_id: uuid.UUID,
+        *,
+        connection_id: uuid.UUID | None,
+        types: Sequence[str],
+        statuses: Sequence[str],
+        contact_id: str | None,
+        date_from: date | None,
+        date_to: date | None,
+        updated_since: datetime | None,
+        after: tuple[date | None, uuid.UUID] | None,
+        limit: int,
+    ) -> list[Invoice]:
+        """A page of synced invoices, newest first."""
+        return await self.ledger.list_invoices(
+            organization_id,
+            connection_id=connection_id,
+            types=types,
+            statuses=statuses,
+            contact_id=contact_id,
+            date_from=date_from,
+            date_to=date_to,
+            updated_since=updated_since,
+            after=after,
+            limit=limit,
+        )
+
+    async def get_invoice(
+        self, organization_id: uuid.UUID, invoice_id: uuid.UUID
+    ) -> tuple[Invoice, list[InvoiceLineItem]]:
+        """One synced invoice with its line items."""
+        invoice = await self.ledger.get_invoice(organization_id, invoice_id)
+        if invoice is None:
+            raise RecordNotFound(f"Invoice {invoice_id} does not exist.")
+        return invoice, await self.ledger.line_items(invoice.id)
+
+    async def list_accounts(
+        self, organization_id: uuid.UUID, types: Sequence[str], connection_id: uuid.UUID | None
+    ) -> list[Account]:
+        """Synced accounts, by code."""
+        return await self.ledger.list_accounts(
+            organization_id, types=types, connection_id=connection_id
+        )
+
+    async def list_runs(self, organization_id: uuid.UUID, limit: int) -> list[SyncRun]:
+        """Recent sync runs, newest first."""
+        return await self.ledger.list_runs(organization_id, limit)
+
+    async def get_run(self, organization_id: uuid.UUID, run_id: uuid.UUID) -> SyncRun:
+        """One sync run."""
+        run = await self.ledger.get_run(organization_id, run_id)
+        if run is None:
+            raise RecordNotFound(f"Sync run {run_id} does not exist.")
+        return run

@@ -1,0 +1,381 @@
+"""`XeroAccountingClient`: every raw call to Xero's accounting API.
+
+It builds Xero's filters, sets `xero-tenant-id` and `If-Modified-Since`, parses Xero's dates into
+typed models, keeps at most five calls in flight per tenant, reads the rate-limit headers, and
+owns the retry policy (in `_send`, the one place retries happen)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from email.utils import format_datetime
+from typing import Any
+
+import httpx
+
+from src.core.settings import Settings
+from src.domains.external_accounting.base.tokens import AccessTokenProvider
+from src.domains.external_accounting.exceptions import (
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderUnavailable,
+    TenantAccessRevoked,
+)
+from src.domains.external_accounting.models import Connection
+from src.domains.external_accounting.xero.data.xero_models import (
+    InvoicePage,
+    XeroAccount,
+    XeroInvoice,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_PAGE_SIZE = 1000
+TENANT_CONCURRENCY = 5  # Xero allows five calls in flight per tenant
+
+
+@dataclass
+class RateBudget:
+    """What Xero's last response said is left of a tenant's limits."""
+
+    day_remaining: int | None = None
+    minute_remaining: int | None = None
+    app_minute_remaining: int | None = None
+    observed_at: datetime | None = None
+
+    def observe(self, headers: httpx.Headers) -> None:
+        def number(name: str) -> int | None:
+            value = headers.get(name)
+            return int(value) if value and value.isdigit() else None
+
+        self.day_remaining = number("x-daylimit-remaining") or self.day_remaining
+        self.minute_remaining = number("x-minlimit-remaining")
+        self.app_minute_remaining = number("x-appminlimit-remaining")
+        self.observed_at = datetime.now(UTC)
+
+
+@dataclass
+class TenantThrottle:
+    """Per-process state shared by every client: a semaphore and a budget per tenant."""
+
+    semaphores: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    budgets: dict[str, RateBudget] = field(default_factory=dict)
+
+    def semaphore(self, tenant_id: str) -> asyncio.Semaphore:
+        return self.semaphores.setdefault(tenant_id, asyncio.Semaphore(TENANT_CONCURRENCY))
+
+    def budget(self, tenant_id: str) -> RateBudget:
+        return self.budgets.setdefault(tenant_id, RateBudget())
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Capped exponential backoff with jitter for transient failures."""
+
+    max_attempts: int = 5
+    base_delay_s: float = 0.5
+    max_delay_s: float = 8.0
+    max_rate_limit_waits: int = 10
+    max_retry_after_s: float = 120.0
+
+
+def where_filter(
+    *,
+    types: Sequence[str] | None = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+) -> str | None:
+    """Xero's `where` for the given criteria (statuses go in `Statuses`, which Xero prefers)."""
+    clauses: list[str] = []
+    if types:
+        quoted = [f'Type=="{_quote(t)}"' for t in types]
+        clauses.append(quoted[0] if len(quoted) == 1 else "(" + " OR ".join(quoted) + ")")
+    if date_from is not None:
+        clauses.append(
+            f"Date>=DateTime({date_from.year},{date_from.month:02d},{date_from.day:02d})"
+        )
+    if date_to is not None:
+        clauses.append(f"Date<=DateTime({date_to.year},{date_to.month:02d},{date_to.day:02d})")
+    return " AND ".join(clauses) or None
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def if_modified_since(moment: datetime) -> str:
+    """The header value: RFC 1123 in GMT (Xero reads it to the second)."""
+    return format_datetime(moment.astimezone(UTC).replace(microsecond=0), usegmt=True)
+
+
+class XeroAccountingClient:
+    """Raw Xero accounting calls for connections, authenticated through an AccessTokenProvider."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        tokens: AccessTokenProvider,
+        settings: Settings,
+        throttle: TenantThrottle | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.http = http
+        self.tokens = tokens
+        self.base_url = settings.xero_accounting_url.rstrip("/")
+        self.throttle = throttle or TenantThrottle()
+        self.retry = retry or RetryPolicy()
+        self.sleep = sleep
+        self.api_calls = 0
+
+    # -- public calls ----------------------------------------------------------------------
+
+    async def get_invoices(
+        self,
+        connection: Connection,
+        *,
+        types: Sequence[str] | None = None,
+        statuses: Sequence[str] | None = None,
+        date_from: date | None = None,
+        date_to: date | None = None,
+        modified_since: datetime | None = None,
+        page: int = 1,
+        page_size: int = MAX_PAGE_SIZE,
+        order: str = "UpdatedDateUTC ASC",
+    ) -> InvoicePage:
+        """One page of invoices (with line items: Xero only sends them when `page` is given)."""
+        params: dict[str, str | int] = {"page": page, "pageSize": min(page_size, MAX_PAGE_SIZE)}
+        where = where_filter(types=types, date_from=date_from, date_to=date_to)
+        if where:
+            params["where"] = where
+        if statuses:
+            params["Statuses"] = ",".join(statuses)
+        if order:
+            params["order"] = order
+        headers = {"If-Modified-Since": if_modified_since(modified_since)} if modified_since else {}
+        body = await self._get(connection, "/Invoices", params, headers)
+        raw = list(body.get("Invoices") or [])
+        pagination = body.get("pagination") or {}
+        return InvoicePage(
+            invoices=[XeroInvoice.model_validate(item) for item in raw],
+            raw=raw,
+            page=page,
+            page_count=pagination.get("pageCount"),
+            item_count=pagination.get("itemCount"),
+        )
+
+    async def iter_invoice_pages(
+        self,
+        connection: Connection,
+        *,
+        types: Sequence[str] | None = None,
+        statuses: Sequence[str] | None = None,
+        date_from: date | None = None,
+        modified_since: datetime | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> AsyncIterator[InvoicePage]:
+        """Every matching invoice, oldest change first, as pages of *new* invoices.
+
+        Paging is by `If-Modified-Since` (keyset on `UpdatedDateUTC`) rather than by page number:
+        an invoice edited while we page moves to the end instead of shifting the pages under us,
+        so nothing is skipped. Each request restarts one second before the newest change already
+        seen (Xero's header has one-second resolution and its inclusiveness is undocumented);
+        invoices seen in that overlap are dropped here, so callers get each invoice once."""
+        since = modified_since
+        page = 1
+        overlap: dict[str, datetime] = {}
+        while True:
+            result = await self.get_invoices(
+                connection,
+                types=types,
+                statuses=statuses,
+                date_from=date_from,
+                modified_since=since,
+                page=page,
+                page_size=page_size,
+            )
+            fresh = [
+                (invoice, raw)
+                for invoice, raw in zip(result.invoices, result.raw, strict=True)
+                if overlap.get(invoice.invoice_id) != invoice.updated_date_utc
+            ]
+            if fresh:
+                yield InvoicePage(
+                    invoices=[i for i, _ in fresh],
+                    raw=[r for _, r in fresh],
+                    page=result.page,
+                    page_count=result.page_count,
+                    item_count=result.item_count,
+                )
+            if len(result.invoices) < page_size:
+                return
+            newest = max(i.updated_date_utc for i in result.invoices if i.updated_date_utc)
+            next_since = newest.replace(microsecond=0) - timedelta(seconds=1)
+            if fresh and next_since != since:
+                since, page = next_since, 1
+                overlap = {
+                    i.invoice_id: i.updated_date_utc
+                    for i in result.invoices
+                    if i.updated_date_utc and i.updated_date_utc >= next_since
+                }
+            else:
+                # A full page inside one second: keyset cannot move, so page within it.
+                page += 1
+                overlap.update(
+                    {
+                        i.invoice_id: i.updated_date_utc
+                        for i in result.invoices
+                        if i.updated_date_utc
+                    }
+                )  # noqa: E501
+
+    async def get_accounts(
+        self,
+        connection: Connection,
+        *,
+        types: Sequence[str] | None = None,
+        modified_since: datetime | None = None,
+    ) -> tuple[list[XeroAccount], list[dict[str, Any]]]:
+        """The chart of accounts (Xero does not paginate it), optionally only some types."""
+        params: dict[str, str | int] = {}
+        if types:
+            clauses = [f'Type=="{_quote(t)}"' for t in types]
+            params["where"] = " OR ".join(clauses)
+        headers = {"If-Modified-Since": if_modified_since(modified_since)} if modified_since else {}
+        body = await self._get(connection, "/Accounts", params, headers)
+        raw = list(body.get("Accounts") or [])
+        return [XeroAccount.model_validate(item) for item in raw], raw
+
+    # -- the one place that talks HTTP and retries ------------------------------------------
+
+    async def _get(
+        self,
+        connection: Connection,
+        path: str,
+        params: dict[str, str | int],
+        headers: dict[str, str],
+    ) -> dict[str, Any]:
+        async with self.throttle.semaphore(connection.tenant_id):
+            return await self._send(connection, path, params, headers)
+
+    def jitter(self, delay: float) -> float:
+        """Random spread added to a backoff delay (its own method so tests can pin it)."""
+        return random.uniform(0, delay / 2)
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before retry number `attempt` (1-based)."""
+        delay: float = min(self.retry.max_delay_s, self.retry.base_delay_s * 2.0 ** (attempt - 1))
+        return delay + self.jitter(delay)
+
+    async def _send(
+        self,
+        connection: Connection,
+        path: str,
+        params: dict[str, str | int],
+        headers: dict[str, str],
+    ) -> dict[str, Any]:
+        token = await self.tokens.get_access_token(connection)
+        refreshed = False
+        failures = 0
+        rate_limit_waits = 0
+        while True:
+            request_headers = {
+                **headers,
+                "Authorization": f"Bearer {token}",
+                "xero-tenant-id": connection.tenant_id,
+                "Accept": "application/json",
+            }
+            self.api_calls += 1
+            problem: str
+            try:
+                response = await self.http.get(
+                    f"{self.base_url}{path}", params=params, headers=request_headers
+                )
+                self.throttle.budget(connection.tenant_id).observe(response.headers)
+                if response.status_code == 200:
+                    body: dict[str, Any] = json.loads(response.content, parse_float=Decimal)
+                    return body
+                problem = f"HTTP {response.status_code}"
+            except (httpx.TimeoutException, httpx.TransportError) as error:
+                response, problem = None, type(error).__name__
+            except ValueError:
+                problem = "malformed JSON"  # a body cut short or garbled on the way
+
+            if response is not None and response.status_code == 429:
+                retry_after = _retry_after(response)
+                kind = response.headers.get("x-rate-limit-problem", "minute").lower()
+                if kind == "day":
+                    raise ProviderRateLimited(
+                        "Xero's daily call limit for this organisation is spent.",
+                        retry_after_seconds=retry_after,
+                        resume_after=(
+                            datetime.now(UTC) + timedelta(seconds=retry_after)
+                        ).isoformat(),
+                    )
+                rate_limit_waits += 1
+                if rate_limit_waits > self.retry.max_rate_limit_waits:
+                    raise ProviderUnavailable(f"Xero kept refusing calls ({kind} limit).")
+                wait = min(retry_after, self.retry.max_retry_after_s)
+                logger.info(
+                    "xero rate limit; waiting",
+                    extra={"problem": kind, "wait_s": wait, "path": path},
+                )
+                await self.sleep(wait)
+                continue
+            if response is not None and response.status_code == 401 and not refreshed:
+                refreshed = True
+                token = await self.tokens.refresh_after_unauthorized(connection, token)
+                continue
+            if response is not None and response.status_code == 403:
+                raise TenantAccessRevoked(
+                    f"Xero refused access to {connection.tenant_name or connection.tenant_id}; "
+                    "the organisation may have been disconnected.",
+                    connection_id=str(connection.id),
+                )
+            if response is not None and 400 <= response.status_code < 500:
+                raise ProviderRejected(f"Xero refused the request: {_xero_message(response)}")
+            failures += 1
+            if failures >= self.retry.max_attempts:
+                raise ProviderUnavailable(
+                    f"Xero is unavailable ({problem} after {failures} attempts)."
+                )
+            delay = self.backoff(failures)
+            logger.warning(
+                "xero call failed; retrying",
+                extra={
+                    "path": path,
+                    "problem": problem,
+                    "attempt": failures,
+                    "delay_s": round(delay, 2),
+                },
+            )
+            await self.sleep(delay)
+
+
+def _retry_after(response: httpx.Response) -> float:
+    value = response.headers.get("retry-after", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return 1.0
+
+
+def _xero_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}"
+    messages = [
+        error.get("Message")
+        for element in body.get("Elements", []) or []
+        for error in element.get("ValidationErrors", []) or []
+    ]
+    return "; ".join(m for m in messages if m) or str(
+        body.get("Message") or body.get("Detail") or body
+    )

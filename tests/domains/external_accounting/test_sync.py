@@ -1,0 +1,443 @@
+"""Invoice and account syncs against the sandbox over real HTTP, on a real database."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from src.core.database import utcnow
+from src.domains.external_accounting.ledger_models import Invoice, SyncRun
+from src.domains.organizations.models import Role
+from src.xero_sandbox.server import RunningSandbox
+from tests.domains.external_accounting.sync_helpers import (
+    assert_matches_truth,
+    connected_org,
+    ground_truth,
+    in_scope,
+    local_accounts,
+    sync,
+)
+from tests.factories import add_member, bearer, create_org_with_user
+
+
+def _stats(sandbox: RunningSandbox) -> dict[str, object]:
+    stats: dict[str, object] = httpx.get(f"{sandbox.base_url}/_sandbox/stats").json()
+    return stats
+
+
+async def test_full_sync_equals_the_ground_truth(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    org_id, key, connections = await connected_org(client, session_factory)
+    result = await sync(client, key, org_id, incremental="true")
+    assert result["object_type"] == "invoices"
+    assert result["success"] is True
+    assert "invoices" not in {k.lower() for k in result if k != "object_type"}
+    expected_total = 0
+    for connection in connections:
+        truth = ground_truth(fresh_sandbox, connection.tenant_id)
+        expected = {i["InvoiceID"] for i in truth if in_scope(i)}
+        expected_total += len(expected)
+        await assert_matches_truth(session_factory, connection, truth, expected)
+    assert result["count"] == expected_total == result["created"]
+    assert {c["mode"] for c in result["connections"]} == {"full"}
+    assert result["last_modified"].endswith("Z")
+    # Tombstones: voided and deleted invoices in scope are kept with their status.
+    async with session_factory() as session:
+        statuses = set((await session.execute(select(Invoice.status))).scalars())
+    assert {"VOIDED", "DELETED", "PAID", "AUTHORISED"} <= statuses
+
+
+async def test_accounts_sync_equals_the_ground_truth(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    org_id, key, connections = await connected_org(client, session_factory)
+    result = await sync(client, key, org_id, "accounts")
+    assert result["object_type"] == "accounts"
+    for connection in connections:
+        truth = httpx.get(
+            f"{fresh_sandbox.base_url}/_sandbox/tenants/{connection.tenant_id}/accounts"
+        ).json()
+        stored = {a.provider_id: a for a in await local_accounts(session_factory, connection)}
+        assert set(stored) == {a["AccountID"] for a in truth["Accounts"]}
+        for account in truth["Accounts"]:
+            row = stored[account["AccountID"]]
+            assert (row.code, row.name, row.type, row.class_, row.status) == (
+                account["Code"],
+                account["Name"],
+                account["Type"],
+                account["Class"],
+                account["Status"],
+            )
+            assert row.bank_account_number == account.get("BankAccountNumber")
+            assert row.tax_type == account["TaxType"]
+    again = await sync(client, key, org_id, "accounts")
+    assert (again["created"], again["updated"]) == (0, 0)
+    banks = await sync(client, key, org_id, "accounts", **{"account_types[]": "BANK"})
+    assert banks["count"] == 2 * 4
+    listed = await client.get(
+        "/external-accounting/accounts",
+        params={"org_id": str(org_id), "type": "BANK"},
+        headers=bearer(key),
+    )
+    assert {a["type"] for a in listed.json()} == {"BANK"}
+    assert len(listed.json()) == 8
+
+
+async def test_incremental_with_nothing_changed_is_one_call_and_changes_nothing(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    org_id, key, _ = await connected_org(client, session_factory)
+    await sync(client, key, org_id)
+    async with session_factory() as session:
+        before = (await session.execute(select(Invoice.id, Invoice.synced_at))).all()
+    result = await sync(client, key, org_id, incremental="true")
+    assert [c["mode"] for c in result["connections"]] == ["incremental", "incremental"]
+    assert [c["api_calls"] for c in result["connections"]] == [1, 1]
+    assert (result["created"], result["updated"]) == (0, 0)
+    async with session_factory() as session:
+        after = (await session.execute(select(Invoice.id, Invoice.synced_at))).all()
+    assert sorted(after) == sorted(before)
+
+
+async def test_incremental_picks_up_an_old_invoice_paid_today(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    org_id, key, connections = await connected_org(client, session_factory)
+    await sync(client, key, org_id)
+    tenant = connections[0].tenant_id
+    truth = ground_truth(fresh_sandbox, tenant)
+    old = next(
+        i for i in truth if i["Status"] == "AUTHORISED" and not in_scope({**i, "Status": "PAID"})
+    )
+    base = f"{fresh_sandbox.base_url}/_sandbox/tenants/{tenant}/invoices"
+    assert httpx.post(f"{base}/{old['InvoiceID']}/pay").status_code == 200
+    draft = next(i for i in truth if i["Status"] == "DRAFT")
+    assert httpx.post(f"{base}/{draft['InvoiceID']}/delete").status_code == 200
+    result = await sync(client, key, org_id, connection_id=str(connections[0].id))
+    assert (result["count"], result["updated"]) == (2, 2)
+    truth = ground_truth(fresh_sandbox, tenant)
+    expected = {i["InvoiceID"] for i in truth if in_scope(i)} | {
+        old["InvoiceID"],
+        draft["InvoiceID"],
+    }
+    await assert_matches_truth(session_factory, connections[0], truth, expected)
+
+
+async def test_full_sync_call_count_stays_at_the_floor(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    big = httpx.post(
+        f"{fresh_sandbox.base_url}/_sandbox/tenants", json={"name": "Big Ltd", "invoices": 4500}
+    )
+    tenant = big.json()["tenant_id"]
+    org_id, key, connections = await connected_org(client, session_factory)
+    connection = next(c for c in connections if c.tenant_id == tenant)
+    result = await sync(client, key, org_id, connection_id=str(connection.id), months_back="120")
+    truth = ground_truth(fresh_sandbox, tenant)
+    window = [i for i in truth if in_scope({**i, "Status": "x"}, 120)]
+    outstanding = [i for i in truth if i["Status"] == "AUTHORISED"]
+    floor = math.ceil(len(window) / 1000) + math.ceil(len(outstanding) / 1000)
+    assert result["count"] == len({i["InvoiceID"] for i in window + outstanding})
+    assert result["api_calls"] <= floor + 2 * 2, (result["api_calls"], floor)
+    assert _stats(fresh_sandbox)["by_tenant"][tenant] == result["api_calls"]  # type: ignore[index]
+    await assert_matches_truth(
+        session_factory, connection, truth, {i["InvoiceID"] for i in truth if in_scope(i, 120)}
+    )
+
+
+async def test_failure_mid_sync_keeps_pages_and_a_rerun_completes(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    big = httpx.post(
+        f"{fresh_sandbox.base_url}/_sandbox/tenants", json={"name": "Flaky Ltd", "invoices": 3000}
+    )
+    tenant = big.json()["tenant_id"]
+    org_id, key, connections = await connected_org(client, session_factory)
+    connection = next(c for c in connections if c.tenant_id == tenant)
+    httpx.put(
+        f"{fresh_sandbox.base_url}/_sandbox/faults",
+        json={"path_contains": "/Invoices", "skip_first": 1, "next_errors": [503] * 5},
+    ).raise_for_status()
+    failed = await sync(client, key, org_id, connection_id=str(connection.id), months_back="120")
+    assert failed["success"] is False
+    assert failed["error"] == "provider_unavailable"
+    async with session_factory() as session:
+        kept = (await session.execute(select(func.count()).select_from(Invoice))).scalar_one()
+        run = await session.get(SyncRun, uuid.UUID(failed["sync_run_id"]))
+    assert kept == 1000  # the first page, committed before the failure
+    assert run is not None
+    assert (run.status, run.error, run.count) == ("failed", "provider_unavailable", 1000)
+    assert "503" in (run.error_detail or "")
+    httpx.delete(f"{fresh_sandbox.base_url}/_sandbox/faults").raise_for_status()
+    rerun = await sync(client, key, org_id, connection_id=str(connection.id), months_back="120")
+    assert rerun["success"] is True
+    truth = ground_truth(fresh_sandbox, tenant)
+    await assert_matches_truth(
+        session_factory, connection, truth, {i["InvoiceID"] for i in truth if in_scope(i, 120)}
+    )
+    assert rerun["unchanged"] == 1000
+
+
+async def test_transient_faults_are_retried_to_a_complete_sync(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    org_id, key, connections = await connected_org(client, session_factory)
+    httpx.put(
+        f"{fresh_sandbox.base_url}/_sandbox/faults",
+        json={
+            "path_contains": "/Invoices",
+            "next_errors": [500, 503],
+            "next_drops": 1,
+            "next_malformed": 1,
+            "rate_limit_burst": 1,
+            "rate_limit_retry_after": 0,
+        },
+    ).raise_for_status()
+    result = await sync(client, key, org_id, connection_id=str(connections[0].id))
+    assert result["success"] is True
+    assert result["api_calls"] == 2 + 5
+    truth = ground_truth(fresh_sandbox, connections[0].tenant_id)
+    await assert_matches_truth(
+        session_factory, connections[0], truth, {i["InvoiceID"] for i in truth if in_scope(i)}
+    )
+
+
+async def test_daily_limit_fails_cleanly_with_resume_after(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    org_id, key, connections = await connected_org(client, session_factory)
+    httpx.put(
+        f"{fresh_sandbox.base_url}/_sandbox/faults",
+        json={"rate_limit_burst": 1, "rate_limit_problem": "day", "rate_limit_retry_after": 3600},
+    ).raise_for_status()
+    result = await sync(client, key, org_id, connection_id=str(connections[0].id))
+    assert result["success"] is False
+    assert result["error"] == "rate_limited_daily"
+    assert result["resume_after"] is not None
+    assert result["api_calls"] == 1
+
+
+async def test_a_second_sync_of_the_same_connection_is_refused_while_one_runs(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    org_id, key, connections = await connected_org(client, session_factory)
+    async with session_factory() as session:
+        session.add(
+            SyncRun(
+                organization_id=org_id,
+                connection_id=connections[0].id,
+                object_type="invoices",
+                mode="full",
+                params={},
+                status="running",
+            )
+        )
+        await session.commit()
+    response = await client.post(
+        "/external-accounting/invoices/sync",
+        params={"org_id": str(org_id), "connection_id": str(connections[0].id)},
+        headers=bearer(key),
+    )
+    assert response.status_code == 409
+    assert response.json()["error"] == "sync_in_progress"
+    # Accounts are another object type: not blocked.
+    assert (await sync(client, key, org_id, "accounts", connection_id=str(connections[0].id)))[
+        "success"
+    ]
+    # A run that stopped beating long ago no longer blocks.
+    async with session_factory() as session:
+        run = (
+            await session.execute(select(SyncRun).where(SyncRun.status == "running"))
+        ).scalar_one()
+        run.heartbeat_at = utcnow().replace(year=2020)
+        await session.commit()
+    assert (await sync(client, key, org_id, connection_id=str(connections[0].id)))["success"]
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "error"),
+    [
+        ({"invoice_types[]": "ACCREC,NOPE"}, 422, "invalid_parameter"),
+        ({"months_back": "0"}, 422, "validation_error"),
+        ({"months_back": "121"}, 422, "validation_error"),
+        ({"incremental": "maybe"}, 422, "validation_error"),
+        ({"connection_id": str(uuid.UUID(int=5))}, 404, "connection_not_found"),
+        ({"tenant_id": "no-such-tenant"}, 409, "no_active_connection"),
+    ],
+)
+async def test_bad_sync_requests_get_clear_errors(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+    params: dict[str, str],
+    status: int,
+    error: str,
+) -> None:
+    org_id, key, _ = await connected_org(client, session_factory)
+    response = await client.post(
+        "/external-accounting/invoices/sync",
+        params={"org_id": str(org_id), **params},
+        headers=bearer(key),
+    )
+    assert (response.status_code, response.json()["error"]) == (status, error), response.text
+    assert response.json()["detail"]
+
+
+async def test_who_may_sync_and_what_without_a_connection(
+    client: httpx.AsyncClient, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    organization, _, key = await create_org_with_user(session_factory)
+    member = await add_member(session_factory, organization, Role.MEMBER, "m@acme.test")
+    _, _, outsider = await create_org_with_user(session_factory, name="Other")
+    url, params = "/integrations/invoices/sync", {"org_id": str(organization.id)}
+    none = await client.post(url, params=params, headers=bearer(member))
+    assert (none.status_code, none.json()["error"]) == (409, "no_active_connection")
+    other = await client.post(url, params=params, headers=bearer(outsider))
+    assert (other.status_code, other.json()["error"]) == (403, "not_a_member")
+    anonymous = await client.post(url, params=params)
+    assert anonymous.status_code == 401
+    assert key
+
+
+async def test_invoice_types_in_every_spelling(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    org_id, key, connections = await connected_org(client, session_factory)
+    result = await sync(
+        client, key, org_id, connection_id=str(connections[0].id), invoice_types="accrec"
+    )
+    async with session_factory() as session:
+        types = set((await session.execute(select(Invoice.type))).scalars())
+    assert types == {"ACCREC"}
+    truth = ground_truth(fresh_sandbox, connections[0].tenant_id)
+    assert result["count"] == sum(1 for i in truth if i["Type"] == "ACCREC" and in_scope(i))
+    repeated = await client.post(
+        "/external-accounting/invoices/sync",
+        params=[
+            ("org_id", str(org_id)),
+            ("invoice_types", "ACCREC"),
+            ("invoice_types", "ACCPAY"),
+            ("connection_id", str(connections[0].id)),
+        ],
+        headers=bearer(key),
+    )
+    assert (
+        repeated.json()["connections"][0]["mode"] == "full"
+    )  # a new scope starts with a full sync
+
+
+async def test_reading_back_invoices_runs_and_errors(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    org_id, key, _ = await connected_org(client, session_factory)
+    result = await sync(client, key, org_id)
+    params = {"org_id": str(org_id), "limit": "50", "type": "ACCREC", "status": "PAID,AUTHORISED"}
+    seen: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = await client.get(
+            "/external-accounting/invoices",
+            params={**params, **({"cursor": cursor} if cursor else {})},
+            headers=bearer(key),
+        )
+        assert page.status_code == 200
+        seen += page.json()["items"]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    async with session_factory() as session:
+        expected = (
+            await session.execute(
+                select(func.count())
+                .select_from(Invoice)
+                .where(Invoice.type == "ACCREC", Invoice.status.in_(["PAID", "AUTHORISED"]))
+            )
+        ).scalar_one()
+    assert len(seen) == expected == len({s["id"] for s in seen})
+    dates = [s["date"] for s in seen]
+    assert dates == sorted(dates, reverse=True)
+    detail = await client.get(
+        f"/external-accounting/invoices/{seen[0]['id']}",
+        params={"org_id": str(org_id)},
+        headers=bearer(key),
+    )
+    assert detail.json()["line_items"]
+    assert isinstance(detail.json()["total"], str)  # Decimal travels as an exact string
+    runs = await client.get(
+        "/external-accounting/sync-runs", params={"org_id": str(org_id)}, headers=bearer(key)
+    )
+    assert {r["status"] for r in runs.json()} == {"success"}
+    one = await client.get(
+        f"/external-accounting/sync-runs/{result['connections'][0]['sync_run_id']}",
+        params={"org_id": str(org_id)},
+        headers=bearer(key),
+    )
+    assert one.json()["api_calls"] == result["connections"][0]["api_calls"]
+    bad_cursor = await client.get(
+        "/external-accounting/invoices",
+        params={"org_id": str(org_id), "cursor": "zzz"},
+        headers=bearer(key),
+    )
+    assert (bad_cursor.status_code, bad_cursor.json()["error"]) == (422, "invalid_parameter")
+    missing = await client.get(
+        f"/external-accounting/invoices/{uuid.uuid4()}",
+        params={"org_id": str(org_id)},
+        headers=bearer(key),
+    )
+    assert (missing.status_code, missing.json()["error"]) == (404, "not_found")
+    naive = await client.get(
+        "/external-accounting/invoices",
+        params={"org_id": str(org_id), "updated_since": "2025-01-01T00:00:00"},
+        headers=bearer(key),
+    )
+    assert naive.status_code == 422
+
+
+async def test_needs_reauth_connection_gives_409_on_sync(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    org_id, key, _ = await connected_org(client, session_factory)
+    fresh_sandbox.runtime.identity.refresh_tokens.clear()
+    # The access token is dead too, so Xero answers 401 and the refresh fails.
+    fresh_sandbox.runtime.identity.access_tokens.clear()
+    response = await client.post(
+        "/external-accounting/invoices/sync", params={"org_id": str(org_id)}, headers=bearer(key)
+    )
+    assert response.status_code == 409
+    assert response.json()["error"] == "reauthorisation_required"
+    assert "connect_url" in response.json()
+    again = await client.post(
+        "/external-accounting/invoices/sync", params={"org_id": str(org_id)}, headers=bearer(key)
+    )
+    assert again.json()["error"] == "reauthorisation_required"
