@@ -1,0 +1,229 @@
+"""Narrow unit tests of XeroAccountingClient's retry policy and request building, with a mocked
+transport (everything else talks to the sandbox over real HTTP)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from src.core.settings import Settings
+from src.domains.external_accounting.exceptions import (
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderUnavailable,
+    TenantAccessRevoked,
+)
+from src.domains.external_accounting.models import Connection
+from src.domains.external_accounting.xero.data.accounting_client import (
+    RetryPolicy,
+    XeroAccountingClient,
+    if_modified_since,
+    where_filter,
+)
+from src.domains.external_accounting.xero.data.xero_models import parse_xero_datetime
+
+INVOICE = {
+    "InvoiceID": "11111111-1111-4111-8111-111111111111",
+    "Type": "ACCREC",
+    "Status": "PAID",
+    "Date": "/Date(1419937200000+1300)/",
+    "UpdatedDateUTC": "/Date(1573755038314+0000)/",
+    "Total": 115.10,
+    "SomethingNew": {"x": 1},
+    "LineItems": [],
+}
+
+
+class Tokens:
+    """Counts token requests; hands out `token-N`."""
+
+    def __init__(self) -> None:
+        self.refreshes = 0
+
+    async def get_access_token(self, connection: Connection) -> str:
+        return f"token-{self.refreshes}"
+
+    async def refresh_after_unauthorized(self, connection: Connection, rejected_token: str) -> str:
+        self.refreshes += 1
+        return f"token-{self.refreshes}"
+
+
+def _client(
+    handler: Callable[[httpx.Request], httpx.Response],
+) -> tuple[XeroAccountingClient, Tokens, list[float]]:
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    tokens = Tokens()
+    client = XeroAccountingClient(
+        httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        tokens,
+        Settings(xero_accounting_url="https://xero.test/api.xro/2.0"),
+        retry=RetryPolicy(max_attempts=3),
+        sleep=sleep,
+    )
+    client.jitter = lambda delay: 0.0  # type: ignore[method-assign]
+    return client, tokens, sleeps
+
+
+def _connection() -> Connection:
+    return Connection(
+        id=uuid.uuid4(), organization_id=uuid.uuid4(), tenant_id="tenant-1", tenant_name="Acme"
+    )
+
+
+def _ok(invoices: list[dict[str, Any]] | None = None) -> httpx.Response:
+    return httpx.Response(
+        200, json={"Invoices": invoices or [INVOICE], "pagination": {"pageCount": 1}}
+    )
+
+
+def _sequence(
+    *responses: httpx.Response | Exception,
+) -> tuple[Callable[[httpx.Request], httpx.Response], list[httpx.Request]]:
+    queue = list(responses)
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        item = queue.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    return handler, seen
+
+
+async def test_request_carries_tenant_filters_and_if_modified_since() -> None:
+    handler, seen = _sequence(_ok())
+    client, _, _ = _client(handler)
+    page = await client.get_invoices(
+        _connection(),
+        types=["ACCREC"],
+        statuses=["AUTHORISED"],
+        date_from=date(2025, 11, 1),
+        modified_since=datetime(2025, 7, 22, 14, 30, 5, 900000, tzinfo=UTC),
+    )
+    request = seen[0]
+    assert request.headers["xero-tenant-id"] == "tenant-1"
+    assert request.headers["authorization"] == "Bearer token-0"
+    assert request.headers["if-modified-since"] == "Tue, 22 Jul 2025 14:30:05 GMT"
+    assert request.url.params["where"] == 'Type=="ACCREC" AND Date>=DateTime(2025,11,01)'
+    assert request.url.params["Statuses"] == "AUTHORISED"
+    assert (request.url.params["page"], request.url.params["pageSize"]) == ("1", "1000")
+    invoice = page.invoices[0]
+    assert invoice.total == Decimal("115.10")  # parsed as Decimal, never through float
+    assert invoice.date == date(2014, 12, 30)  # the +1300 offset does not shift the instant
+    assert invoice.updated_date_utc == datetime(2019, 11, 14, 18, 10, 38, 314000, tzinfo=UTC)
+
+
+def test_where_filters_quote_and_combine() -> None:
+    assert where_filter(types=["ACCREC", "ACCPAY"]) == '(Type=="ACCREC" OR Type=="ACCPAY")'
+    assert where_filter(types=['A"B']) == 'Type=="A\\"B"'
+    assert where_filter(date_to=date(2024, 2, 29)) == "Date<=DateTime(2024,02,29)"
+    assert where_filter() is None
+    assert (
+        if_modified_since(datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC))
+        == "Thu, 02 Jan 2025 03:04:05 GMT"
+    )
+    assert parse_xero_datetime("2025-01-02T03:04:05") == datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+async def test_transient_failures_are_retried_with_capped_backoff() -> None:
+    handler, seen = _sequence(
+        httpx.Response(503),
+        httpx.ConnectError("refused"),
+        httpx.Response(200, content=b'{"Invo'),
+        _ok(),
+    )
+    client, _, sleeps = _client(handler)
+    client.retry = RetryPolicy(max_attempts=4, base_delay_s=0.5, max_delay_s=1.0)
+    page = await client.get_invoices(_connection())
+    assert len(page.invoices) == 1
+    assert sleeps == [0.5, 1.0, 1.0]
+    assert client.api_calls == 4 == len(seen)
+
+
+async def test_gives_up_after_the_last_attempt() -> None:
+    handler, _ = _sequence(httpx.Response(500), httpx.Response(502), httpx.ReadTimeout("slow"))
+    client, _, sleeps = _client(handler)
+    with pytest.raises(ProviderUnavailable, match="3 attempts"):
+        await client.get_invoices(_connection())
+    assert len(sleeps) == 2
+
+
+async def test_minute_limit_waits_for_retry_after() -> None:
+    handler, _ = _sequence(
+        httpx.Response(429, headers={"Retry-After": "17", "X-Rate-Limit-Problem": "minute"}), _ok()
+    )
+    client, _, sleeps = _client(handler)
+    await client.get_invoices(_connection())
+    assert sleeps == [17.0]
+
+
+async def test_daily_limit_raises_at_once_with_resume_time() -> None:
+    handler, seen = _sequence(
+        httpx.Response(429, headers={"Retry-After": "3600", "X-Rate-Limit-Problem": "day"})
+    )
+    client, _, sleeps = _client(handler)
+    with pytest.raises(ProviderRateLimited) as raised:
+        await client.get_invoices(_connection())
+    assert sleeps == []
+    assert raised.value.extra["retry_after_seconds"] == 3600
+    assert len(seen) == 1
+
+
+async def test_unauthorized_refreshes_once() -> None:
+    handler, seen = _sequence(httpx.Response(401), _ok())
+    client, tokens, _ = _client(handler)
+    await client.get_invoices(_connection())
+    assert tokens.refreshes == 1
+    assert seen[1].headers["authorization"] == "Bearer token-1"
+    handler, _ = _sequence(httpx.Response(401), httpx.Response(401))
+    client, tokens, _ = _client(handler)
+    with pytest.raises(ProviderRejected):
+        await client.get_invoices(_connection())
+    assert tokens.refreshes == 1
+
+
+async def test_client_errors_are_not_retried() -> None:
+    body = {
+        "ErrorNumber": 10,
+        "Type": "ValidationException",
+        "Message": "A validation exception occurred",
+        "Elements": [{"ValidationErrors": [{"Message": "bad filter"}]}],
+    }
+    handler, seen = _sequence(httpx.Response(400, json=body))
+    client, _, sleeps = _client(handler)
+    with pytest.raises(ProviderRejected, match="bad filter"):
+        await client.get_invoices(_connection())
+    assert (len(seen), sleeps) == (1, [])
+    handler, _ = _sequence(httpx.Response(403, json={"Detail": "AuthenticationUnsuccessful"}))
+    client, _, _ = _client(handler)
+    with pytest.raises(TenantAccessRevoked):
+        await client.get_invoices(_connection())
+
+
+async def test_budget_is_read_from_every_response() -> None:
+    headers = {
+        "X-DayLimit-Remaining": "4321",
+        "X-MinLimit-Remaining": "55",
+        "X-AppMinLimit-Remaining": "9999",
+    }
+    handler, _ = _sequence(httpx.Response(200, json={"Invoices": []}, headers=headers))
+    client, _, _ = _client(handler)
+    await client.get_invoices(_connection())
+    budget = client.throttle.budget("tenant-1")
+    assert (budget.day_remaining, budget.minute_remaining, budget.app_minute_remaining) == (
+        4321,
+        55,
+        9999,
+    )
