@@ -29,6 +29,19 @@ def serve(
     uvicorn.run("src.main:create_app", factory=True, host=host, port=port, workers=workers)
 
 
+@app.command()
+def demo(
+    invoices: int = typer.Option(2000, help="Invoices per sandbox organisation."),
+    json_lines: bool = typer.Option(False, "--json", help="Print one SyncResult JSON per line."),
+) -> None:
+    """Sandbox + OAuth connect + full, incremental and accounts sync, on the embedded defaults."""
+    from src.demo import run_demo  # imported here: it pulls in the whole app and the sandbox
+
+    results = run_demo(invoices, json_lines)
+    if not all(result["success"] for result in results):
+        raise typer.Exit(1)
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Apply database migrations (the only way the schema is created)."""

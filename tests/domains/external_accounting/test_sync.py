@@ -441,3 +441,37 @@ async def test_needs_reauth_connection_gives_409_on_sync(
         "/external-accounting/invoices/sync", params={"org_id": str(org_id)}, headers=bearer(key)
     )
     assert again.json()["error"] == "reauthorisation_required"
+
+
+async def test_disconnect_keeps_synced_data_unless_purged(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    org_id, key, connections = await connected_org(client, session_factory)
+    await sync(client, key, org_id)
+    first, second = connections
+
+    async def count(connection_id: uuid.UUID) -> int:
+        async with session_factory() as session:
+            query = (
+                select(func.count())
+                .select_from(Invoice)
+                .where(Invoice.connection_id == connection_id)
+            )
+            return int((await session.execute(query)).scalar_one())
+
+    kept_before = await count(first.id)
+    assert (
+        await client.delete(f"/external-accounting/connections/{first.id}", headers=bearer(key))
+    ).status_code == 204
+    assert await count(first.id) == kept_before > 0
+    purged = await client.delete(
+        f"/external-accounting/connections/{second.id}?purge=true", headers=bearer(key)
+    )
+    assert purged.status_code == 204
+    assert await count(second.id) == 0
+    after = await client.post(
+        "/external-accounting/invoices/sync", params={"org_id": str(org_id)}, headers=bearer(key)
+    )
+    assert (after.status_code, after.json()["error"]) == (409, "no_active_connection")

@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from src.core.deps import SessionDep, SettingsDep
 from src.domains.external_accounting.exceptions import ConnectionNotFound
+from src.domains.external_accounting.ledger_repository import LedgerRepository
 from src.domains.external_accounting.repository import ConnectionRepository
 from src.domains.external_accounting.schemas import AuthorizeUrl, ConnectionOut, ConnectResult
 from src.domains.external_accounting.xero.auth.connect_service import XeroConnectService
@@ -101,8 +102,9 @@ async def disconnect(
     cipher: CipherDep,
     identity: IdentityClientDep,
     auth: XeroAuthManagerDep,
+    purge: bool = False,
 ) -> Response:
-    """Disconnect at Xero, revoke its tokens and erase them here (synced data is kept)."""
+    """Disconnect at Xero and erase its tokens here; synced data is kept unless `purge=true`."""
     connection = await ConnectionRepository(session).get(connection_id)
     if connection is None:
         raise ConnectionNotFound(f"Connection {connection_id} does not exist.")
@@ -113,4 +115,6 @@ async def disconnect(
     except NotAMember:
         raise ConnectionNotFound(f"Connection {connection_id} does not exist.") from None
     await XeroConnectService(session, settings, cipher, identity).disconnect(connection, auth)
+    if purge:
+        await LedgerRepository(session).purge_connection(connection.id)
     return Response(status_code=204)

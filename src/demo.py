@@ -1,0 +1,210 @@
+"""`ledgersync demo`: the whole product on the embedded defaults, against the Xero sandbox.
+
+Starts the sandbox, migrates the SQLite database, creates an organisation and an admin, connects
+two Xero tenants through the real OAuth flow (the sandbox auto-approves the consent), then runs a
+full invoice sync, lets a Xero user change a few invoices, runs an incremental sync and an
+accounts sync, and prints the results and what is now in the database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import func, select
+
+from src.core.database import create_engine, create_session_factory
+from src.core.migrations import upgrade_database
+from src.core.settings import Settings
+from src.domains.external_accounting.ledger_models import Account, Invoice, InvoiceLineItem
+from src.domains.external_accounting.models import Connection
+from src.domains.organizations.service import OrganizationService
+from src.main import create_app
+from src.xero_sandbox.config import SandboxConfig
+from src.xero_sandbox.server import RunningSandbox
+
+
+def demo_settings(base_url: str, sandbox: SandboxConfig) -> Settings:
+    """The embedded defaults, with every Xero URL pointed at the sandbox."""
+    return Settings(
+        xero_client_id=sandbox.client_id,
+        xero_client_secret=sandbox.client_secret,
+        xero_authorize_url=f"{base_url}/identity/connect/authorize",
+        xero_token_url=f"{base_url}/connect/token",
+        xero_revocation_url=f"{base_url}/connect/revocation",
+        xero_connections_url=f"{base_url}/connections",
+        xero_accounting_url=f"{base_url}/api.xro/2.0",
+        log_level="WARNING",
+    )
+
+
+@contextmanager
+def _steps(console: Console, enabled: bool) -> Iterator[Any]:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not enabled,
+        transient=False,
+    ) as progress:
+        yield progress
+
+
+async def _run(invoices: int, as_json: bool) -> list[dict[str, Any]]:
+    console = Console(stderr=True)
+    sandbox_config = SandboxConfig(tenants=2, invoices=invoices, auto_approve=True, seed=7)
+    results: list[dict[str, Any]] = []
+    with RunningSandbox(sandbox_config) as sandbox, _steps(console, not as_json) as progress:
+        settings = demo_settings(sandbox.base_url, sandbox_config)
+        step = progress.add_task("Migrating the database", total=7)
+        await asyncio.to_thread(upgrade_database, settings.database_url)
+        engine = create_engine(settings.database_url)
+        factory = create_session_factory(engine)
+
+        progress.update(step, description="Creating an organisation and an admin", advance=1)
+        async with factory() as session:
+            organizations = OrganizationService(session)
+            organization = await organizations.create_organization("Demo Co")
+            _, issued = await organizations.add_user(
+                f"admin+{int(time.time())}@demo.test", organization.id, "admin"
+            )
+            await session.commit()
+        headers = {"Authorization": f"Bearer {issued.key}"}
+        org = {"org_id": str(organization.id)}
+
+        app = create_app(settings)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://ledgersync", timeout=120
+            ) as api,
+            httpx.AsyncClient(timeout=30) as browser,
+        ):
+            progress.update(step, description="Connecting Xero (OAuth 2.0 + PKCE)", advance=1)
+            start = await api.get("/external-accounting/xero/connect", params=org, headers=headers)
+            consent = await browser.get(start.headers["location"])
+            back = parse_qs(urlparse(consent.headers["location"]).query)
+            connected = await api.get(
+                "/external-accounting/xero/callback", params={k: v[0] for k, v in back.items()}
+            )
+            connected.raise_for_status()
+
+            progress.update(step, description="Full invoice sync", advance=1)
+            results.append(await _sync(api, headers, {**org, "incremental": "false"}, "invoices"))
+
+            progress.update(
+                step, description="A Xero user pays, voids and creates invoices", advance=1
+            )
+            _edit_books(sandbox)
+
+            progress.update(step, description="Incremental invoice sync", advance=1)
+            results.append(await _sync(api, headers, {**org, "incremental": "true"}, "invoices"))
+
+            progress.update(step, description="Accounts sync", advance=1)
+            results.append(await _sync(api, headers, org, "accounts"))
+            progress.update(step, description="Done", advance=1)
+
+        summary = await _summary(factory, organization.id)
+        await engine.dispose()
+    if as_json:
+        for result in results:
+            sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        _print(Console(), results, summary, settings.database_url)
+    return results
+
+
+async def _sync(
+    api: httpx.AsyncClient, headers: dict[str, str], params: dict[str, str], what: str
+) -> dict[str, Any]:
+    response = await api.post(f"/external-accounting/{what}/sync", params=params, headers=headers)
+    response.raise_for_status()
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def _edit_books(sandbox: RunningSandbox) -> None:
+    """What a Xero user does between two syncs: pay one invoice, void another, raise a new one."""
+    for tenant in list(sandbox.runtime.store.tenants.values()):
+        base = f"{sandbox.base_url}/_sandbox/tenants/{tenant.tenant_id}/invoices"
+        truth = httpx.get(base, params={"limit": 10_000}).json()["Invoices"]
+        authorised = [i for i in truth if i["Status"] == "AUTHORISED"]
+        submitted = [i for i in truth if i["Status"] == "SUBMITTED"]
+        if authorised:
+            httpx.post(f"{base}/{authorised[0]['InvoiceID']}/pay").raise_for_status()
+        if submitted:
+            httpx.post(f"{base}/{submitted[0]['InvoiceID']}/void").raise_for_status()
+        httpx.post(base, json={"status": "AUTHORISED", "lines": 3}).raise_for_status()
+
+
+async def _summary(factory: Any, organization_id: Any) -> list[tuple[Any, ...]]:
+    async with factory() as session:
+        rows = await session.execute(
+            select(
+                Connection.tenant_name,
+                Invoice.status,
+                func.count(Invoice.id),
+                func.sum(Invoice.total),
+                func.sum(Invoice.amount_due),
+            )
+            .join(Invoice, Invoice.connection_id == Connection.id)
+            .where(Connection.organization_id == organization_id)
+            .group_by(Connection.tenant_name, Invoice.status)
+            .order_by(Connection.tenant_name, Invoice.status)
+        )
+        summary = [tuple(row) for row in rows]
+        lines = (
+            await session.execute(
+                select(func.count(InvoiceLineItem.id))
+                .join(Invoice)
+                .where(Invoice.organization_id == organization_id)
+            )
+        ).scalar_one()
+        accounts = (
+            await session.execute(
+                select(func.count(Account.id)).where(Account.organization_id == organization_id)
+            )
+        ).scalar_one()
+    return [
+        *summary,
+        ("(all)", "line items", lines, None, None),
+        ("(all)", "accounts", accounts, None, None),
+    ]
+
+
+def _print(
+    console: Console, results: list[dict[str, Any]], summary: list[tuple[Any, ...]], url: str
+) -> None:
+    for title, result in zip(
+        ("Full invoice sync", "Incremental invoice sync", "Accounts sync"), results, strict=True
+    ):
+        shown = {k: v for k, v in result.items() if k != "connections"}
+        console.rule(title)
+        console.print_json(json.dumps(shown))
+    table = Table(title=f"Now in the database ({url})")
+    for column in ("Xero organisation", "status", "rows", "total (mixed currencies)", "amount due"):
+        table.add_column(column, justify="right" if column != "Xero organisation" else "left")
+    for tenant, status, count, total, due in summary:
+        table.add_row(
+            str(tenant),
+            str(status),
+            str(count),
+            "" if total is None else f"{total:,.2f}",
+            "" if due is None else f"{due:,.2f}",
+        )
+    console.print(table)
+
+
+def run_demo(invoices: int = 2000, as_json: bool = False) -> list[dict[str, Any]]:
+    """Run the demo and return the SyncResults."""
+    return asyncio.run(_run(invoices, as_json))

@@ -1,0 +1,28 @@
+"""The README's main job runs end to end (small data, its own SQLite file)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from src.demo import _run
+
+
+async def test_demo_connects_and_syncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}")
+    monkeypatch.setenv("TOKEN_KEY_FILE", str(tmp_path / "key"))
+    results = await _run(invoices=150, as_json=True)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines == results
+    assert [r["object_type"] for r in results] == ["invoices", "invoices", "accounts"]
+    assert all(r["success"] for r in results)
+    full, incremental, accounts = results
+    assert [c["mode"] for c in full["connections"]] == ["full", "full"]
+    assert [c["mode"] for c in incremental["connections"]] == ["incremental", "incremental"]
+    assert incremental["created"] + incremental["updated"] >= 4  # the edits made between syncs
+    assert accounts["count"] > 0
+    assert (tmp_path / "key").exists()
