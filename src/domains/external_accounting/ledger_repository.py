@@ -34,9 +34,22 @@ class LedgerRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    def _insert(self, table: type[Invoice] | type[Account]) -> Any:
+    async def _upsert(
+        self, table: type[Invoice] | type[Account], rows: Sequence[dict[str, Any]]
+    ) -> None:
+        """Set-based `INSERT ... ON CONFLICT (connection_id, provider_id) DO UPDATE` of `rows`."""
         dialect = self.session.get_bind().dialect.name
-        return (postgres_insert if dialect == "postgresql" else sqlite_insert)(table)
+        statement = (postgres_insert if dialect == "postgresql" else sqlite_insert)(table)
+        keep = {"id", "organization_id", "connection_id", "provider_id"}
+        statement = statement.on_conflict_do_update(
+            index_elements=["connection_id", "provider_id"],
+            set_={
+                c.name: statement.excluded[c.name]
+                for c in table.__table__.columns
+                if c.name not in keep
+            },
+        )
+        await self.session.execute(statement, list(rows))
 
     # -- writing records ---------------------------------------------------------------------
 
@@ -61,17 +74,7 @@ class LedgerRepository:
         the caller's transaction so an invoice and its lines are never half-written."""
         if not rows:
             return
-        statement = self._insert(Invoice)
-        keep = {"id", "organization_id", "connection_id", "provider_id"}
-        statement = statement.on_conflict_do_update(
-            index_elements=["connection_id", "provider_id"],
-            set_={
-                c.name: statement.excluded[c.name]
-                for c in Invoice.__table__.columns
-                if c.name not in keep
-            },
-        )
-        await self.session.execute(statement, list(rows))
+        await self._upsert(Invoice, rows)
         if replaced:
             await self.session.execute(
                 delete(InvoiceLineItem).where(InvoiceLineItem.invoice_id.in_(replaced))
@@ -90,17 +93,7 @@ class LedgerRepository:
     async def upsert_accounts(self, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:
             return
-        statement = self._insert(Account)
-        keep = {"id", "organization_id", "connection_id", "provider_id"}
-        statement = statement.on_conflict_do_update(
-            index_elements=["connection_id", "provider_id"],
-            set_={
-                c.name: statement.excluded[c.name]
-                for c in Account.__table__.columns
-                if c.name not in keep
-            },
-        )
-        await self.session.execute(statement, list(rows))
+        await self._upsert(Account, rows)
 
     async def purge_connection(self, connection_id: uuid.UUID) -> None:
         """Delete everything synced for a connection (line items go with their invoices)."""
