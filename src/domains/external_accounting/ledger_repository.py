@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, and_, delete, insert, or_, select, update
+from sqlalchemy import Select, Table, and_, delete, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -35,19 +35,21 @@ class LedgerRepository:
         self.session = session
 
     async def _upsert(
-        self, table: type[Invoice] | type[Account], rows: Sequence[dict[str, Any]]
+        self, model: type[Invoice] | type[Account], rows: Sequence[dict[str, Any]]
     ) -> None:
-        """Set-based `INSERT ... ON CONFLICT (connection_id, provider_id) DO UPDATE` of `rows`."""
-        dialect = self.session.get_bind().dialect.name
-        statement = (postgres_insert if dialect == "postgresql" else sqlite_insert)(table)
+        """`INSERT ... ON CONFLICT (connection_id, provider_id) DO UPDATE` of a page of rows as one
+        Core executemany (the driver batches it; the ORM bulk path ran row by row)."""
+        table = cast(Table, model.__table__)
+        insert_for = (
+            postgres_insert
+            if self.session.get_bind().dialect.name == "postgresql"
+            else sqlite_insert
+        )
+        statement = insert_for(table)
         keep = {"id", "organization_id", "connection_id", "provider_id"}
         statement = statement.on_conflict_do_update(
             index_elements=["connection_id", "provider_id"],
-            set_={
-                c.name: statement.excluded[c.name]
-                for c in table.__table__.columns
-                if c.name not in keep
-            },
+            set_={c.name: statement.excluded[c.name] for c in table.columns if c.name not in keep},
         )
         await self.session.execute(statement, list(rows))
 
@@ -80,7 +82,7 @@ class LedgerRepository:
                 delete(InvoiceLineItem).where(InvoiceLineItem.invoice_id.in_(replaced))
             )
         if lines:
-            await self.session.execute(insert(InvoiceLineItem), list(lines))
+            await self.session.execute(insert(InvoiceLineItem.__table__), list(lines))  # type: ignore[arg-type]
 
     async def account_versions(self, connection_id: uuid.UUID) -> dict[str, datetime | None]:
         result = await self.session.execute(

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from src.core.aio import prefetch
 from src.core.database import utcnow
 from src.core.errors import LedgersyncError
 from src.domains.external_accounting.base.sync import ConnectionSyncResult
@@ -135,7 +136,7 @@ def account_row(
         "code": account.code,
         "name": account.name,
         "type": account.type,
-        "class_": account.class_,
+        "class": account.class_,
         "status": account.status,
         "description": account.description,
         "bank_account_number": account.bank_account_number,
@@ -233,7 +234,7 @@ class XeroSyncService:
         skip_from: date | None = None,
         **filters: Any,
     ) -> None:
-        async for page in self.client.iter_invoice_pages(connection, **filters):
+        async for page in prefetch(self.client.iter_invoice_pages(connection, **filters)):
             pairs = [
                 (invoice, raw)
                 for invoice, raw in zip(page.invoices, page.raw, strict=True)

@@ -1,0 +1,134 @@
+"""One sync in its own process, so the benchmark can measure its wall time, CPU and peak memory
+apart from the sandbox's.
+
+    python -m bench.sync_worker DATABASE_URL SANDBOX_URL TENANT_ID MODE [MONTHS_BACK]
+
+MODE is `full`, `incremental` (reusing the database of an earlier run) or `accounts`. Prints one
+JSON object: the ConnectionSyncResult plus `peak_rss_mb` and `cpu_s`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+import time
+from datetime import timedelta
+
+import httpx
+from cryptography.fernet import Fernet
+from sqlalchemy import select
+
+from src.core.crypto import TokenCipher
+from src.core.database import create_engine, create_session_factory, utcnow
+from src.core.migrations import upgrade_database
+from src.core.settings import Settings
+from src.domains.external_accounting.factory import IntegrationFactory
+from src.domains.external_accounting.models import Connection, OAuthGrant
+from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
+from src.domains.external_accounting.xero.auth.manager import XeroAuthManager
+from src.domains.external_accounting.xero.data.accounting_client import TenantThrottle
+from src.domains.organizations.models import Organization
+
+KEY = Fernet.generate_key().decode()
+
+
+def settings_for(database_url: str, sandbox_url: str) -> Settings:
+    """Settings pointing at the benchmark's sandbox."""
+    return Settings(
+        environment="test",
+        database_url=database_url,
+        token_encryption_keys=KEY,
+        xero_client_id="sandbox-client-id",
+        xero_client_secret="sandbox-client-secret",
+        xero_token_url=f"{sandbox_url}/connect/token",
+        xero_accounting_url=f"{sandbox_url}/api.xro/2.0",
+        log_level="WARNING",
+    )
+
+
+async def _connection(settings: Settings, sandbox_url: str, tenant_id: str) -> Connection:
+    """The benchmark's one connection, created on first use with tokens minted by the sandbox."""
+    factory = create_session_factory(create_engine(settings.database_url))
+    async with factory() as session:
+        existing = (await session.execute(select(Connection))).scalars().first()
+        if existing is not None:
+            return existing
+        tokens = httpx.post(
+            f"{sandbox_url}/_sandbox/tokens", json={"tenant_ids": [tenant_id]}
+        ).json()
+        cipher = TokenCipher.from_settings(settings)
+        organization = Organization(name="Bench")
+        session.add(organization)
+        await session.flush()
+        grant = OAuthGrant(
+            organization_id=organization.id,
+            access_token_encrypted=cipher.encrypt(tokens["access_token"]),
+            refresh_token_encrypted=cipher.encrypt(tokens["refresh_token"]),
+            access_token_expires_at=utcnow() + timedelta(seconds=tokens["expires_in"]),
+        )
+        session.add(grant)
+        await session.flush()
+        connection = Connection(
+            organization_id=organization.id,
+            tenant_id=tenant_id,
+            tenant_name="Bench",
+            grant_id=grant.id,
+        )
+        session.add(connection)
+        await session.commit()
+        return connection
+
+
+async def main(
+    database_url: str, sandbox_url: str, tenant_id: str, mode: str, months_back: int
+) -> None:
+    settings = settings_for(database_url, sandbox_url)
+    if mode == "full":
+        await asyncio.to_thread(upgrade_database, settings.database_url)
+    connection = await _connection(settings, sandbox_url, tenant_id)
+    engine = create_engine(settings.database_url)
+    session_factory = create_session_factory(engine)
+    started = time.perf_counter()
+    async with httpx.AsyncClient(timeout=httpx.Timeout(120, connect=10)) as http:
+        tokens = XeroAuthManager(
+            settings,
+            session_factory,
+            XeroIdentityClient(http, settings),
+            TokenCipher.from_settings(settings),
+        )
+        service = IntegrationFactory(
+            settings, session_factory, http, tokens, TenantThrottle()
+        ).get_sync_service(connection)
+        if mode == "accounts":
+            result = await service.sync_accounts(connection, account_types=None)
+        else:
+            result = await service.sync_invoices(
+                connection,
+                incremental=mode == "incremental",
+                invoice_types=("ACCPAY", "ACCREC"),
+                months_back=months_back,
+            )
+    wall = time.perf_counter() - started
+    await engine.dispose()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    report = {
+        **json.loads(result.model_dump_json()),
+        "wall_s": wall,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+    }
+    sys.stdout.write(json.dumps(report) + "\n")
+
+
+if __name__ == "__main__":
+    arguments = sys.argv[1:]
+    asyncio.run(
+        main(
+            arguments[0],
+            arguments[1],
+            arguments[2],
+            arguments[3],
+            int(arguments[4]) if len(arguments) > 4 else 12,
+        )
+    )
