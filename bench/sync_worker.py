@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 import sys
 import time
@@ -30,7 +31,8 @@ from src.domains.external_accounting.xero.auth.manager import XeroAuthManager
 from src.domains.external_accounting.xero.data.accounting_client import TenantThrottle
 from src.domains.organizations.models import Organization
 
-KEY = Fernet.generate_key().decode()
+# Runs of one benchmark share a key (bench/run.py passes one) so a later run can decrypt tokens.
+KEY = os.environ.get("BENCH_TOKEN_KEY") or Fernet.generate_key().decode()
 
 
 def settings_for(database_url: str, sandbox_url: str) -> Settings:

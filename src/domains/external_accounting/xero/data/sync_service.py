@@ -54,6 +54,9 @@ class RunProgress:
     # not news and do not count. A full run counts every invoice it covered.
     count_unchanged: bool = True
     started: float = field(default_factory=time.monotonic)
+    # Only an invoice edited while the run pages can be yielded twice (phase 2 skips what phase 1
+    # covered by rule), so only those need remembering: memory stays flat however big the org.
+    recent_since: datetime = field(default_factory=lambda: utcnow() - timedelta(minutes=5))
     count: int = 0
     created: int = 0
     updated: int = 0

@@ -1,0 +1,269 @@
+"""The sync benchmark of issue 5: API calls, wall time under Xero's limits, unthrottled throughput
+into PostgreSQL and SQLite, and peak memory, each against its baseline.
+
+    uv run python bench/run.py [--invoices 100000] [--json PATH] [--quick] [--sizes 10000,100000]
+
+The sandbox and the sync run in separate processes (the sync through `bench/sync_worker.py`), so
+their CPU and memory are measured apart. Every number is measured in the run that prints it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from cryptography.fernet import Fernet
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from src.domains.external_accounting.xero.data.sync_service import months_ago  # noqa: E402
+from src.xero_sandbox.config import SandboxConfig  # noqa: E402
+from src.xero_sandbox.server import SandboxProcess  # noqa: E402
+
+BENCH_KEY = Fernet.generate_key().decode()
+POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/ledgersync_bench"
+MONTHS_BACK = 12
+
+
+@dataclass
+class Report:
+    rows: list[tuple[str, str, str, str]] = field(default_factory=list)
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def add(
+        self,
+        metric: str,
+        ours: float | None,
+        baseline: float | None,
+        unit: str,
+        key: str | None = None,
+    ) -> None:
+        ratio = f"{ours / baseline:.2f}x" if ours is not None and baseline else "n/a"
+        self.rows.append((metric, _fmt(ours, unit), _fmt(baseline, unit), ratio))
+        if key:
+            self.values[key] = ours
+
+    def print(self) -> None:
+        widths = [
+            max(len(r[i]) for r in [("metric", "ours", "baseline", "ratio"), *self.rows])
+            for i in range(4)
+        ]
+        header = ("metric", "ours", "baseline", "ratio")
+        for row in [header, tuple("-" * w for w in widths), *self.rows]:
+            print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)))
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "not measured"
+    return f"{value:,.0f} {unit}".strip() if value >= 100 else f"{value:,.2f} {unit}".strip()
+
+
+def _reset_postgres() -> None:
+    for sql in ("DROP DATABASE IF EXISTS ledgersync_bench", "CREATE DATABASE ledgersync_bench"):
+        subprocess.run(
+            ["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c", sql],
+            check=True,
+        )
+
+
+def _worker(database_url: str, sandbox: SandboxProcess, tenant: str, mode: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.sync_worker",
+            database_url,
+            sandbox.base_url,
+            tenant,
+            mode,
+            str(MONTHS_BACK),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BENCH_TOKEN_KEY": BENCH_KEY},
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    if not result["success"]:
+        raise RuntimeError(f"the sync failed: {result['error']}: {result['error_detail']}")
+    return result
+
+
+def _tenant(sandbox: SandboxProcess) -> str:
+    tenant: str = httpx.get(f"{sandbox.base_url}/_sandbox/tenants").json()[0]["tenant_id"]
+    return tenant
+
+
+def _item_count(sandbox: SandboxProcess, tenant: str, **params: str) -> int:
+    tokens = httpx.post(f"{sandbox.base_url}/_sandbox/tokens", json={"tenant_ids": [tenant]}).json()
+    response = httpx.get(
+        f"{sandbox.base_url}/api.xro/2.0/Invoices",
+        params={"page": "1", "pageSize": "1", **params},
+        headers={"Authorization": f"Bearer {tokens['access_token']}", "xero-tenant-id": tenant},
+        timeout=300,
+    )
+    count: int = response.json()["pagination"]["itemCount"]
+    return count
+
+
+def _sandbox(invoices: int, *, limits: bool, time_scale: float = 1.0) -> SandboxProcess:
+    config = SandboxConfig(
+        tenants=1, invoices=invoices, accounts=1000, limits_enabled=limits, time_scale=time_scale
+    )
+    return SandboxProcess(config)
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def limited_floor_s(calls: int, minute_limit: int, time_scale: float) -> float:
+    """The least wall time Xero's per-minute limit allows for `calls` sequential-window calls: every
+    full window of `minute_limit` calls but the last must be waited out."""
+    windows = math.ceil(calls / minute_limit)
+    return max(0, windows - 1) * 60.0 / time_scale
+
+
+def run(invoices: int, sizes: list[int], time_scale: float) -> Report:
+    report = Report()
+    report.values["invoices"] = invoices
+    cutoff = months_ago(datetime.now(UTC).date(), MONTHS_BACK)
+
+    # 1 + 3: unthrottled, PostgreSQL then SQLite, on the same data.
+    sandbox = _sandbox(invoices, limits=False)
+    try:
+        tenant = _tenant(sandbox)
+        date_filter = f"Date>=DateTime({cutoff.year},{cutoff.month:02d},{cutoff.day:02d})"
+        window = _item_count(sandbox, tenant, where=date_filter)
+        outstanding = _item_count(sandbox, tenant, Statuses="AUTHORISED")
+        floor = math.ceil(window / 1000) + math.ceil(outstanding / 1000)
+        _reset_postgres()
+        sandbox_process = psutil.Process(sandbox.process.pid)
+        cpu_before = _cpu(sandbox_process)
+        postgres = _worker(POSTGRES, sandbox, tenant, "full")
+        sandbox_cpu = _cpu(sandbox_process) - cpu_before
+        report.add(
+            "full sync: invoice API calls", postgres["api_calls"], floor, "calls", "api_calls_full"
+        )
+        report.values["api_calls_floor"] = floor
+        in_scope = _item_count(sandbox, tenant, where=f'{date_filter} OR Status=="AUTHORISED"')
+        report.add("full sync: unique invoices stored", postgres["count"], in_scope, "")
+        changed = max(1, invoices // 100)
+        httpx.post(
+            f"{sandbox.base_url}/_sandbox/tenants/{tenant}/invoices/touch", json={"count": changed}
+        ).raise_for_status()
+        incremental = _worker(POSTGRES, sandbox, tenant, "incremental")
+        report.add(
+            "incremental after 1% changed: calls",
+            incremental["api_calls"],
+            math.ceil(changed / 1000),
+            "calls",
+            "api_calls_incremental",
+        )
+        rate = postgres["count"] / postgres["wall_s"]
+        report.add(
+            "unthrottled into PostgreSQL",
+            rate,
+            5000,
+            "inv/s",
+            "unthrottled_invoices_per_s_postgres",
+        )
+        report.add("  CPU: sync process", postgres["cpu_s"], None, "s", "cpu_sync_s")
+        report.add("  CPU: sandbox process", sandbox_cpu, None, "s", "cpu_sandbox_s")
+        sqlite_path = ROOT / "var" / "bench.db"
+        for leftover in sqlite_path.parent.glob("bench.db*"):
+            leftover.unlink()
+        sqlite = _worker(f"sqlite+aiosqlite:///{sqlite_path}", sandbox, tenant, "full")
+        report.add(
+            "unthrottled into SQLite",
+            sqlite["count"] / sqlite["wall_s"],
+            5000,
+            "inv/s",
+            "unthrottled_invoices_per_s_sqlite",
+        )
+        report.values["tap_xero_unthrottled_invoices_per_s"] = None
+        report.add("tap-xero unthrottled", None, None, "inv/s")
+    finally:
+        sandbox.stop()
+
+    # 2: Xero's limits on, a Xero minute compressed by `time_scale`.
+    sandbox = _sandbox(invoices, limits=True, time_scale=time_scale)
+    try:
+        tenant = _tenant(sandbox)
+        _reset_postgres()
+        limited = _worker(POSTGRES, sandbox, tenant, "full")
+        floor_s = limited_floor_s(limited["api_calls"], 60, time_scale)
+        report.add(
+            f"limited wall time (minute = {60 / time_scale:g} s)",
+            limited["wall_s"],
+            floor_s,
+            "s",
+            "limited_wall_s",
+        )
+        report.values["limited_floor_s"] = floor_s
+        report.values["time_scale"] = time_scale
+        report.values["tap_xero_limited_wall_s"] = None
+        report.add("tap-xero limited wall time", None, None, "s")
+    finally:
+        sandbox.stop()
+
+    # 4: peak memory of the sync process by organisation size.
+    peaks: dict[str, float] = {}
+    for size in sizes:
+        sandbox = _sandbox(size, limits=False)
+        try:
+            _reset_postgres()
+            result = _worker(POSTGRES, sandbox, _tenant(sandbox), "full")
+            peaks[str(size)] = result["peak_rss_mb"]
+            report.add(
+                f"peak RSS of the sync at {size:,} invoices", result["peak_rss_mb"], 250, "MB"
+            )
+        finally:
+            sandbox.stop()
+    report.values["peak_rss_mb"] = max(peaks.values()) if peaks else None
+    report.values["peak_rss_mb_by_size"] = peaks
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--invoices", type=int, default=100_000)
+    parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 5,000 invoices, sizes 2,000 and 5,000"
+    )
+    parser.add_argument(
+        "--sizes", default="10000,100000", help="organisation sizes for the memory part"
+    )
+    parser.add_argument(
+        "--time-scale", type=float, default=4.0, help="Xero seconds per real second (limits part)"
+    )
+    args = parser.parse_args()
+    invoices = 5_000 if args.quick else args.invoices
+    sizes = [2_000, 5_000] if args.quick else [int(s) for s in args.sizes.split(",") if s]
+    started = time.perf_counter()
+    report = run(invoices, sizes, args.time_scale)
+    report.print()
+    print(f"\n{invoices:,} invoices, benchmark took {time.perf_counter() - started:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(report.values, indent=2))
+
+
+if __name__ == "__main__":
+    main()
