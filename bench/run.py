@@ -33,7 +33,9 @@ from src.xero_sandbox.server import SandboxProcess  # noqa: E402
 
 BENCH_KEY = Fernet.generate_key().decode()
 POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/ledgersync_bench"
-MONTHS_BACK = 12
+# Six years of generated history: a 120-month window makes the full sync extract every invoice,
+# the same set an extract-everything tool such as tap-xero reads.
+MONTHS_BACK = 120
 
 
 @dataclass
