@@ -169,6 +169,11 @@ class SyncRun(Base):
     last_modified: Mapped[datetime | None] = mapped_column(UTCDateTime())
     error: Mapped[str | None] = mapped_column(String(100))
     error_detail: Mapped[str | None] = mapped_column(Text)
+    # Where a full sync got to (phase, keyset position), written with every page, so a run that
+    # failed or paused is resumed instead of restarted.
+    checkpoint: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument, default=None)
+    # Set when Xero's daily limit stopped the run: no call is made for this connection before it.
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 class SyncCursor(Base):

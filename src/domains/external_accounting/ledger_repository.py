@@ -171,6 +171,20 @@ class LedgerRepository:
                 "try again when it ends."
             ) from None
 
+    async def latest_run(self, connection_id: uuid.UUID, object_type: str) -> SyncRun | None:
+        """The connection's most recent finished (or paused, or failed) run of an object type."""
+        result = await self.session.execute(
+            select(SyncRun)
+            .where(
+                SyncRun.connection_id == connection_id,
+                SyncRun.object_type == object_type,
+                SyncRun.status != "running",
+            )
+            .order_by(SyncRun.started_at.desc())
+            .limit(1)
+        )
+        return result.scalar_one_or_none()
+
     async def get_run(self, organization_id: uuid.UUID, run_id: uuid.UUID) -> SyncRun | None:
         run = await self.session.get(SyncRun, run_id)
         return run if run is not None and run.organization_id == organization_id else None

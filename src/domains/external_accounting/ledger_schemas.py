@@ -99,3 +99,4 @@ class SyncRunOut(_Out):
     last_modified: datetime | None
     error: str | None
     error_detail: str | None
+    paused_until: datetime | None

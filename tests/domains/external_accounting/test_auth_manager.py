@@ -244,13 +244,15 @@ async def test_no_secret_is_stored_or_logged_in_plaintext(
         access,
         refresh,
         key,
-        key.split("_")[2],
+        key.split("_", 2)[2],
         settings.xero_client_secret.get_secret_value(),
     ]
     raw = dump.encode()
     if settings.is_sqlite:  # the database file itself, write-ahead log included
         path = Path(settings.database_url.split("///", 1)[1])
         raw += b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
-    for secret in secrets:
-        assert secret.encode() not in raw
-        assert secret not in caplog.text
+    for number, secret in enumerate(secrets):
+        assert secret.encode() not in raw, f"secret #{number} is in the database"
+        assert secret not in caplog.text, f"secret #{number} is in the logs: " + next(
+            line for line in caplog.text.splitlines() if secret in line
+        )

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.database import utcnow
@@ -187,14 +187,18 @@ async def test_failure_mid_sync_keeps_pages_and_a_rerun_completes(
     assert run is not None
     assert (run.status, run.error, run.count) == ("failed", "provider_unavailable", 1000)
     assert "503" in (run.error_detail or "")
+    assert run.checkpoint is not None
+    assert run.checkpoint["phase"] == 0
     httpx.delete(f"{fresh_sandbox.base_url}/_sandbox/faults").raise_for_status()
     rerun = await sync(client, key, org_id, connection_id=str(connection.id), months_back="120")
     assert rerun["success"] is True
+    # The rerun resumed from the checkpoint: it did not fetch the stored page again.
+    assert rerun["connections"][0]["mode"] == "resume"
+    assert rerun["count"] < 3000 - 900
     truth = ground_truth(fresh_sandbox, tenant)
     await assert_matches_truth(
         session_factory, connection, truth, {i["InvoiceID"] for i in truth if in_scope(i, 120)}
     )
-    assert rerun["unchanged"] == 1000
 
 
 async def test_transient_faults_are_retried_to_a_complete_sync(
@@ -238,6 +242,70 @@ async def test_daily_limit_fails_cleanly_with_resume_after(
     assert result["error"] == "rate_limited_daily"
     assert result["resume_after"] is not None
     assert result["api_calls"] == 1
+    run_id = uuid.UUID(result["sync_run_id"])
+    async with session_factory() as session:
+        run = await session.get(SyncRun, run_id)
+        assert run is not None
+        assert run.status == "paused"
+        assert run.paused_until is not None
+    # Until the day resets, a sync answers at once without spending a call.
+    calls = _stats(fresh_sandbox)["total"]
+    again = await sync(client, key, org_id, connection_id=str(connections[0].id))
+    assert (again["success"], again["error"], again["api_calls"]) == (
+        False,
+        "rate_limited_daily",
+        0,
+    )
+    assert _stats(fresh_sandbox)["total"] == calls
+    # Once it has passed, the sync runs (here from the start: the pause came before any page).
+    async with session_factory() as session:
+        await session.execute(
+            update(SyncRun).where(SyncRun.id == run_id).values(paused_until=utcnow())
+        )
+        await session.commit()
+    resumed = await sync(client, key, org_id, connection_id=str(connections[0].id))
+    assert resumed["success"] is True
+    truth = ground_truth(fresh_sandbox, connections[0].tenant_id)
+    await assert_matches_truth(
+        session_factory, connections[0], truth, {i["InvoiceID"] for i in truth if in_scope(i)}
+    )
+
+
+async def test_daily_limit_mid_sync_pauses_and_resumes_from_the_checkpoint(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    big = httpx.post(
+        f"{fresh_sandbox.base_url}/_sandbox/tenants", json={"name": "Busy Ltd", "invoices": 3000}
+    )
+    tenant = big.json()["tenant_id"]
+    org_id, key, connections = await connected_org(client, session_factory)
+    connection = next(c for c in connections if c.tenant_id == tenant)
+    httpx.put(
+        f"{fresh_sandbox.base_url}/_sandbox/faults",
+        json={
+            "path_contains": "/Invoices",
+            "skip_first": 2,
+            "rate_limit_burst": 1,
+            "rate_limit_problem": "day",
+            "rate_limit_retry_after": 60,
+        },
+    ).raise_for_status()
+    paused = await sync(client, key, org_id, connection_id=str(connection.id), months_back="120")
+    assert (paused["success"], paused["error"]) == (False, "rate_limited_daily")
+    assert 1990 <= paused["count"] <= 2000  # two pages, less the overlap the keyset re-reads
+    async with session_factory() as session:
+        await session.execute(update(SyncRun).values(paused_until=utcnow()))
+        await session.commit()
+    resumed = await sync(client, key, org_id, connection_id=str(connection.id), months_back="120")
+    assert resumed["connections"][0]["mode"] == "resume"
+    assert resumed["success"] is True
+    assert resumed["api_calls"] <= 3  # the last window page (+ overlap) and phase 2, not all again
+    truth = ground_truth(fresh_sandbox, tenant)
+    await assert_matches_truth(
+        session_factory, connection, truth, {i["InvoiceID"] for i in truth if in_scope(i, 120)}
+    )
 
 
 async def test_a_second_sync_of_the_same_connection_is_refused_while_one_runs(

@@ -57,6 +57,21 @@ class RunProgress:
     # Only an invoice edited while the run pages can be yielded twice (phase 2 skips what phase 1
     # covered by rule), so only those need remembering: memory stays flat however big the org.
     recent_since: datetime = field(default_factory=lambda: utcnow() - timedelta(minutes=5))
+    # Full syncs: which phase is running and its keyset position, saved with every page.
+    checkpoint_base: dict[str, Any] | None = None
+    phase: int = 0
+    phase_since: datetime | None = None
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        if self.checkpoint_base is None:
+            return None
+        return {
+            **self.checkpoint_base,
+            "phase": self.phase,
+            "since": self.phase_since.isoformat() if self.phase_since else None,
+            "newest": self.newest.isoformat() if self.newest else None,
+        }
+
     count: int = 0
     created: int = 0
     updated: int = 0
@@ -173,23 +188,42 @@ class XeroSyncService:
         invoice_types: Sequence[str] = INVOICE_TYPES,
         months_back: int = 12,
     ) -> ConnectionSyncResult:
-        """Full (two-phase) or incremental invoice sync of one connection."""
+        """Full (two-phase) or incremental invoice sync of one connection; a full sync that failed
+        or paused earlier resumes from its checkpoint."""
         types = sorted(set(invoice_types) or set(INVOICE_TYPES))
         # Filtering by type only when it narrows: both types is every invoice.
         type_filter = types if set(types) != set(INVOICE_TYPES) else None
         scope = "invoices:" + ",".join(types)
         async with self.session_factory() as session:
-            cursor = await LedgerRepository(session).get_cursor(connection.id, scope)
+            repository = LedgerRepository(session)
+            cursor = await repository.get_cursor(connection.id, scope)
+            previous = await repository.latest_run(connection.id, "invoices")
+        if previous is not None and previous.paused_until and previous.paused_until > utcnow():
+            return self._still_paused(connection, previous)
         mode = "incremental" if incremental and cursor is not None else "full"
-        window_start = months_ago(datetime.now(UTC).date(), months_back)
+        checkpoint = previous.checkpoint if previous is not None else None
+        if mode == "full" and not (
+            checkpoint
+            and checkpoint.get("scope") == scope
+            and checkpoint.get("months_back") == months_back
+        ):
+            checkpoint = None
+        if mode == "full" and checkpoint is not None:
+            mode = "resume"
+        window_start = (
+            date.fromisoformat(checkpoint["window_start"])
+            if checkpoint
+            else months_ago(datetime.now(UTC).date(), months_back)
+        )
         params = {
             "incremental": incremental,
             "invoice_types": types,
             "months_back": months_back,
             "cursor": cursor.isoformat() if cursor else None,
+            "resumed_from": str(previous.id) if checkpoint and previous else None,
         }
         progress = await self._start(connection, "invoices", mode, params)
-        progress.count_unchanged = mode == "full"
+        progress.count_unchanged = mode != "incremental"
         try:
             if cursor is not None and mode == "incremental":
                 await self._invoice_phase(
@@ -201,31 +235,67 @@ class XeroSyncService:
                     modified_since=cursor - CURSOR_OVERLAP,
                 )
             else:
-                # Phase 1: everything dated inside the window.
-                await self._invoice_phase(
-                    connection, progress, scope, types=type_filter, date_from=window_start
+                await self._full_sync(
+                    connection, progress, scope, type_filter, window_start, months_back, checkpoint
                 )
-                # Phase 2: every invoice still outstanding, however old; those dated inside the
-                # window were stored by phase 1 and are skipped, not fetched twice into the count.
-                await self._invoice_phase(
-                    connection,
-                    progress,
-                    scope,
-                    types=type_filter,
-                    statuses=["AUTHORISED"],
-                    skip_from=window_start,
-                )
-                if progress.newest is not None:
-                    async with self.session_factory() as session, session.begin():
-                        await LedgerRepository(session).advance_cursor(
-                            connection.id, scope, progress.newest
-                        )
         except LedgersyncError as error:
             return await self._finish(connection, progress, mode, error)
         except Exception as error:
             await self._finish(connection, progress, mode, SyncCrashed(type(error).__name__))
             raise
         return await self._finish(connection, progress, mode, None)
+
+    async def _full_sync(
+        self,
+        connection: Connection,
+        progress: RunProgress,
+        scope: str,
+        type_filter: list[str] | None,
+        window_start: date,
+        months_back: int,
+        checkpoint: dict[str, Any] | None,
+    ) -> None:
+        """Phase 1: everything dated inside the window. Phase 2: every invoice still outstanding,
+        however old; those dated inside the window were stored by phase 1 and are skipped."""
+        phases: list[dict[str, Any]] = [
+            {"types": type_filter, "date_from": window_start},
+            {"types": type_filter, "statuses": ["AUTHORISED"], "skip_from": window_start},
+        ]
+        first = int(checkpoint["phase"]) if checkpoint else 0
+        if checkpoint and checkpoint.get("newest"):
+            progress.note_updated_at(datetime.fromisoformat(checkpoint["newest"]))
+        progress.checkpoint_base = {
+            "scope": scope,
+            "months_back": months_back,
+            "window_start": window_start.isoformat(),
+        }
+        for index, phase in enumerate(phases):
+            if index < first:
+                continue
+            progress.phase = index
+            resume_at = checkpoint.get("since") if checkpoint and index == first else None
+            progress.phase_since = datetime.fromisoformat(resume_at) if resume_at else None
+            await self._invoice_phase(
+                connection, progress, scope, modified_since=progress.phase_since, **phase
+            )
+        if progress.newest is not None:
+            async with self.session_factory() as session, session.begin():
+                await LedgerRepository(session).advance_cursor(
+                    connection.id, scope, progress.newest
+                )
+
+    def _still_paused(self, connection: Connection, paused: SyncRun) -> ConnectionSyncResult:
+        """Xero's daily limit is still spent: answer without calling Xero at all."""
+        return ConnectionSyncResult(
+            connection_id=connection.id,
+            tenant_name=connection.tenant_name,
+            sync_run_id=paused.id,
+            success=False,
+            mode="paused",
+            error=ProviderRateLimited.code,
+            error_detail="Paused by Xero's daily call limit; the sync resumes after resume_after.",
+            resume_after=paused.paused_until,
+        )
 
     async def _invoice_phase(
         self,
@@ -238,6 +308,11 @@ class XeroSyncService:
         **filters: Any,
     ) -> None:
         async for page in prefetch(self.client.iter_invoice_pages(connection, **filters)):
+            stamps = [i.updated_date_utc for i in page.invoices if i.updated_date_utc]
+            if stamps:
+                # Pages come oldest change first: after this page is stored, this phase can
+                # restart one second before its newest change without missing anything.
+                progress.phase_since = max(stamps).replace(microsecond=0) - CURSOR_OVERLAP
             pairs = [
                 (invoice, raw)
                 for invoice, raw in zip(page.invoices, page.raw, strict=True)
@@ -347,7 +422,10 @@ class XeroSyncService:
         )
         return RunProgress(run_id=run.id)
 
-    async def _beat(self, session: AsyncSession, progress: RunProgress) -> None:
+    async def _beat(
+        self, session: AsyncSession, progress: RunProgress, *, checkpoint: bool = True
+    ) -> None:
+        """Write the run's counters (and, inside a page's transaction, its checkpoint)."""
         await session.execute(
             update(SyncRun)
             .where(SyncRun.id == progress.run_id)
@@ -361,6 +439,12 @@ class XeroSyncService:
                 last_modified=progress.newest,
             )
         )
+        if checkpoint:
+            await session.execute(
+                update(SyncRun)
+                .where(SyncRun.id == progress.run_id)
+                .values(checkpoint=progress.checkpoint())
+            )
 
     async def _finish(
         self,
@@ -373,17 +457,22 @@ class XeroSyncService:
         resume_after = None
         if isinstance(error, ProviderRateLimited):
             resume_after = datetime.fromisoformat(str(error.extra["resume_after"]))
+        status = "success" if error is None else "paused" if resume_after else "failed"
         async with self.session_factory() as session, session.begin():
-            await self._beat(session, progress)
+            # The checkpoint stays as the last stored page left it (the page in hand may not
+            # have been stored); a finished run needs none.
+            await self._beat(session, progress, checkpoint=False)
+            finished: dict[str, Any] = {
+                "status": status,
+                "finished_at": utcnow(),
+                "paused_until": resume_after,
+                "error": error.code if error else None,
+                "error_detail": error.detail if error else None,
+            }
+            if error is None:
+                finished["checkpoint"] = None
             await session.execute(
-                update(SyncRun)
-                .where(SyncRun.id == progress.run_id)
-                .values(
-                    status="failed" if error else "success",
-                    finished_at=utcnow(),
-                    error=error.code if error else None,
-                    error_detail=error.detail if error else None,
-                )
+                update(SyncRun).where(SyncRun.id == progress.run_id).values(**finished)
             )
             if error is None:
                 await session.execute(
@@ -397,7 +486,7 @@ class XeroSyncService:
             extra={
                 "sync_run_id": str(progress.run_id),
                 "connection_id": str(connection.id),
-                "status": "failed" if error else "success",
+                "status": status,
                 "count": progress.count,
                 "created_count": progress.created,
                 "updated_count": progress.updated,
