@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     oauth_state_ttl_seconds: int = Field(default=600, gt=0)
     token_refresh_margin_seconds: int = Field(default=120, ge=0)
 
+    # Calls of each tenant's daily Xero budget left to the customer's other apps: a sync pauses
+    # (rate_limited_daily) rather than spend them.
+    xero_daily_reserve: int = Field(default=500, ge=0)
+    xero_reserve_pause_seconds: int = Field(default=3600, ge=1)
     xero_retry_attempts: int = Field(default=5, ge=1)
     xero_retry_base_delay_seconds: float = Field(default=0.5, ge=0)
     xero_retry_max_delay_seconds: float = Field(default=8.0, ge=0)

@@ -43,6 +43,8 @@ class IntegrationFactory:
                     max_attempts=self.settings.xero_retry_attempts,
                     base_delay_s=self.settings.xero_retry_base_delay_seconds,
                     max_delay_s=self.settings.xero_retry_max_delay_seconds,
+                    daily_reserve=self.settings.xero_daily_reserve,
+                    reserve_pause_s=self.settings.xero_reserve_pause_seconds,
                 )
                 client = XeroAccountingClient(
                     self.http, self.xero_tokens, self.settings, self.xero_throttle, retry

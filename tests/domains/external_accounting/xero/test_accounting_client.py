@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -227,3 +227,22 @@ async def test_budget_is_read_from_every_response() -> None:
         55,
         9999,
     )
+
+
+async def test_the_daily_reserve_is_left_to_the_customers_other_apps() -> None:
+    low = httpx.Response(200, json={"Invoices": []}, headers={"X-DayLimit-Remaining": "400"})
+    handler, seen = _sequence(low, _ok())
+    client, _, sleeps = _client(handler)
+    client.retry = RetryPolicy(daily_reserve=500, reserve_pause_s=600)
+    await client.get_invoices(_connection())
+    with pytest.raises(ProviderRateLimited, match="kept for its other apps") as raised:
+        await client.get_invoices(_connection())
+    assert len(seen) == 1  # refused before calling Xero
+    assert raised.value.extra["retry_after_seconds"] == 600
+    assert sleeps == []
+    # After the pause the old reading no longer binds: the next call goes out and re-reads.
+    budget = client.throttle.budget("tenant-1")
+    assert budget.observed_at is not None
+    budget.observed_at -= timedelta(seconds=601)
+    await client.get_invoices(_connection())
+    assert len(seen) == 2

@@ -54,7 +54,8 @@ class RateBudget:
             value = headers.get(name)
             return int(value) if value and value.isdigit() else None
 
-        self.day_remaining = number("x-daylimit-remaining") or self.day_remaining
+        day = number("x-daylimit-remaining")
+        self.day_remaining = day if day is not None else self.day_remaining
         self.minute_remaining = number("x-minlimit-remaining")
         self.app_minute_remaining = number("x-appminlimit-remaining")
         self.observed_at = datetime.now(UTC)
@@ -83,6 +84,8 @@ class RetryPolicy:
     max_delay_s: float = 8.0
     max_rate_limit_waits: int = 10
     max_retry_after_s: float = 120.0
+    daily_reserve: int = 0
+    reserve_pause_s: int = 3600
 
 
 def where_filter(
@@ -264,6 +267,23 @@ class XeroAccountingClient:
         async with self.throttle.semaphore(connection.tenant_id):
             return await self._send(connection, path, params, headers)
 
+    def _respect_daily_reserve(self, connection: Connection) -> None:
+        """Stop before the tenant's daily budget drops into the reserve kept for its other apps
+        (Xero's headers tell how much is left; the reset time they do not tell)."""
+        budget = self.throttle.budget(connection.tenant_id)
+        remaining, seen = budget.day_remaining, budget.observed_at
+        # An old reading may predate Xero's reset: once the pause has passed, call and re-read.
+        fresh = seen is not None and datetime.now(UTC) - seen < timedelta(
+            seconds=self.retry.reserve_pause_s
+        )
+        if remaining is not None and fresh and remaining <= self.retry.daily_reserve:
+            raise _pause_for(
+                self.retry.reserve_pause_s,
+                f"Only {remaining} of today's Xero calls are left for this organisation; they are "
+                "kept for its other apps.",
+                reserve=self.retry.daily_reserve,
+            )
+
     def jitter(self, delay: float) -> float:
         """Random spread added to a backoff delay (its own method so tests can pin it)."""
         return random.uniform(0, delay / 2)
@@ -280,6 +300,7 @@ class XeroAccountingClient:
         params: dict[str, str | int],
         headers: dict[str, str],
     ) -> dict[str, Any]:
+        self._respect_daily_reserve(connection)
         token = await self.tokens.get_access_token(connection)
         refreshed = False
         failures = 0
@@ -356,6 +377,13 @@ class XeroAccountingClient:
                 },
             )
             await self.sleep(delay)
+
+
+def _pause_for(seconds: float, detail: str, **extra: Any) -> ProviderRateLimited:
+    resume_after = (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+    return ProviderRateLimited(
+        detail, retry_after_seconds=seconds, resume_after=resume_after, **extra
+    )
 
 
 def _retry_after(response: httpx.Response) -> float:
