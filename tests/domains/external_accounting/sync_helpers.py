@@ -34,6 +34,22 @@ async def connected_org(
     return organization.id, key, connections
 
 
+async def connected_to_new_tenant(
+    client: httpx.AsyncClient,
+    sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+    name: str,
+    invoices: int,
+) -> tuple[uuid.UUID, str, Connection]:
+    """A new sandbox tenant of `invoices` invoices, connected (with the others) through OAuth."""
+    created = httpx.post(
+        f"{sandbox.base_url}/_sandbox/tenants", json={"name": name, "invoices": invoices}
+    )
+    tenant = created.json()["tenant_id"]
+    org_id, key, connections = await connected_org(client, session_factory)
+    return org_id, key, next(c for c in connections if c.tenant_id == tenant)
+
+
 async def sync(
     client: httpx.AsyncClient, key: str, org_id: uuid.UUID, what: str = "invoices", **params: Any
 ) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from src.xero_sandbox.server import RunningSandbox
 from tests.domains.external_accounting.sync_helpers import (
     assert_matches_truth,
     connected_org,
+    connected_to_new_tenant,
     ground_truth,
     in_scope,
     local_accounts,
@@ -143,12 +144,10 @@ async def test_full_sync_call_count_stays_at_the_floor(
     fresh_sandbox: RunningSandbox,
     session_factory: async_sessionmaker[AsyncSession],
 ) -> None:
-    big = httpx.post(
-        f"{fresh_sandbox.base_url}/_sandbox/tenants", json={"name": "Big Ltd", "invoices": 4500}
+    org_id, key, connection = await connected_to_new_tenant(
+        client, fresh_sandbox, session_factory, "Big Ltd", 4500
     )
-    tenant = big.json()["tenant_id"]
-    org_id, key, connections = await connected_org(client, session_factory)
-    connection = next(c for c in connections if c.tenant_id == tenant)
+    tenant = connection.tenant_id
     result = await sync(client, key, org_id, connection_id=str(connection.id), months_back="120")
     truth = ground_truth(fresh_sandbox, tenant)
     window = [i for i in truth if in_scope({**i, "Status": "x"}, 120)]
@@ -167,12 +166,10 @@ async def test_failure_mid_sync_keeps_pages_and_a_rerun_completes(
     fresh_sandbox: RunningSandbox,
     session_factory: async_sessionmaker[AsyncSession],
 ) -> None:
-    big = httpx.post(
-        f"{fresh_sandbox.base_url}/_sandbox/tenants", json={"name": "Flaky Ltd", "invoices": 3000}
+    org_id, key, connection = await connected_to_new_tenant(
+        client, fresh_sandbox, session_factory, "Flaky Ltd", 3000
     )
-    tenant = big.json()["tenant_id"]
-    org_id, key, connections = await connected_org(client, session_factory)
-    connection = next(c for c in connections if c.tenant_id == tenant)
+    tenant = connection.tenant_id
     httpx.put(
         f"{fresh_sandbox.base_url}/_sandbox/faults",
         json={"path_contains": "/Invoices", "skip_first": 1, "next_errors": [503] * 5},
@@ -276,12 +273,10 @@ async def test_daily_limit_mid_sync_pauses_and_resumes_from_the_checkpoint(
     fresh_sandbox: RunningSandbox,
     session_factory: async_sessionmaker[AsyncSession],
 ) -> None:
-    big = httpx.post(
-        f"{fresh_sandbox.base_url}/_sandbox/tenants", json={"name": "Busy Ltd", "invoices": 3000}
+    org_id, key, connection = await connected_to_new_tenant(
+        client, fresh_sandbox, session_factory, "Busy Ltd", 3000
     )
-    tenant = big.json()["tenant_id"]
-    org_id, key, connections = await connected_org(client, session_factory)
-    connection = next(c for c in connections if c.tenant_id == tenant)
+    tenant = connection.tenant_id
     httpx.put(
         f"{fresh_sandbox.base_url}/_sandbox/faults",
         json={
