@@ -199,10 +199,19 @@ def _account_field(key: str) -> Callable[[dict[str, Any]], Any]:
 _ACCOUNT_FIELDS: dict[str, tuple[Callable[[dict[str, Any]], Any], Callable[[Any], Any]]] = {
     name: (_account_field(name), str)
     for name in (
-        "Type", "Class", "Status", "Code", "Name", "BankAccountType", "TaxType",
-        "SystemAccount", "ReportingCode", "AccountID", "CurrencyCode",
+        "Type",
+        "Class",
+        "Status",
+        "Code",
+        "Name",
+        "BankAccountType",
+        "TaxType",
+        "SystemAccount",
+        "ReportingCode",
+        "AccountID",
+        "CurrencyCode",
     )
-}  # fmt: skip
+}
 _ACCOUNT_FIELDS["EnablePaymentsToAccount"] = (lambda a: a.get("EnablePaymentsToAccount"), bool)
 
 
@@ -237,3 +246,26 @@ async def get_account(request: Request, account_id: str) -> Response:
         if account["AccountID"] == account_id.lower():
             return JsonResponse(envelope("Accounts", [render_account(account)]))
     return problem(404, "NotFound", "The resource you're looking for cannot be found")
+
+
+CURRENCY_NAMES = {
+    "NZD": "New Zealand Dollar",
+    "AUD": "Australian Dollar",
+    "GBP": "British Pound",
+    "USD": "United States Dollar",
+    "EUR": "Euro",
+    "CAD": "Canadian Dollar",
+    "JPY": "Japanese Yen",
+}
+
+
+@router.get("/Currencies")
+async def get_currencies(request: Request) -> Response:
+    """The currencies the organisation uses: its base currency and those its invoices are in."""
+    tenant: TenantData = request.state.tenant
+    codes = [tenant.profile.base_currency] + sorted(
+        set(CURRENCY_NAMES) - {tenant.profile.base_currency}
+    )
+    return JsonResponse(
+        envelope("Currencies", [{"Code": c, "Description": CURRENCY_NAMES[c]} for c in codes])
+    )

@@ -74,6 +74,12 @@ def test_single_invoice_and_accounts_match_the_schema(xero: XeroApi) -> None:
     validate_schema(xero.get(f"/Accounts/{account['AccountID']}").json(), "Accounts")
 
 
+def test_currencies_match_the_schema(xero: XeroApi) -> None:
+    body = xero.get("/Currencies").json()
+    validate_schema(body, "Currencies")
+    assert len(body["Currencies"]) >= 2
+
+
 def test_validation_errors_use_xeros_error_shape(xero: XeroApi) -> None:
     response = xero.get("/Invoices", params={"where": 'Reference=="x"'})
     assert response.status_code == 400
