@@ -30,6 +30,7 @@ from src.domains.external_accounting.xero.auth.identity_client import XeroIdenti
 from src.domains.external_accounting.xero.auth.manager import XeroAuthManager
 from src.domains.external_accounting.xero.data.accounting_client import TenantThrottle
 from src.domains.organizations.models import Organization
+from src.xero_sandbox.config import SandboxConfig
 
 # Runs of one benchmark share a key (bench/run.py passes one) so a later run can decrypt tokens.
 KEY = os.environ.get("BENCH_TOKEN_KEY") or Fernet.generate_key().decode()
@@ -41,11 +42,8 @@ def settings_for(database_url: str, sandbox_url: str) -> Settings:
         environment="test",
         database_url=database_url,
         token_encryption_keys=KEY,
-        xero_client_id="sandbox-client-id",
-        xero_client_secret="sandbox-client-secret",
-        xero_token_url=f"{sandbox_url}/connect/token",
-        xero_accounting_url=f"{sandbox_url}/api.xro/2.0",
         log_level="WARNING",
+        **SandboxConfig().client_settings(sandbox_url),
     )
 
 

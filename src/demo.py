@@ -40,16 +40,7 @@ from src.xero_sandbox.server import RunningSandbox
 
 def demo_settings(base_url: str, sandbox: SandboxConfig) -> Settings:
     """The embedded defaults, with every Xero URL pointed at the sandbox."""
-    return Settings(
-        xero_client_id=sandbox.client_id,
-        xero_client_secret=sandbox.client_secret,
-        xero_authorize_url=f"{base_url}/identity/connect/authorize",
-        xero_token_url=f"{base_url}/connect/token",
-        xero_revocation_url=f"{base_url}/connect/revocation",
-        xero_connections_url=f"{base_url}/connections",
-        xero_accounting_url=f"{base_url}/api.xro/2.0",
-        log_level="WARNING",
-    )
+    return Settings(**sandbox.client_settings(base_url), log_level="WARNING")
 
 
 @contextmanager

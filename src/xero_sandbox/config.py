@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 
@@ -24,3 +26,17 @@ class SandboxConfig(BaseModel):
     minute_limit: int = Field(default=60, ge=1)
     concurrent_limit: int = Field(default=5, ge=1)
     app_minute_limit: int = Field(default=10_000, ge=1)
+
+    def client_settings(self, base_url: str) -> dict[str, Any]:
+        """What a Xero client needs to talk to this sandbox at `base_url`, keyed by ledgersync's
+        setting names: every Xero endpoint at the sandbox's path for it, and the client's
+        credentials. (Plain strings: the sandbox imports nothing from the service.)"""
+        return {
+            "xero_authorize_url": f"{base_url}/identity/connect/authorize",
+            "xero_token_url": f"{base_url}/connect/token",
+            "xero_revocation_url": f"{base_url}/connect/revocation",
+            "xero_connections_url": f"{base_url}/connections",
+            "xero_accounting_url": f"{base_url}/api.xro/2.0",
+            "xero_client_id": self.client_id,
+            "xero_client_secret": self.client_secret,
+        }
