@@ -73,7 +73,14 @@ def new_id() -> uuid.UUID:
     return uuid.uuid4()
 
 
+class JsonText(bytes):
+    """A JSON document that is already text (a record's verbatim bytes from an API response):
+    JSON columns store it as it is, so its numbers keep their exact digits."""
+
+
 def _json_default(value: Any) -> Any:
+    if isinstance(value, JsonText):
+        return orjson.Fragment(bytes(value))
     if isinstance(value, Decimal):
         # Written as the exact number text (`40.00` stays `40.00`), never through float.
         return orjson.Fragment(str(value).encode())

@@ -59,6 +59,13 @@ class ProviderRejected(LedgersyncError):
     status_code = 502
 
 
+class ProviderDataInvalid(LedgersyncError):
+    """Xero answered with well-formed JSON whose records lack what Xero documents."""
+
+    code = "provider_data_invalid"
+    status_code = 502
+
+
 class ProviderRateLimited(LedgersyncError):
     """The provider's daily limit is spent: waiting inside a request is not an option."""
 

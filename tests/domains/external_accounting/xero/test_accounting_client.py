@@ -14,6 +14,7 @@ import pytest
 
 from src.core.settings import Settings
 from src.domains.external_accounting.exceptions import (
+    ProviderDataInvalid,
     ProviderRateLimited,
     ProviderRejected,
     ProviderUnavailable,
@@ -246,3 +247,37 @@ async def test_the_daily_reserve_is_left_to_the_customers_other_apps() -> None:
     budget.observed_at -= timedelta(seconds=601)
     await client.get_invoices(_connection())
     assert len(seen) == 2
+
+
+async def test_money_keeps_every_digit_and_the_raw_document_is_verbatim() -> None:
+    invoice = (
+        b'{"InvoiceID":"a","Type":"ACCPAY","Status":"PAID","Total":1234567890123.1234567891,'
+        b'"CurrencyRate":0.000000012345678901,"UpdatedDateUTC":"/Date(1573755038314-0800)/",'
+        b'"LineItems":[{"Quantity":3.00,"UnitAmount":0.1}]}'
+    )
+    body = b'{"Invoices":[' + invoice + b'],"pagination":{"pageCount":7,"itemCount":6543}}'
+    handler, _ = _sequence(httpx.Response(200, content=body))
+    client, _, _ = _client(handler)
+    page = await client.get_invoices(_connection())
+    parsed = page.invoices[0]
+    assert parsed.total == Decimal("1234567890123.1234567891")
+    assert parsed.currency_rate == Decimal("0.000000012345678901")
+    assert str(parsed.line_items[0].quantity) == "3.00"  # the digits Xero sent, scale included
+    assert parsed.updated_date_utc == datetime(2019, 11, 14, 18, 10, 38, 314000, tzinfo=UTC)
+    assert page.raw[0] == invoice  # stored as Xero sent it: nothing re-serialised
+    assert (page.page_count, page.item_count) == (7, 6543)
+
+
+async def test_records_without_what_every_xero_invoice_has_are_refused_not_retried() -> None:
+    broken = {key: value for key, value in INVOICE.items() if key != "Type"}
+    handler, seen = _sequence(_ok([broken]))
+    client, _, sleeps = _client(handler)
+    with pytest.raises(ProviderDataInvalid, match="Type") as raised:
+        await client.get_invoices(_connection())
+    assert raised.value.code == "provider_data_invalid"
+    assert (len(seen), sleeps) == (1, [])
+    bad_date = {**INVOICE, "UpdatedDateUTC": "/Date(yesterday)/"}
+    handler, _ = _sequence(_ok([bad_date]))
+    client, _, _ = _client(handler)
+    with pytest.raises(ProviderDataInvalid):
+        await client.get_invoices(_connection())

@@ -7,21 +7,21 @@ owns the retry policy (in `_send`, the one place retries happen)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
+from src.core.database import JsonText
 from src.core.settings import Settings
 from src.domains.external_accounting.base.tokens import AccessTokenProvider
 from src.domains.external_accounting.exceptions import (
+    ProviderDataInvalid,
     ProviderRateLimited,
     ProviderRejected,
     ProviderUnavailable,
@@ -31,10 +31,13 @@ from src.domains.external_accounting.models import Connection
 from src.domains.external_accounting.xero.data.xero_models import (
     InvoicePage,
     XeroAccount,
-    XeroInvoice,
+    XeroDataInvalid,
+    decode_accounts,
+    decode_invoices,
 )
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_PAGE_SIZE = 1000
 TENANT_CONCURRENCY = 5  # Xero allows five calls in flight per tenant
@@ -162,15 +165,8 @@ class XeroAccountingClient:
         if order:
             params["order"] = order
         headers = {"If-Modified-Since": if_modified_since(modified_since)} if modified_since else {}
-        body = await self._get(connection, "/Invoices", params, headers)
-        raw = list(body.get("Invoices") or [])
-        pagination = body.get("pagination") or {}
-        return InvoicePage(
-            invoices=[XeroInvoice.model_validate(item) for item in raw],
-            raw=raw,
-            page=page,
-            page_count=pagination.get("pageCount"),
-            item_count=pagination.get("itemCount"),
+        return await self._get(
+            connection, "/Invoices", params, headers, lambda body: decode_invoices(body, page)
         )
 
     async def iter_invoice_pages(
@@ -244,16 +240,14 @@ class XeroAccountingClient:
         *,
         types: Sequence[str] | None = None,
         modified_since: datetime | None = None,
-    ) -> tuple[list[XeroAccount], list[dict[str, Any]]]:
+    ) -> tuple[list[XeroAccount], list[JsonText]]:
         """The chart of accounts (Xero does not paginate it), optionally only some types."""
         params: dict[str, str | int] = {}
         if types:
             clauses = [f'Type=="{_quote(t)}"' for t in types]
             params["where"] = " OR ".join(clauses)
         headers = {"If-Modified-Since": if_modified_since(modified_since)} if modified_since else {}
-        body = await self._get(connection, "/Accounts", params, headers)
-        raw = list(body.get("Accounts") or [])
-        return [XeroAccount.model_validate(item) for item in raw], raw
+        return await self._get(connection, "/Accounts", params, headers, decode_accounts)
 
     # -- the one place that talks HTTP and retries ------------------------------------------
 
@@ -263,9 +257,10 @@ class XeroAccountingClient:
         path: str,
         params: dict[str, str | int],
         headers: dict[str, str],
-    ) -> dict[str, Any]:
+        decode: Callable[[bytes], T],
+    ) -> T:
         async with self.throttle.semaphore(connection.tenant_id):
-            return await self._send(connection, path, params, headers)
+            return await self._send(connection, path, params, headers, decode)
 
     def _respect_daily_reserve(self, connection: Connection) -> None:
         """Stop before the tenant's daily budget drops into the reserve kept for its other apps
@@ -299,7 +294,8 @@ class XeroAccountingClient:
         path: str,
         params: dict[str, str | int],
         headers: dict[str, str],
-    ) -> dict[str, Any]:
+        decode: Callable[[bytes], T],
+    ) -> T:
         self._respect_daily_reserve(connection)
         token = await self.tokens.get_access_token(connection)
         refreshed = False
@@ -320,11 +316,15 @@ class XeroAccountingClient:
                 )
                 self.throttle.budget(connection.tenant_id).observe(response.headers)
                 if response.status_code == 200:
-                    body: dict[str, Any] = json.loads(response.content, parse_float=Decimal)
-                    return body
+                    return decode(response.content)
                 problem = f"HTTP {response.status_code}"
             except (httpx.TimeoutException, httpx.TransportError) as error:
                 response, problem = None, type(error).__name__
+            except XeroDataInvalid as error:
+                raise ProviderDataInvalid(
+                    f"Xero answered {path} with records we cannot read ({error}); nothing from "
+                    "that response was stored."
+                ) from None
             except ValueError:
                 problem = "malformed JSON"  # a body cut short or garbled on the way
 

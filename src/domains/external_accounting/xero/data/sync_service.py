@@ -15,7 +15,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.aio import prefetch
-from src.core.database import utcnow
+from src.core.database import JsonText, utcnow
 from src.core.errors import LedgersyncError
 from src.domains.external_accounting.base.sync import ConnectionSyncResult
 from src.domains.external_accounting.exceptions import ProviderRateLimited, SyncCrashed
@@ -85,7 +85,7 @@ class RunProgress:
 
 
 def invoice_row(
-    connection: Connection, row_id: uuid.UUID, invoice: XeroInvoice, raw: dict[str, Any]
+    connection: Connection, row_id: uuid.UUID, invoice: XeroInvoice, raw: JsonText
 ) -> dict[str, Any]:
     """The `invoices` row of a Xero invoice."""
     return {
@@ -142,9 +142,7 @@ def line_rows(invoice_row_id: uuid.UUID, invoice: XeroInvoice) -> list[dict[str,
     ]
 
 
-def account_row(
-    connection: Connection, account: XeroAccount, raw: dict[str, Any]
-) -> dict[str, Any]:
+def account_row(connection: Connection, account: XeroAccount, raw: JsonText) -> dict[str, Any]:
     """The `accounts` row of a Xero account."""
     return {
         "id": uuid.uuid4(),
@@ -324,7 +322,7 @@ class XeroSyncService:
         self,
         connection: Connection,
         progress: RunProgress,
-        pairs: list[tuple[XeroInvoice, dict[str, Any]]],
+        pairs: list[tuple[XeroInvoice, JsonText]],
         cursor_scope: str | None,
     ) -> None:
         """One page in one transaction: invoices, their line items, the run's counters and (for
@@ -355,7 +353,7 @@ class XeroSyncService:
                     progress.updated += 1
                 else:
                     progress.created += 1
-                versions[invoice.invoice_id] = (row_id, invoice.updated_date_utc)  # type: ignore[assignment]
+                versions[invoice.invoice_id] = (row_id, invoice.updated_date_utc)
                 rows.append(invoice_row(connection, row_id, invoice, raw))
                 lines.extend(line_rows(row_id, invoice))
             await repository.upsert_invoices(rows, lines, replaced)

@@ -1,17 +1,25 @@
-"""Xero's invoices and accounts as typed models (PascalCase aliases). They accept fields the
-schema does not list and enum values we have never seen: Xero adds both without notice."""
+"""Xero's invoices and accounts as typed records, decoded straight from the response bytes.
+
+msgspec decodes each money field from its JSON number text into an exact `Decimal` (no float on
+the way) and each invoice's own bytes are kept verbatim as its raw document, so nothing is
+re-serialised. Fields the schema does not list and enum values we have never seen are accepted:
+Xero adds both without notice. Xero's `/Date(...)/` strings become aware UTC datetimes."""
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, date, datetime, timedelta
+import functools
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+import msgspec
 
-_MS_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
+from src.core.database import JsonText
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Struct fields named `date` would shadow the type inside the class body's annotations.
+_Date = date
 
 
 def parse_xero_datetime(value: Any) -> datetime | None:
@@ -23,94 +31,177 @@ def parse_xero_datetime(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     text = str(value)
-    match = _MS_DATE.match(text)
-    if match:
-        return _EPOCH + timedelta(milliseconds=int(match.group(1)))
+    if text.startswith("/Date(") and text.endswith(")/"):
+        number = text[6:-2]
+        # The offset, when present, starts at the last sign after the first digit.
+        cut = max(number.rfind("+"), number.rfind("-"))
+        if cut > 0:
+            number = number[:cut]
+        try:
+            seconds, millis = divmod(int(number), 1000)
+        except ValueError:
+            raise ValueError(f"not a Xero date: {text!r}") from None
+        # Integer arithmetic: no float ever touches the milliseconds.
+        return datetime.fromtimestamp(seconds, UTC).replace(microsecond=millis * 1000)
     parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _to_date(value: Any) -> date | None:
+@functools.lru_cache(maxsize=8192)
+def _to_date(value: str | None) -> date | None:
+    # An organisation's invoices share a few thousand distinct dates: parse each once.
     moment = parse_xero_datetime(value)
     return moment.date() if moment else None
 
 
-XeroDateTime = Annotated[datetime | None, BeforeValidator(parse_xero_datetime)]
-XeroDate = Annotated[date | None, BeforeValidator(_to_date)]
+def _field(name: str, default: Any = None) -> Any:
+    return msgspec.field(default=default, name=name)
 
 
-class XeroModel(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
+class XeroContact(msgspec.Struct, frozen=True):
+    contact_id: str | None = _field("ContactID")
+    name: str | None = _field("Name")
 
 
-class XeroContact(XeroModel):
-    contact_id: str | None = Field(default=None, alias="ContactID")
-    name: str | None = Field(default=None, alias="Name")
+class XeroLineItem(msgspec.Struct, frozen=True):
+    line_item_id: str | None = _field("LineItemID")
+    description: str | None = _field("Description")
+    quantity: Decimal | None = _field("Quantity")
+    unit_amount: Decimal | None = _field("UnitAmount")
+    item_code: str | None = _field("ItemCode")
+    account_code: str | None = _field("AccountCode")
+    account_id: str | None = _field("AccountID")
+    tax_type: str | None = _field("TaxType")
+    tax_amount: Decimal | None = _field("TaxAmount")
+    line_amount: Decimal | None = _field("LineAmount")
+    discount_rate: Decimal | None = _field("DiscountRate")
+    tracking: list[dict[str, Any]] = msgspec.field(default_factory=list, name="Tracking")
 
 
-class XeroLineItem(XeroModel):
-    line_item_id: str | None = Field(default=None, alias="LineItemID")
-    description: str | None = Field(default=None, alias="Description")
-    quantity: Decimal | None = Field(default=None, alias="Quantity")
-    unit_amount: Decimal | None = Field(default=None, alias="UnitAmount")
-    item_code: str | None = Field(default=None, alias="ItemCode")
-    account_code: str | None = Field(default=None, alias="AccountCode")
-    account_id: str | None = Field(default=None, alias="AccountID")
-    tax_type: str | None = Field(default=None, alias="TaxType")
-    tax_amount: Decimal | None = Field(default=None, alias="TaxAmount")
-    line_amount: Decimal | None = Field(default=None, alias="LineAmount")
-    discount_rate: Decimal | None = Field(default=None, alias="DiscountRate")
-    tracking: list[dict[str, Any]] = Field(default_factory=list, alias="Tracking")
+class XeroInvoice(msgspec.Struct, kw_only=True):
+    """One invoice. Dates arrive as Xero strings (`*_text`) and are parsed once, after decoding."""
+
+    invoice_id: str = _field("InvoiceID", msgspec.NODEFAULT)
+    type: str = _field("Type", msgspec.NODEFAULT)  # ACCREC, ACCPAY, or a value Xero adds later
+    status: str = _field("Status", msgspec.NODEFAULT)
+    invoice_number: str | None = _field("InvoiceNumber")
+    reference: str | None = _field("Reference")
+    contact: XeroContact | None = _field("Contact")
+    date_text: str | None = _field("Date")
+    due_date_text: str | None = _field("DueDate")
+    fully_paid_on_date_text: str | None = _field("FullyPaidOnDate")
+    line_amount_types: str | None = _field("LineAmountTypes")
+    currency_code: str | None = _field("CurrencyCode")
+    currency_rate: Decimal | None = _field("CurrencyRate")
+    sub_total: Decimal | None = _field("SubTotal")
+    total_tax: Decimal | None = _field("TotalTax")
+    total: Decimal | None = _field("Total")
+    total_discount: Decimal | None = _field("TotalDiscount")
+    amount_due: Decimal | None = _field("AmountDue")
+    amount_paid: Decimal | None = _field("AmountPaid")
+    amount_credited: Decimal | None = _field("AmountCredited")
+    updated_date_text: str = _field("UpdatedDateUTC", msgspec.NODEFAULT)
+    line_items: list[XeroLineItem] = msgspec.field(default_factory=list, name="LineItems")
+    # Parsed from the texts above; never read from the JSON (Xero has no such keys).
+    updated_date_utc: datetime = _field("_ledgersync_updated", _EPOCH)
+    date: _Date | None = _field("_ledgersync_date")
+    due_date: _Date | None = _field("_ledgersync_due_date")
+    fully_paid_on_date: _Date | None = _field("_ledgersync_fully_paid_on")
+
+    def __post_init__(self) -> None:
+        updated = parse_xero_datetime(self.updated_date_text)
+        if updated is None:
+            raise ValueError("UpdatedDateUTC is empty")
+        self.updated_date_utc = updated
+        self.date = _to_date(self.date_text)
+        self.due_date = _to_date(self.due_date_text)
+        self.fully_paid_on_date = _to_date(self.fully_paid_on_date_text)
 
 
-class XeroInvoice(XeroModel):
-    invoice_id: str = Field(alias="InvoiceID")
-    type: str = Field(alias="Type")  # ACCREC, ACCPAY, or a value Xero adds later
-    status: str = Field(alias="Status")
-    invoice_number: str | None = Field(default=None, alias="InvoiceNumber")
-    reference: str | None = Field(default=None, alias="Reference")
-    contact: XeroContact | None = Field(default=None, alias="Contact")
-    date: XeroDate = Field(default=None, alias="Date")
-    due_date: XeroDate = Field(default=None, alias="DueDate")
-    fully_paid_on_date: XeroDate = Field(default=None, alias="FullyPaidOnDate")
-    line_amount_types: str | None = Field(default=None, alias="LineAmountTypes")
-    currency_code: str | None = Field(default=None, alias="CurrencyCode")
-    currency_rate: Decimal | None = Field(default=None, alias="CurrencyRate")
-    sub_total: Decimal | None = Field(default=None, alias="SubTotal")
-    total_tax: Decimal | None = Field(default=None, alias="TotalTax")
-    total: Decimal | None = Field(default=None, alias="Total")
-    total_discount: Decimal | None = Field(default=None, alias="TotalDiscount")
-    amount_due: Decimal | None = Field(default=None, alias="AmountDue")
-    amount_paid: Decimal | None = Field(default=None, alias="AmountPaid")
-    amount_credited: Decimal | None = Field(default=None, alias="AmountCredited")
-    updated_date_utc: XeroDateTime = Field(alias="UpdatedDateUTC")
-    line_items: list[XeroLineItem] = Field(default_factory=list, alias="LineItems")
+class XeroAccount(msgspec.Struct, kw_only=True):
+    account_id: str = _field("AccountID", msgspec.NODEFAULT)
+    code: str | None = _field("Code")
+    name: str | None = _field("Name")
+    type: str | None = _field("Type")
+    class_: str | None = _field("Class")
+    status: str | None = _field("Status")
+    description: str | None = _field("Description")
+    bank_account_number: str | None = _field("BankAccountNumber")
+    bank_account_type: str | None = _field("BankAccountType")
+    currency_code: str | None = _field("CurrencyCode")
+    tax_type: str | None = _field("TaxType")
+    reporting_code: str | None = _field("ReportingCode")
+    reporting_code_name: str | None = _field("ReportingCodeName")
+    system_account: str | None = _field("SystemAccount")
+    enable_payments_to_account: bool | None = _field("EnablePaymentsToAccount")
+    updated_date_text: str | None = _field("UpdatedDateUTC")
+    updated_date_utc: datetime | None = _field("_ledgersync_updated")
+
+    def __post_init__(self) -> None:
+        self.updated_date_utc = parse_xero_datetime(self.updated_date_text)
 
 
-class XeroAccount(XeroModel):
-    account_id: str = Field(alias="AccountID")
-    code: str | None = Field(default=None, alias="Code")
-    name: str | None = Field(default=None, alias="Name")
-    type: str | None = Field(default=None, alias="Type")
-    class_: str | None = Field(default=None, alias="Class")
-    status: str | None = Field(default=None, alias="Status")
-    description: str | None = Field(default=None, alias="Description")
-    bank_account_number: str | None = Field(default=None, alias="BankAccountNumber")
-    bank_account_type: str | None = Field(default=None, alias="BankAccountType")
-    currency_code: str | None = Field(default=None, alias="CurrencyCode")
-    tax_type: str | None = Field(default=None, alias="TaxType")
-    reporting_code: str | None = Field(default=None, alias="ReportingCode")
-    reporting_code_name: str | None = Field(default=None, alias="ReportingCodeName")
-    system_account: str | None = Field(default=None, alias="SystemAccount")
-    enable_payments_to_account: bool | None = Field(default=None, alias="EnablePaymentsToAccount")
-    updated_date_utc: XeroDateTime = Field(default=None, alias="UpdatedDateUTC")
+class _Pagination(msgspec.Struct):
+    page_count: int | None = _field("pageCount")
+    item_count: int | None = _field("itemCount")
 
 
-class InvoicePage(BaseModel):
-    """One page of invoices, with the raw JSON of each (stored verbatim)."""
+class _InvoicesEnvelope(msgspec.Struct):
+    invoices: list[msgspec.Raw] = msgspec.field(default_factory=list, name="Invoices")
+    pagination: _Pagination | None = _field("pagination")
+
+
+class _AccountsEnvelope(msgspec.Struct):
+    accounts: list[msgspec.Raw] = msgspec.field(default_factory=list, name="Accounts")
+
+
+class XeroDataInvalid(ValueError):
+    """A well-formed JSON body whose records do not have the shape Xero documents."""
+
+
+@dataclass
+class InvoicePage:
+    """One page of invoices, each with its verbatim JSON (stored as the raw document)."""
 
     invoices: list[XeroInvoice]
-    raw: list[dict[str, Any]]
+    raw: list[JsonText]
     page: int
     page_count: int | None
     item_count: int | None
+
+
+_invoice_decoder = msgspec.json.Decoder(XeroInvoice)
+_account_decoder = msgspec.json.Decoder(XeroAccount)
+_invoices_envelope = msgspec.json.Decoder(_InvoicesEnvelope)
+_accounts_envelope = msgspec.json.Decoder(_AccountsEnvelope)
+
+
+def decode_invoices(body: bytes, page: int) -> InvoicePage:
+    """An `/Invoices` response body → typed invoices and their raw documents.
+
+    Raises msgspec.DecodeError for a body that is not JSON (cut short or garbled on the way) and
+    XeroDataInvalid for JSON whose invoices lack what every Xero invoice has."""
+    envelope = _invoices_envelope.decode(body)
+    raws = [JsonText(bytes(raw)) for raw in envelope.invoices]
+    try:
+        invoices = [_invoice_decoder.decode(raw) for raw in raws]
+    except (msgspec.ValidationError, ValueError) as error:
+        raise XeroDataInvalid(str(error)) from None
+    pagination = envelope.pagination or _Pagination()
+    return InvoicePage(
+        invoices=invoices,
+        raw=raws,
+        page=page,
+        page_count=pagination.page_count,
+        item_count=pagination.item_count,
+    )
+
+
+def decode_accounts(body: bytes) -> tuple[list[XeroAccount], list[JsonText]]:
+    """An `/Accounts` response body → typed accounts and their raw documents."""
+    envelope = _accounts_envelope.decode(body)
+    raws = [JsonText(bytes(raw)) for raw in envelope.accounts]
+    try:
+        return [_account_decoder.decode(raw) for raw in raws], raws
+    except (msgspec.ValidationError, ValueError) as error:
+        raise XeroDataInvalid(str(error)) from None
