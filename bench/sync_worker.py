@@ -29,6 +29,7 @@ from src.domains.external_accounting.models import Connection, OAuthGrant
 from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
 from src.domains.external_accounting.xero.auth.manager import XeroAuthManager
 from src.domains.external_accounting.xero.data.accounting_client import TenantThrottle
+from src.domains.external_accounting.xero.data.call_limiter import call_limiter_from_settings
 from src.domains.organizations.models import Organization
 from src.xero_sandbox.config import SandboxConfig
 
@@ -89,6 +90,7 @@ async def main(
     connection = await _connection(settings, sandbox_url, tenant_id)
     engine = create_engine(settings.database_url)
     session_factory = create_session_factory(engine)
+    limiter = call_limiter_from_settings(settings)
     started = time.perf_counter()
     async with httpx.AsyncClient(timeout=httpx.Timeout(120, connect=10)) as http:
         tokens = XeroAuthManager(
@@ -98,7 +100,7 @@ async def main(
             TokenCipher.from_settings(settings),
         )
         service = IntegrationFactory(
-            settings, session_factory, http, tokens, TenantThrottle()
+            settings, session_factory, http, tokens, TenantThrottle(limiter)
         ).get_sync_service(connection)
         if mode == "accounts":
             result = await service.sync_accounts(connection, account_types=None)
@@ -110,6 +112,7 @@ async def main(
                 months_back=months_back,
             )
     wall = time.perf_counter() - started
+    await limiter.close()
     await engine.dispose()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     report = {
@@ -117,6 +120,7 @@ async def main(
         "wall_s": wall,
         "peak_rss_mb": usage.ru_maxrss / 1024,
         "cpu_s": usage.ru_utime + usage.ru_stime,
+        "paced_s": limiter.waited_s,
     }
     sys.stdout.write(json.dumps(report) + "\n")
 

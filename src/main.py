@@ -18,6 +18,7 @@ from src.domains.external_accounting.routes import router as external_accounting
 from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
 from src.domains.external_accounting.xero.auth.manager import XeroAuthManager
 from src.domains.external_accounting.xero.data.accounting_client import TenantThrottle
+from src.domains.external_accounting.xero.data.call_limiter import call_limiter_from_settings
 from src.domains.health.routes import router as health_router
 
 
@@ -33,11 +34,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.session_factory = session_factory
         async with create_http_client(settings) as http_client:
             app.state.http_client = http_client
-            app.state.xero_throttle = TenantThrottle()
+            limiter = call_limiter_from_settings(settings)
+            app.state.xero_throttle = TenantThrottle(limiter)
             app.state.xero_auth_manager = XeroAuthManager(
                 settings, session_factory, XeroIdentityClient(http_client, settings), cipher
             )
             yield
+            await limiter.close()
         await engine.dispose()
 
     configure_logging(settings.log_level, json_lines=settings.log_json)

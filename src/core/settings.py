@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     # (rate_limited_daily) rather than spend them.
     xero_daily_reserve: int = Field(default=500, ge=0)
     xero_reserve_pause_seconds: int = Field(default=3600, ge=1)
+    # Xero's per-tenant limits as the call limiter paces them (Xero's documented values; the
+    # sandbox's time scale shortens the minute). REDIS_URL shares the count between processes.
+    xero_minute_limit: int = Field(default=60, ge=1)
+    xero_concurrent_limit: int = Field(default=5, ge=1)
+    xero_app_minute_limit: int = Field(default=10_000, ge=1)
+    xero_minute_seconds: float = Field(default=60.0, gt=0)
+    redis_url: str | None = None
     xero_retry_attempts: int = Field(default=5, ge=1)
     xero_retry_base_delay_seconds: float = Field(default=0.5, ge=0)
     xero_retry_max_delay_seconds: float = Field(default=8.0, ge=0)

@@ -39,4 +39,8 @@ class SandboxConfig(BaseModel):
             "xero_accounting_url": f"{base_url}/api.xro/2.0",
             "xero_client_id": self.client_id,
             "xero_client_secret": self.client_secret,
+            "xero_minute_limit": self.minute_limit,
+            "xero_concurrent_limit": self.concurrent_limit,
+            "xero_app_minute_limit": self.app_minute_limit,
+            "xero_minute_seconds": 60.0 / self.time_scale,
         }

@@ -31,6 +31,9 @@ class FaultSettings(BaseModel):
     next_drops: int = Field(default=0, ge=0)
     malformed_rate: float = Field(default=0.0, ge=0, le=1)
     next_malformed: int = Field(default=0, ge=0)
+    # After this many matching calls every access token expires, as Xero's 30-minute tokens do
+    # in the middle of a long sync.
+    expire_tokens_after: int | None = Field(default=None, ge=0)
     seed: int = 0
 
 
@@ -45,7 +48,19 @@ class FaultPlan:
         self.settings = settings.model_copy(deep=True)
         self.rng = random.Random(settings.seed)
         self.seen = 0
+        self.authenticated = 0
         self.injected: dict[str, int] = {}
+
+    def tokens_expire_now(self, path: str) -> bool:
+        """True once, on the matching call after `expire_tokens_after` of them."""
+        s = self.settings
+        if s.expire_tokens_after is None or (s.path_contains and s.path_contains not in path):
+            return False
+        self.authenticated += 1
+        if self.authenticated != s.expire_tokens_after + 1:
+            return False
+        self.injected["expire_tokens"] = self.injected.get("expire_tokens", 0) + 1
+        return True
 
     def decide(self, path: str) -> tuple[FaultKind, int] | None:
         """The fault for this call: (kind, status for errors) or None."""

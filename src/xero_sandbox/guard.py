@@ -45,6 +45,8 @@ class AccountingGuard:
             await problem(401, "Unauthorized", "AuthenticationUnsuccessful")(scope, receive, send)
             return
         token = auth[7:].strip()
+        if runtime.faults.tokens_expire_now(scope["path"]):
+            runtime.identity.expire_access_tokens()
         grant, reason = runtime.identity.access(token)
         if grant is None:
             await problem(401, "Unauthorized", reason)(scope, receive, send)

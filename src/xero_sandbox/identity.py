@@ -94,6 +94,11 @@ class IdentityState:
     connections: dict[str, ConnectionRecord] = field(default_factory=dict)
     token_calls: dict[str, int] = field(default_factory=dict)
 
+    def expire_access_tokens(self) -> None:
+        """Every access token issued so far expires now (refresh tokens stay valid)."""
+        for record in self.access_tokens.values():
+            record.expires_at = 0.0
+
     def reset(self) -> None:
         """Forget everything."""
         for table in (

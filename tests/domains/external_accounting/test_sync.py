@@ -12,8 +12,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.database import utcnow
+from src.core.settings import Settings
 from src.domains.external_accounting.ledger_models import Invoice, SyncRun
 from src.domains.organizations.models import Role
+from src.main import create_app
 from src.xero_sandbox.server import RunningSandbox
 from tests.domains.external_accounting.sync_helpers import (
     assert_matches_truth,
@@ -25,6 +27,7 @@ from tests.domains.external_accounting.sync_helpers import (
     sync,
 )
 from tests.factories import add_member, bearer, create_org_with_user
+from tests.sandbox_helpers import SANDBOX_CONFIG
 
 
 def _stats(sandbox: RunningSandbox) -> dict[str, object]:
@@ -538,3 +541,45 @@ async def test_disconnect_keeps_synced_data_unless_purged(
         "/external-accounting/invoices/sync", params={"org_id": str(org_id)}, headers=bearer(key)
     )
     assert (after.status_code, after.json()["error"]) == (409, "no_active_connection")
+
+
+async def test_a_paced_sync_never_meets_a_429(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+) -> None:
+    org_id, key, connection = await connected_to_new_tenant(
+        client, fresh_sandbox, session_factory, "Tight Ltd", 3500
+    )
+    # Three calls a minute, a Xero minute lasting half a second: the sync needs several minutes.
+    limits = {"minute_limit": 3, "time_scale": 120}
+    httpx.put(f"{fresh_sandbox.base_url}/_sandbox/limits", json=limits).raise_for_status()
+    httpx.post(f"{fresh_sandbox.base_url}/_sandbox/stats/reset").raise_for_status()
+    paced = settings.model_copy(update={"xero_minute_limit": 3, "xero_minute_seconds": 0.5})
+    app = create_app(paced)
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+            ) as paced_client,
+        ):
+            result = await sync(
+                paced_client, key, org_id, connection_id=str(connection.id), months_back="120"
+            )
+            limiter = app.state.xero_throttle.limiter
+    finally:
+        httpx.put(
+            f"{fresh_sandbox.base_url}/_sandbox/limits",
+            json={"minute_limit": SANDBOX_CONFIG.minute_limit, "time_scale": 1},
+        ).raise_for_status()
+    assert result["success"] is True
+    assert result["api_calls"] > 3  # more calls than one minute allows...
+    assert limiter.waited_s > 0  # ...so the limiter made the fourth wait for the first's minute
+    assert result["duration_seconds"] >= 0.5
+    assert _stats(fresh_sandbox)["by_status"] == {"200": result["api_calls"]}  # ...and no 429
+    truth = ground_truth(fresh_sandbox, connection.tenant_id)
+    await assert_matches_truth(
+        session_factory, connection, truth, {i["InvoiceID"] for i in truth if in_scope(i, 120)}
+    )

@@ -23,9 +23,14 @@ from src.domains.external_accounting.exceptions import (
 from src.domains.external_accounting.models import Connection
 from src.domains.external_accounting.xero.data.accounting_client import (
     RetryPolicy,
+    TenantThrottle,
     XeroAccountingClient,
     if_modified_since,
     where_filter,
+)
+from src.domains.external_accounting.xero.data.call_limiter import (
+    CallLimits,
+    InProcessCallLimiter,
 )
 from src.domains.external_accounting.xero.data.xero_models import parse_xero_datetime
 
@@ -59,15 +64,19 @@ def _client(
     handler: Callable[[httpx.Request], httpx.Response],
 ) -> tuple[XeroAccountingClient, Tokens, list[float]]:
     sleeps: list[float] = []
+    clock = [0.0]  # sleeping moves this clock instead of waiting
 
     async def sleep(seconds: float) -> None:
         sleeps.append(seconds)
+        clock[0] += seconds
 
     tokens = Tokens()
+    limiter = InProcessCallLimiter(CallLimits(), sleep=sleep, clock=lambda: clock[0])
     client = XeroAccountingClient(
         httpx.AsyncClient(transport=httpx.MockTransport(handler)),
         tokens,
         Settings(xero_accounting_url="https://xero.test/api.xro/2.0"),
+        throttle=TenantThrottle(limiter),
         retry=RetryPolicy(max_attempts=3),
         sleep=sleep,
     )

@@ -28,6 +28,11 @@ from src.domains.external_accounting.exceptions import (
     TenantAccessRevoked,
 )
 from src.domains.external_accounting.models import Connection
+from src.domains.external_accounting.xero.data.call_limiter import (
+    CallLimiter,
+    CallLimits,
+    InProcessCallLimiter,
+)
 from src.domains.external_accounting.xero.data.xero_models import (
     InvoicePage,
     XeroAccount,
@@ -40,7 +45,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_PAGE_SIZE = 1000
-TENANT_CONCURRENCY = 5  # Xero allows five calls in flight per tenant
 
 
 @dataclass
@@ -66,13 +70,11 @@ class RateBudget:
 
 @dataclass
 class TenantThrottle:
-    """Per-process state shared by every client: a semaphore and a budget per tenant."""
+    """Per-process state shared by every client: the call limiter (itself shared between
+    processes when Redis-backed) and the last budget Xero reported per tenant."""
 
-    semaphores: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    limiter: CallLimiter = field(default_factory=lambda: InProcessCallLimiter(CallLimits()))
     budgets: dict[str, RateBudget] = field(default_factory=dict)
-
-    def semaphore(self, tenant_id: str) -> asyncio.Semaphore:
-        return self.semaphores.setdefault(tenant_id, asyncio.Semaphore(TENANT_CONCURRENCY))
 
     def budget(self, tenant_id: str) -> RateBudget:
         return self.budgets.setdefault(tenant_id, RateBudget())
@@ -212,7 +214,11 @@ class XeroAccountingClient:
                     page_count=result.page_count,
                     item_count=result.item_count,
                 )
-            if len(result.invoices) < page_size:
+            # A short page is the last; so is a full one when Xero's `pagination` says no page
+            # follows (that saves the call that would only confirm the end).
+            if len(result.invoices) < page_size or (
+                result.page_count is not None and result.page >= result.page_count
+            ):
                 return
             newest = max(i.updated_date_utc for i in result.invoices if i.updated_date_utc)
             next_since = newest.replace(microsecond=0) - timedelta(seconds=1)
@@ -259,8 +265,7 @@ class XeroAccountingClient:
         headers: dict[str, str],
         decode: Callable[[bytes], T],
     ) -> T:
-        async with self.throttle.semaphore(connection.tenant_id):
-            return await self._send(connection, path, params, headers, decode)
+        return await self._send(connection, path, params, headers, decode)
 
     def _respect_daily_reserve(self, connection: Connection) -> None:
         """Stop before the tenant's daily budget drops into the reserve kept for its other apps
@@ -311,10 +316,14 @@ class XeroAccountingClient:
             self.api_calls += 1
             problem: str
             try:
-                response = await self.http.get(
-                    f"{self.base_url}{path}", params=params, headers=request_headers
-                )
-                self.throttle.budget(connection.tenant_id).observe(response.headers)
+                # Every attempt is a call Xero counts: each takes its own slot.
+                async with self.throttle.limiter.slot(connection.tenant_id):
+                    response = await self.http.get(
+                        f"{self.base_url}{path}", params=params, headers=request_headers
+                    )
+                budget = self.throttle.budget(connection.tenant_id)
+                budget.observe(response.headers)
+                await self.throttle.limiter.observe(connection.tenant_id, budget.minute_remaining)
                 if response.status_code == 200:
                     return decode(response.content)
                 problem = f"HTTP {response.status_code}"
@@ -343,6 +352,8 @@ class XeroAccountingClient:
                 if rate_limit_waits > self.retry.max_rate_limit_waits:
                     raise ProviderUnavailable(f"Xero kept refusing calls ({kind} limit).")
                 wait = min(retry_after, self.retry.max_retry_after_s)
+                # Every caller of this tenant (in any process sharing the limiter) waits too.
+                await self.throttle.limiter.hold(connection.tenant_id, wait)
                 logger.info(
                     "xero rate limit; waiting",
                     extra={"problem": kind, "wait_s": wait, "path": path},

@@ -1,0 +1,130 @@
+"""Every fault the sandbox can inject, during a full sync over real HTTP: each ends in a complete
+sync, or in a clean failure that keeps its progress and a rerun that completes. Whatever happens,
+no invoice is ever stored without all its line items."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from src.core.settings import Settings
+from src.domains.external_accounting.ledger_models import Invoice
+from src.main import create_app
+from src.xero_sandbox.server import RunningSandbox
+from tests.domains.external_accounting.sync_helpers import (
+    assert_matches_truth,
+    connected_to_new_tenant,
+    ground_truth,
+    in_scope,
+    sync,
+)
+
+INVOICES = 2500  # three pages in phase 1
+
+
+def _storm(problem: str) -> dict[str, Any]:
+    return {"rate_limit_burst": 4, "rate_limit_problem": problem, "rate_limit_retry_after": 0}
+
+
+# Each fault starts after the first page, so it strikes mid-sync.
+RECOVERABLE: dict[str, dict[str, Any]] = {
+    "429 storm (minute)": _storm("minute"),
+    "429 storm (concurrent)": _storm("concurrent"),
+    "429 storm (app minute)": _storm("appminute"),
+    "5xx burst": {"next_errors": [500, 502, 503, 504]},
+    "responses slower than the timeout": {"next_slow": 2, "slow_seconds": 1.5},
+    "connections dropped mid-body": {"next_drops": 3},
+    "malformed JSON": {"next_malformed": 3},
+    "token expires mid-sync": {"expire_tokens_after": 1},
+}
+
+
+@asynccontextmanager
+async def _service(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The service with a short HTTP timeout, so a slow response is a timeout within the test."""
+    app = create_app(settings.model_copy(update={"http_timeout_seconds": 0.5}))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        yield client
+
+
+async def _stored_ids(
+    session_factory: async_sessionmaker[AsyncSession], connection_id: uuid.UUID
+) -> set[str]:
+    async with session_factory() as session:
+        rows = await session.execute(
+            select(Invoice.provider_id).where(Invoice.connection_id == connection_id)
+        )
+        return set(rows.scalars())
+
+
+@pytest.mark.parametrize("fault", list(RECOVERABLE), ids=list(RECOVERABLE))
+async def test_a_recoverable_fault_mid_sync_still_ends_complete(
+    fault: str,
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+) -> None:
+    org_id, key, connection = await connected_to_new_tenant(
+        client, fresh_sandbox, session_factory, "Faulty Ltd", INVOICES
+    )
+    httpx.put(
+        f"{fresh_sandbox.base_url}/_sandbox/faults",
+        json={"path_contains": "/Invoices", "skip_first": 1, **RECOVERABLE[fault]},
+    ).raise_for_status()
+    async with _service(settings) as service:
+        result = await sync(
+            service, key, org_id, connection_id=str(connection.id), months_back="120"
+        )
+    injected = httpx.get(f"{fresh_sandbox.base_url}/_sandbox/faults").json()["injected"]
+    assert sum(injected.values()) >= 1, injected  # the fault really struck
+    assert result["success"] is True, result
+    truth = ground_truth(fresh_sandbox, connection.tenant_id)
+    await assert_matches_truth(
+        session_factory, connection, truth, {i["InvoiceID"] for i in truth if in_scope(i, 120)}
+    )
+
+
+async def test_an_outage_longer_than_the_retries_fails_cleanly_and_the_rerun_completes(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+) -> None:
+    org_id, key, connection = await connected_to_new_tenant(
+        client, fresh_sandbox, session_factory, "Down Ltd", INVOICES
+    )
+    httpx.put(
+        f"{fresh_sandbox.base_url}/_sandbox/faults",
+        json={"path_contains": "/Invoices", "skip_first": 2, "next_errors": [503] * 6},
+    ).raise_for_status()
+    async with _service(settings) as service:
+        failed = await sync(
+            service, key, org_id, connection_id=str(connection.id), months_back="120"
+        )
+        assert (failed["success"], failed["error"]) == (False, "provider_unavailable")
+        kept = await _stored_ids(session_factory, connection.id)
+        # The two pages before the outage (less the keyset's one-second overlap between them).
+        assert 1900 < len(kept) <= 2000
+        truth = ground_truth(fresh_sandbox, connection.tenant_id)
+        # What was kept is whole: every stored invoice has exactly Xero's line items.
+        await assert_matches_truth(session_factory, connection, truth, kept)
+        httpx.delete(f"{fresh_sandbox.base_url}/_sandbox/faults").raise_for_status()
+        rerun = await sync(
+            service, key, org_id, connection_id=str(connection.id), months_back="120"
+        )
+    assert rerun["success"] is True
+    assert rerun["connections"][0]["mode"] == "resume"
+    await assert_matches_truth(
+        session_factory, connection, truth, {i["InvoiceID"] for i in truth if in_scope(i, 120)}
+    )
