@@ -178,6 +178,7 @@ class XeroAccountingClient:
         types: Sequence[str] | None = None,
         statuses: Sequence[str] | None = None,
         date_from: date | None = None,
+        date_to: date | None = None,
         modified_since: datetime | None = None,
         page_size: int = MAX_PAGE_SIZE,
     ) -> AsyncIterator[InvoicePage]:
@@ -197,6 +198,7 @@ class XeroAccountingClient:
                 types=types,
                 statuses=statuses,
                 date_from=date_from,
+                date_to=date_to,
                 modified_since=since,
                 page=page,
                 page_size=page_size,

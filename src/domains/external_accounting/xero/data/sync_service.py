@@ -253,11 +253,16 @@ class XeroSyncService:
         months_back: int,
         checkpoint: dict[str, Any] | None,
     ) -> None:
-        """Phase 1: everything dated inside the window. Phase 2: every invoice still outstanding,
-        however old; those dated inside the window were stored by phase 1 and are skipped."""
+        """Phase 1: everything dated inside the window. Phase 2: every invoice still outstanding
+        and dated before the window (those inside it are phase 1's), so no invoice is fetched
+        twice and a window covering the whole history costs phase 2 a single call."""
         phases: list[dict[str, Any]] = [
             {"types": type_filter, "date_from": window_start},
-            {"types": type_filter, "statuses": ["AUTHORISED"], "skip_from": window_start},
+            {
+                "types": type_filter,
+                "statuses": ["AUTHORISED"],
+                "date_to": window_start - timedelta(days=1),
+            },
         ]
         first = int(checkpoint["phase"]) if checkpoint else 0
         if checkpoint and checkpoint.get("newest"):
@@ -302,7 +307,6 @@ class XeroSyncService:
         scope: str,
         *,
         cursor_phase: bool = False,
-        skip_from: date | None = None,
         **filters: Any,
     ) -> None:
         async for page in prefetch(self.client.iter_invoice_pages(connection, **filters)):
@@ -311,11 +315,7 @@ class XeroSyncService:
                 # Pages come oldest change first: after this page is stored, this phase can
                 # restart one second before its newest change without missing anything.
                 progress.phase_since = max(stamps).replace(microsecond=0) - CURSOR_OVERLAP
-            pairs = [
-                (invoice, raw)
-                for invoice, raw in zip(page.invoices, page.raw, strict=True)
-                if not (skip_from and invoice.date and invoice.date >= skip_from)
-            ]
+            pairs = list(zip(page.invoices, page.raw, strict=True))
             await self._store_invoices(connection, progress, pairs, scope if cursor_phase else None)
 
     async def _store_invoices(
