@@ -38,13 +38,21 @@ KEY = os.environ.get("BENCH_TOKEN_KEY") or Fernet.generate_key().decode()
 
 
 def settings_for(database_url: str, sandbox_url: str) -> Settings:
-    """Settings pointing at the benchmark's sandbox."""
+    """Settings pointing at the benchmark's sandbox, pacing by the limits it enforces."""
+    limits = httpx.get(f"{sandbox_url}/_sandbox/limits").json()
+    config = SandboxConfig(
+        limits_enabled=limits["enabled"],
+        time_scale=limits["time_scale"],
+        minute_limit=limits["minute_limit"],
+        concurrent_limit=limits["concurrent_limit"],
+        app_minute_limit=limits["app_minute_limit"],
+    )
     return Settings(
         environment="test",
         database_url=database_url,
         token_encryption_keys=KEY,
         log_level="WARNING",
-        **SandboxConfig().client_settings(sandbox_url),
+        **config.client_settings(sandbox_url),
     )
 
 

@@ -161,7 +161,8 @@ async def _summary(factory: Any, organization_id: Any) -> list[tuple[Any, ...]]:
         summary = [tuple(row) for row in rows]
         lines = (
             await session.execute(
-                select(func.count(InvoiceLineItem.id))
+                select(func.count())
+                .select_from(InvoiceLineItem)
                 .join(Invoice)
                 .where(Invoice.organization_id == organization_id)
             )

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     xero_concurrent_limit: int = Field(default=5, ge=1)
     xero_app_minute_limit: int = Field(default=10_000, ge=1)
     xero_minute_seconds: float = Field(default=60.0, gt=0)
+    # Off only against a sandbox that enforces no limits (the unthrottled benchmark).
+    xero_pacing: bool = True
     redis_url: str | None = None
     xero_retry_attempts: int = Field(default=5, ge=1)
     xero_retry_base_delay_seconds: float = Field(default=0.5, ge=0)

@@ -39,6 +39,8 @@ class SandboxConfig(BaseModel):
             "xero_accounting_url": f"{base_url}/api.xro/2.0",
             "xero_client_id": self.client_id,
             "xero_client_secret": self.client_secret,
+            # The client paces itself by the limits this sandbox enforces (none when they are off).
+            "xero_pacing": self.limits_enabled,
             "xero_minute_limit": self.minute_limit,
             "xero_concurrent_limit": self.concurrent_limit,
             "xero_app_minute_limit": self.app_minute_limit,

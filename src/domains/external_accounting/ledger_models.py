@@ -74,15 +74,15 @@ class Invoice(Base):
 
 
 class InvoiceLineItem(Base):
-    """A line of an invoice; the set is replaced whenever its invoice is."""
+    """A line of an invoice, identified by the invoice and its position; the set is replaced
+    whenever its invoice is."""
 
     __tablename__ = "invoice_line_items"
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     invoice_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("invoices.id", ondelete="CASCADE"), index=True
+        ForeignKey("invoices.id", ondelete="CASCADE"), primary_key=True
     )
-    position: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
     provider_id: Mapped[str | None] = mapped_column(String(64))
     description: Mapped[str | None] = mapped_column(Text)
     quantity: Mapped[Decimal | None] = mapped_column(Money)

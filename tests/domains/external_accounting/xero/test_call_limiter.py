@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from src.core.settings import Settings
 from src.domains.external_accounting.xero.data.call_limiter import (
     CallLimiter,
     CallLimits,
@@ -161,3 +162,16 @@ async def test_redis_limiter_shares_holds_and_booked_calls(redis: Redis) -> None
     assert 0.15 <= time.monotonic() - began < 2
     for limiter in (first, second, dying):
         await limiter.close()
+
+
+async def test_without_pacing_only_the_concurrency_limit_remains() -> None:
+    settings = Settings(xero_pacing=False)
+    limits = CallLimits.from_settings(settings)
+    limiter, sleeps = _fake_time(limits)
+    await _calls(limiter, "t1", 500)
+    await limiter.observe("t1", minute_remaining=0)  # a sandbox's unenforced header: ignored
+    await _calls(limiter, "t1", 1)
+    assert sleeps == []
+    assert limits.concurrent == 5
+    paced = CallLimits.from_settings(Settings(xero_minute_seconds=60))
+    assert (paced.minute, paced.window_s) == (60, 61)  # a second of margin for network jitter

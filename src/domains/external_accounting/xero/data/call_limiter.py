@@ -27,6 +27,7 @@ from src.core.settings import Settings
 
 # How long a caller waits before asking again while the tenant's five slots are all taken.
 _BUSY_POLL_S = 0.01
+_UNPACED = 2**62
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,22 @@ class CallLimits:
     window_s: float = 60.0
     # A slot whose holder died (crash, kill -9) is freed after this long.
     lease_ttl_s: float = 300.0
+    # Book the calls Xero's X-MinLimit-Remaining says were spent elsewhere (off only when Xero's
+    # limits are not enforced at all, where the header's numbers mean nothing).
+    book_from_headers: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CallLimits:
         """The limits from settings, the window one Xero second longer than a minute: our clock
         starts a call when it is sent, Xero's when it arrives, and network jitter between the
         two must not squeeze a call into the previous window."""
+        if not settings.xero_pacing:
+            return cls(
+                minute=_UNPACED,
+                concurrent=settings.xero_concurrent_limit,
+                app_minute=_UNPACED,
+                book_from_headers=False,
+            )
         return cls(
             minute=settings.xero_minute_limit,
             concurrent=settings.xero_concurrent_limit,
@@ -145,7 +156,7 @@ class InProcessCallLimiter(CallLimiter):
         self.tenants[tenant_id].in_flight.discard(lease)
 
     async def observe(self, tenant_id: str, minute_remaining: int | None) -> None:
-        if minute_remaining is None:
+        if minute_remaining is None or not self.limits.book_from_headers:
             return
         now = self.clock()
         log = self._tenant(tenant_id, now)
@@ -261,7 +272,7 @@ class RedisCallLimiter(CallLimiter):
         await self.redis.zrem(self._key(tenant_id, "leases"), lease)
 
     async def observe(self, tenant_id: str, minute_remaining: int | None) -> None:
-        if minute_remaining is None:
+        if minute_remaining is None or not self.limits.book_from_headers:
             return
         await self._observe(
             keys=[self._key(tenant_id, "calls")],

@@ -122,7 +122,6 @@ def line_rows(invoice_row_id: uuid.UUID, invoice: XeroInvoice) -> list[dict[str,
     """The `invoice_line_items` rows of a Xero invoice."""
     return [
         {
-            "id": uuid.uuid4(),
             "invoice_id": invoice_row_id,
             "position": position,
             "provider_id": line.line_item_id,
