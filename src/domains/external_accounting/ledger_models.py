@@ -29,6 +29,9 @@ from src.domains.external_accounting import models as _connections  # noqa: F401
 
 Money = Numeric(19, 4)
 JsonDocument = JSON().with_variant(JSONB(), "postgresql")
+# An invoice's document as Xero sent it: `json` keeps the text verbatim (key order, number
+# digits) and costs PostgreSQL far less to store than `jsonb`, and nothing queries inside it.
+RawDocument = JSON()
 
 
 class Invoice(Base):
@@ -69,7 +72,7 @@ class Invoice(Base):
     amount_paid: Mapped[Decimal | None] = mapped_column(Money)
     amount_credited: Mapped[Decimal | None] = mapped_column(Money)
     provider_updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    raw: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
+    raw: Mapped[dict[str, Any]] = mapped_column(RawDocument)
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

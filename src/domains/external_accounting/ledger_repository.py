@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import operator
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
-from typing import Any, cast
+from decimal import Decimal
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     ARRAY,
-    JSON,
     Select,
     String,
     Table,
@@ -29,7 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from src.core.database import JsonText, json_dumps, utcnow
+from src.core.database import JsonText, utcnow
 from src.domains.external_accounting.exceptions import SyncInProgress
 from src.domains.external_accounting.ledger_models import (
     Account,
@@ -42,22 +41,76 @@ from src.domains.external_accounting.ledger_models import (
 _INVOICE_STAGE = "ledgersync_invoice_stage"
 
 
-def _copy_records(
-    table: Table, columns: Sequence[str], rows: Sequence[dict[str, Any]]
-) -> list[tuple[Any, ...]]:
-    """Rows as tuples for asyncpg's binary COPY; JSON columns as their JSON text (a record's
-    verbatim JsonText as it is, so its numbers keep their exact digits)."""
-    json_positions = [i for i, name in enumerate(columns) if isinstance(table.c[name].type, JSON)]
-    pick = operator.itemgetter(*columns)
-    records: list[tuple[Any, ...]] = []
-    for row in rows:
-        values = list(pick(row))
-        for i in json_positions:
-            value = values[i]
-            if value is not None:
-                values[i] = value.decode() if isinstance(value, JsonText) else json_dumps(value)
-        records.append(tuple(values))
-    return records
+_Date = date  # the record's `date` field would shadow the type in the annotations after it
+
+
+class InvoiceRecord(NamedTuple):
+    """An `invoices` row as the sync writes it (field order = COPY column order)."""
+
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    connection_id: uuid.UUID
+    provider_id: str
+    number: str | None
+    type: str
+    status: str
+    contact_id: str | None
+    contact_name: str | None
+    reference: str | None
+    date: _Date | None
+    due_date: _Date | None
+    fully_paid_on: _Date | None
+    line_amount_types: str | None
+    currency_code: str | None
+    currency_rate: Decimal | None
+    sub_total: Decimal | None
+    total_tax: Decimal | None
+    total: Decimal | None
+    total_discount: Decimal | None
+    amount_due: Decimal | None
+    amount_paid: Decimal | None
+    amount_credited: Decimal | None
+    provider_updated_at: datetime
+    raw: str  # the invoice's JSON text, verbatim
+    synced_at: datetime
+
+
+class LineRecord(NamedTuple):
+    """An `invoice_line_items` row as the sync writes it."""
+
+    invoice_id: uuid.UUID
+    position: int
+    provider_id: str | None
+    description: str | None
+    quantity: Decimal | None
+    unit_amount: Decimal | None
+    item_code: str | None
+    account_code: str | None
+    account_id: str | None
+    tax_type: str | None
+    tax_amount: Decimal | None
+    line_amount: Decimal | None
+    discount_rate: Decimal | None
+    tracking: str  # JSON text, verbatim
+
+
+class StoredVersion(NamedTuple):
+    """What the sync needs to know of an invoice already stored."""
+
+    id: uuid.UUID
+    provider_updated_at: datetime
+    synced_at: datetime
+
+
+def _as_params(records: Sequence[NamedTuple], json_columns: set[str]) -> list[dict[str, Any]]:
+    """Records as executemany parameters; JSON text as JsonText so JSON columns store it as is."""
+    params = []
+    for record in records:
+        row = record._asdict()
+        for name in json_columns:
+            row[name] = JsonText(row[name].encode())
+        params.append(row)
+    return params
 
 
 # A run whose heartbeat is older than this is taken to have died (crash, deploy) and its lease
@@ -103,20 +156,35 @@ class LedgerRepository:
 
     async def invoice_versions(
         self, connection_id: uuid.UUID, provider_ids: Sequence[str]
-    ) -> dict[str, tuple[uuid.UUID, datetime]]:
-        """provider id → (our id, provider_updated_at) for the invoices already stored."""
+    ) -> dict[str, StoredVersion]:
+        """provider id → what is stored of it, for the invoices already stored."""
         result = await self.session.execute(
-            select(Invoice.provider_id, Invoice.id, Invoice.provider_updated_at).where(
+            select(
+                Invoice.provider_id, Invoice.id, Invoice.provider_updated_at, Invoice.synced_at
+            ).where(
                 Invoice.connection_id == connection_id,
                 self._one_of(Invoice.provider_id, provider_ids),
             )
         )
-        return {row.provider_id: (row.id, row.provider_updated_at) for row in result}
+        return {
+            row.provider_id: StoredVersion(row.id, row.provider_updated_at, row.synced_at)
+            for row in result
+        }
+
+    async def mark_verified(self, invoice_ids: Sequence[uuid.UUID], moment: datetime) -> None:
+        """Invoices Xero confirmed unchanged: `synced_at` says when they were last checked."""
+        if invoice_ids:
+            await self.session.execute(
+                update(Invoice)
+                .where(self._one_of(Invoice.id, invoice_ids))
+                .values(synced_at=moment)
+                .execution_options(synchronize_session=False)
+            )
 
     async def upsert_invoices(
         self,
-        rows: Sequence[dict[str, Any]],
-        lines: Sequence[dict[str, Any]],
+        rows: Sequence[InvoiceRecord],
+        lines: Sequence[LineRecord],
         replaced: Sequence[uuid.UUID],
     ) -> None:
         """Insert or update invoices by (connection, provider id) and replace their line items, in
@@ -127,13 +195,16 @@ class LedgerRepository:
         if driver is not None:
             await self._copy_upsert_invoices(driver, rows, lines, replaced)
             return
-        await self._upsert(Invoice, rows)
+        await self._upsert(Invoice, _as_params(rows, {"raw"}))
         if replaced:
             await self.session.execute(
                 delete(InvoiceLineItem).where(InvoiceLineItem.invoice_id.in_(replaced))
             )
         if lines:
-            await self.session.execute(insert(InvoiceLineItem.__table__), list(lines))  # type: ignore[arg-type]
+            await self.session.execute(
+                insert(InvoiceLineItem.__table__),  # type: ignore[arg-type]
+                _as_params(lines, {"tracking"}),
+            )
 
     async def _asyncpg(self) -> Any | None:
         """On PostgreSQL, the asyncpg connection under this session's open transaction."""
@@ -145,22 +216,19 @@ class LedgerRepository:
     async def _copy_upsert_invoices(
         self,
         driver: Any,
-        rows: Sequence[dict[str, Any]],
-        lines: Sequence[dict[str, Any]],
+        rows: Sequence[InvoiceRecord],
+        lines: Sequence[LineRecord],
         replaced: Sequence[uuid.UUID],
     ) -> None:
         """PostgreSQL: binary `COPY` of the page into a session-private staging table, one
         set-based `INSERT ... SELECT ... ON CONFLICT DO UPDATE` from it, and a `COPY` of the line
         items. Per-row parameter binding, not the database, was most of a page's cost."""
-        invoices = cast(Table, Invoice.__table__)
-        columns = list(rows[0])
+        columns = list(InvoiceRecord._fields)
         await driver.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {_INVOICE_STAGE} (LIKE invoices INCLUDING DEFAULTS)"
-            f" ON COMMIT DELETE ROWS; DELETE FROM {_INVOICE_STAGE}"
+            f"CREATE TEMP TABLE IF NOT EXISTS {_INVOICE_STAGE} (LIKE invoices INCLUDING DEFAULTS"
+            f" INCLUDING COMPRESSION) ON COMMIT DELETE ROWS; DELETE FROM {_INVOICE_STAGE}"
         )
-        await driver.copy_records_to_table(
-            _INVOICE_STAGE, records=_copy_records(invoices, columns, rows), columns=columns
-        )
+        await driver.copy_records_to_table(_INVOICE_STAGE, records=rows, columns=columns)
         keep = {"id", "organization_id", "connection_id", "provider_id"}
         names = ", ".join(f'"{c}"' for c in columns)
         updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in columns if c not in keep)
@@ -173,12 +241,8 @@ class LedgerRepository:
                 "DELETE FROM invoice_line_items WHERE invoice_id = ANY($1::uuid[])", list(replaced)
             )
         if lines:
-            line_table = cast(Table, InvoiceLineItem.__table__)
-            line_columns = list(lines[0])
             await driver.copy_records_to_table(
-                "invoice_line_items",
-                records=_copy_records(line_table, line_columns, lines),
-                columns=line_columns,
+                "invoice_line_items", records=lines, columns=list(LineRecord._fields)
             )
 
     async def account_versions(self, connection_id: uuid.UUID) -> dict[str, datetime | None]:

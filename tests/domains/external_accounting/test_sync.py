@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import uuid
-from typing import Any
+from decimal import Decimal
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -14,6 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from src.core.database import utcnow
 from src.core.settings import Settings
 from src.domains.external_accounting.ledger_models import Invoice, SyncRun
+from src.domains.external_accounting.xero.data.accounting_client import XeroAccountingClient
+from src.domains.external_accounting.xero.data.sync_service import XeroSyncService
+from src.domains.external_accounting.xero.data.xero_models import InvoicePage, decode_invoices
 from src.domains.organizations.models import Role
 from src.main import create_app
 from src.xero_sandbox.server import RunningSandbox
@@ -28,6 +33,8 @@ from tests.domains.external_accounting.sync_helpers import (
 )
 from tests.factories import add_member, bearer, create_org_with_user
 from tests.sandbox_helpers import SANDBOX_CONFIG
+
+STORED_FIELDS = (Invoice.id, Invoice.provider_updated_at, Invoice.status, Invoice.total)
 
 
 def _stats(sandbox: RunningSandbox) -> dict[str, object]:
@@ -106,13 +113,14 @@ async def test_incremental_with_nothing_changed_is_one_call_and_changes_nothing(
     org_id, key, _ = await connected_org(client, session_factory)
     await sync(client, key, org_id)
     async with session_factory() as session:
-        before = (await session.execute(select(Invoice.id, Invoice.synced_at))).all()
+        before = (await session.execute(select(*STORED_FIELDS))).all()
     result = await sync(client, key, org_id, incremental="true")
     assert [c["mode"] for c in result["connections"]] == ["incremental", "incremental"]
     assert [c["api_calls"] for c in result["connections"]] == [1, 1]
     assert (result["created"], result["updated"]) == (0, 0)
     async with session_factory() as session:
-        after = (await session.execute(select(Invoice.id, Invoice.synced_at))).all()
+        after = (await session.execute(select(*STORED_FIELDS))).all()
+    # Nothing rewritten (synced_at may move: it says when Xero last confirmed an invoice).
     assert sorted(after) == sorted(before)
 
 
@@ -587,3 +595,36 @@ async def test_a_paced_sync_never_meets_a_429(
     await assert_matches_truth(
         session_factory, connection, truth, {i["InvoiceID"] for i in truth if in_scope(i, 120)}
     )
+
+
+async def test_an_invoice_edited_while_the_run_pages_is_counted_once(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+) -> None:
+    """It reaches the run twice (old version, then the edit at the end of the keyset); the run
+    remembers no ids, the database tells it the invoice was already written by this run."""
+    _, _, connection = await connected_to_new_tenant(
+        client, fresh_sandbox, session_factory, "Edited Ltd", 1
+    )
+
+    def page(updated_ms: int, total: str) -> InvoicePage:
+        invoice = (
+            f'{{"InvoiceID":"e-1","Type":"ACCREC","Status":"AUTHORISED","Total":{total},'
+            f'"UpdatedDateUTC":"/Date({updated_ms}+0000)/","LineItems":[{{"LineAmount":{total}}}]}}'
+        )
+        return decode_invoices(f'{{"Invoices":[{invoice}]}}'.encode(), 1)
+
+    no_calls = cast(XeroAccountingClient, SimpleNamespace(api_calls=0))  # pages come from here
+    service = XeroSyncService(session_factory, no_calls)
+    progress = await service._start(connection, "invoices", "full", {})
+    for sighting in (page(1_700_000_000_000, "10.00"), page(1_800_000_000_000, "12.50")):
+        pairs = list(zip(sighting.invoices, sighting.raw, strict=True))
+        await service._store_invoices(connection, progress, pairs, None)
+    assert (progress.count, progress.created, progress.updated) == (1, 1, 1)
+    async with session_factory() as session:
+        stored = (
+            await session.execute(select(Invoice).where(Invoice.provider_id == "e-1"))
+        ).scalar_one()
+    assert stored.total == Decimal("12.50")

@@ -20,7 +20,12 @@ from src.core.errors import LedgersyncError
 from src.domains.external_accounting.base.sync import ConnectionSyncResult
 from src.domains.external_accounting.exceptions import ProviderRateLimited, SyncCrashed
 from src.domains.external_accounting.ledger_models import SyncRun
-from src.domains.external_accounting.ledger_repository import LedgerRepository
+from src.domains.external_accounting.ledger_repository import (
+    InvoiceRecord,
+    LedgerRepository,
+    LineRecord,
+    StoredVersion,
+)
 from src.domains.external_accounting.models import Connection
 from src.domains.external_accounting.xero.data.accounting_client import XeroAccountingClient
 from src.domains.external_accounting.xero.data.xero_models import XeroAccount, XeroInvoice
@@ -54,9 +59,9 @@ class RunProgress:
     # not news and do not count. A full run counts every invoice it covered.
     count_unchanged: bool = True
     started: float = field(default_factory=time.monotonic)
-    # Only an invoice edited while the run pages can be yielded twice (phase 2 skips what phase 1
-    # covered by rule), so only those need remembering: memory stays flat however big the org.
-    recent_since: datetime = field(default_factory=lambda: utcnow() - timedelta(minutes=5))
+    # Counting each invoice once without remembering ids (memory stays flat whatever the size):
+    # an invoice already written or verified by this run has `synced_at` at or after this.
+    started_at: datetime = field(default_factory=utcnow)
     # Full syncs: which phase is running and its keyset position, saved with every page.
     checkpoint_base: dict[str, Any] | None = None
     phase: int = 0
@@ -77,66 +82,70 @@ class RunProgress:
     updated: int = 0
     unchanged: int = 0
     newest: datetime | None = None
-    seen: set[str] = field(default_factory=set)
 
     def note_updated_at(self, moment: datetime | None) -> None:
         if moment is not None and (self.newest is None or moment > self.newest):
             self.newest = moment
 
 
-def invoice_row(
-    connection: Connection, row_id: uuid.UUID, invoice: XeroInvoice, raw: JsonText
-) -> dict[str, Any]:
+def invoice_record(
+    connection: Connection,
+    row_id: uuid.UUID,
+    invoice: XeroInvoice,
+    raw: JsonText,
+    synced_at: datetime,
+) -> InvoiceRecord:
     """The `invoices` row of a Xero invoice."""
-    return {
-        "id": row_id,
-        "organization_id": connection.organization_id,
-        "connection_id": connection.id,
-        "provider_id": invoice.invoice_id,
-        "number": invoice.invoice_number,
-        "type": invoice.type,
-        "status": invoice.status,
-        "contact_id": invoice.contact.contact_id if invoice.contact else None,
-        "contact_name": invoice.contact.name if invoice.contact else None,
-        "reference": invoice.reference,
-        "date": invoice.date,
-        "due_date": invoice.due_date,
-        "fully_paid_on": invoice.fully_paid_on_date,
-        "line_amount_types": invoice.line_amount_types,
-        "currency_code": invoice.currency_code,
-        "currency_rate": invoice.currency_rate,
-        "sub_total": invoice.sub_total,
-        "total_tax": invoice.total_tax,
-        "total": invoice.total,
-        "total_discount": invoice.total_discount,
-        "amount_due": invoice.amount_due,
-        "amount_paid": invoice.amount_paid,
-        "amount_credited": invoice.amount_credited,
-        "provider_updated_at": invoice.updated_date_utc,
-        "raw": raw,
-        "synced_at": utcnow(),
-    }
+    contact = invoice.contact
+    return InvoiceRecord(
+        row_id,
+        connection.organization_id,
+        connection.id,
+        invoice.invoice_id,
+        invoice.invoice_number,
+        invoice.type,
+        invoice.status,
+        contact.contact_id if contact else None,
+        contact.name if contact else None,
+        invoice.reference,
+        invoice.date,
+        invoice.due_date,
+        invoice.fully_paid_on_date,
+        invoice.line_amount_types,
+        invoice.currency_code,
+        invoice.currency_rate,
+        invoice.sub_total,
+        invoice.total_tax,
+        invoice.total,
+        invoice.total_discount,
+        invoice.amount_due,
+        invoice.amount_paid,
+        invoice.amount_credited,
+        invoice.updated_date_utc,
+        raw.decode(),
+        synced_at,
+    )
 
 
-def line_rows(invoice_row_id: uuid.UUID, invoice: XeroInvoice) -> list[dict[str, Any]]:
+def line_records(invoice_row_id: uuid.UUID, invoice: XeroInvoice) -> list[LineRecord]:
     """The `invoice_line_items` rows of a Xero invoice."""
     return [
-        {
-            "invoice_id": invoice_row_id,
-            "position": position,
-            "provider_id": line.line_item_id,
-            "description": line.description,
-            "quantity": line.quantity,
-            "unit_amount": line.unit_amount,
-            "item_code": line.item_code,
-            "account_code": line.account_code,
-            "account_id": line.account_id,
-            "tax_type": line.tax_type,
-            "tax_amount": line.tax_amount,
-            "line_amount": line.line_amount,
-            "discount_rate": line.discount_rate,
-            "tracking": line.tracking,
-        }
+        LineRecord(
+            invoice_row_id,
+            position,
+            line.line_item_id,
+            line.description,
+            line.quantity,
+            line.unit_amount,
+            line.item_code,
+            line.account_code,
+            line.account_id,
+            line.tax_type,
+            line.tax_amount,
+            line.line_amount,
+            line.discount_rate,
+            bytes(line.tracking).decode() or "[]",
+        )
         for position, line in enumerate(invoice.line_items)
     ]
 
@@ -331,31 +340,37 @@ class XeroSyncService:
             versions = await repository.invoice_versions(
                 connection.id, [i.invoice_id for i, _ in pairs]
             )
-            rows: list[dict[str, Any]] = []
-            lines: list[dict[str, Any]] = []
+            now = utcnow()
+            rows: list[InvoiceRecord] = []
+            lines: list[LineRecord] = []
             replaced: list[uuid.UUID] = []
+            verified: list[uuid.UUID] = []
             for invoice, raw in pairs:
                 progress.note_updated_at(invoice.updated_date_utc)
                 existing = versions.get(invoice.invoice_id)
-                unchanged = existing is not None and existing[1] == invoice.updated_date_utc
-                if invoice.invoice_id not in progress.seen and (
-                    progress.count_unchanged or not unchanged
-                ):
-                    progress.seen.add(invoice.invoice_id)
+                unchanged = (
+                    existing is not None
+                    and existing.provider_updated_at == invoice.updated_date_utc
+                )
+                # Seen earlier in this run only if edited while the run paged: count it once.
+                counted = existing is not None and existing.synced_at >= progress.started_at
+                if not counted and (progress.count_unchanged or not unchanged):
                     progress.count += 1
                 if unchanged:
                     progress.unchanged += 1
+                    verified.append(existing.id)  # type: ignore[union-attr]
                     continue
-                row_id = existing[0] if existing else uuid.uuid4()
+                row_id = existing.id if existing else uuid.uuid4()
                 if existing:
                     replaced.append(row_id)
                     progress.updated += 1
                 else:
                     progress.created += 1
-                versions[invoice.invoice_id] = (row_id, invoice.updated_date_utc)
-                rows.append(invoice_row(connection, row_id, invoice, raw))
-                lines.extend(line_rows(row_id, invoice))
+                versions[invoice.invoice_id] = StoredVersion(row_id, invoice.updated_date_utc, now)
+                rows.append(invoice_record(connection, row_id, invoice, raw, now))
+                lines.extend(line_records(row_id, invoice))
             await repository.upsert_invoices(rows, lines, replaced)
+            await repository.mark_verified(verified, now)
             await self._beat(session, progress)
             if cursor_scope is not None and progress.newest is not None:
                 await repository.advance_cursor(connection.id, cursor_scope, progress.newest)

@@ -75,7 +75,10 @@ class XeroLineItem(msgspec.Struct, frozen=True):
     tax_amount: Decimal | None = _field("TaxAmount")
     line_amount: Decimal | None = _field("LineAmount")
     discount_rate: Decimal | None = _field("DiscountRate")
-    tracking: list[dict[str, Any]] = msgspec.field(default_factory=list, name="Tracking")
+    # Stored as Xero sent it (a JSON array of tracking categories); never parsed.
+    tracking: msgspec.Raw = msgspec.field(
+        default_factory=lambda: msgspec.Raw(b"[]"), name="Tracking"
+    )
 
 
 class XeroInvoice(msgspec.Struct, kw_only=True):
