@@ -205,6 +205,7 @@ def run(invoices: int, sizes: list[int], time_scale: float) -> Report:
         report.add("tap-xero unthrottled (to /dev/null)", tap_rate, None, "inv/s")
         report.values["tap_xero_unthrottled_invoices_per_s"] = tap_rate
         report.add("  ours into PostgreSQL vs tap-xero", rate, tap_rate, "inv/s")
+        report.values["unthrottled_ratio_vs_tap_xero"] = rate / tap_rate
         report.add("  tap-xero: invoices extracted", tap.invoices, in_scope, "")
         report.add("  tap-xero: invoice API calls", tap.api_calls, floor, "calls")
         report.add("  CPU: tap-xero process", tap.cpu_s, None, "s", "cpu_tap_xero_s")
@@ -216,8 +217,11 @@ def run(invoices: int, sizes: list[int], time_scale: float) -> Report:
     try:
         tenant = _tenant(sandbox)
         _reset_postgres()
+        httpx.post(f"{sandbox.base_url}/_sandbox/stats/reset").raise_for_status()
         limited = _worker(POSTGRES, sandbox, tenant, "full")
-        floor_s = limited_floor_s(limited["api_calls"], 60, time_scale)
+        refused = httpx.get(f"{sandbox.base_url}/_sandbox/stats").json()["by_status"].get("429", 0)
+        # The least time Xero's minute limit allows for the least number of calls.
+        floor_s = limited_floor_s(report.values["api_calls_floor"], 60, time_scale)
         report.add(
             f"limited wall time (minute = {60 / time_scale:g} s)",
             limited["wall_s"],
@@ -227,15 +231,20 @@ def run(invoices: int, sizes: list[int], time_scale: float) -> Report:
         )
         report.values["limited_floor_s"] = floor_s
         report.values["time_scale"] = time_scale
+        report.add("  of which paced by the call limiter", limited["paced_s"], None, "s")
+        report.add("  429 responses met", refused, None, "", "limited_429s")
         # The same data again, with every limit window started afresh for tap-xero.
         limits_reset = httpx.put(
             f"{sandbox.base_url}/_sandbox/limits", json={"reset_counters": True}
         )
         limits_reset.raise_for_status()
         tap = tap_xero_baseline.run(sandbox, tenant)
-        report.add("tap-xero limited wall time", tap.wall_s, None, "s", "tap_xero_limited_wall_s")
-        report.add("  ours vs tap-xero (speed-up)", tap.wall_s, limited["wall_s"], "s")
-        report.values["limited_speedup_vs_tap_xero"] = tap.wall_s / limited["wall_s"]
+        report.add("tap-xero limited wall time", tap.wall_s, floor_s, "s")
+        report.values["tap_xero_limited_wall_s"] = tap.wall_s
+        speedup = tap.wall_s / limited["wall_s"]
+        report.add("  speed-up vs tap-xero (target >= 8x)", speedup, None, "x")
+        report.values["limited_speedup_vs_tap_xero"] = speedup
+        report.add("  tap-xero: invoice API calls", tap.api_calls, None, "calls")
     finally:
         sandbox.stop()
 

@@ -281,23 +281,28 @@ class LedgerRepository:
 
     # -- runs --------------------------------------------------------------------------------
 
-    async def start_run(self, run: SyncRun) -> None:
-        """Record a run as `running`; it is also the lease on (connection, object type)."""
+    async def release_dead_runs(self, connection_id: uuid.UUID, object_type: str) -> None:
+        """A `running` run that stopped beating died (crash, kill, deploy): mark it failed, so
+        its lease is free and its checkpoint can be resumed."""
         await self.session.execute(
             update(SyncRun)
             .where(
-                SyncRun.connection_id == run.connection_id,
-                SyncRun.object_type == run.object_type,
+                SyncRun.connection_id == connection_id,
+                SyncRun.object_type == object_type,
                 SyncRun.status == "running",
                 SyncRun.heartbeat_at < utcnow() - STALE_RUN_AFTER,
             )
             .values(
                 status="failed",
                 error="abandoned",
-                error_detail="The run stopped beating.",
+                error_detail="The run stopped beating (its process died).",
                 finished_at=utcnow(),
             )
         )
+
+    async def start_run(self, run: SyncRun) -> None:
+        """Record a run as `running`; it is also the lease on (connection, object type)."""
+        await self.release_dead_runs(run.connection_id, run.object_type)
         self.session.add(run)
         try:
             await self.session.flush()

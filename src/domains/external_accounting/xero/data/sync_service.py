@@ -200,8 +200,10 @@ class XeroSyncService:
         # Filtering by type only when it narrows: both types is every invoice.
         type_filter = types if set(types) != set(INVOICE_TYPES) else None
         scope = "invoices:" + ",".join(types)
-        async with self.session_factory() as session:
+        async with self.session_factory() as session, session.begin():
             repository = LedgerRepository(session)
+            # A run that died mid-sync is released first, so its checkpoint is resumed.
+            await repository.release_dead_runs(connection.id, "invoices")
             cursor = await repository.get_cursor(connection.id, scope)
             previous = await repository.latest_run(connection.id, "invoices")
         if previous is not None and previous.paused_until and previous.paused_until > utcnow():
