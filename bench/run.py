@@ -187,7 +187,8 @@ def run(invoices: int, sizes: list[int], time_scale: float) -> Report:
             "inv/s",
             "unthrottled_invoices_per_s_postgres",
         )
-        report.add("  CPU: sync process (incl. start-up)", postgres["cpu_s"], None, "s", "cpu_sync_s")
+        sync_cpu = postgres["cpu_s"]
+        report.add("  CPU: sync process (incl. start-up)", sync_cpu, None, "s", "cpu_sync_s")
         report.add("  CPU: sandbox process", sandbox_cpu, None, "s", "cpu_sandbox_s")
         sqlite_path = ROOT / "var" / "bench.db"
         for leftover in sqlite_path.parent.glob("bench.db*"):
