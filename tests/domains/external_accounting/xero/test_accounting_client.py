@@ -32,7 +32,11 @@ from src.domains.external_accounting.xero.data.call_limiter import (
     CallLimits,
     InProcessCallLimiter,
 )
-from src.domains.external_accounting.xero.data.xero_models import parse_xero_datetime
+from src.domains.external_accounting.xero.data.sync_service import line_records
+from src.domains.external_accounting.xero.data.xero_models import (
+    decode_invoices,
+    parse_xero_datetime,
+)
 
 INVOICE = {
     "InvoiceID": "11111111-1111-4111-8111-111111111111",
@@ -290,3 +294,15 @@ async def test_records_without_what_every_xero_invoice_has_are_refused_not_retri
     client, _, _ = _client(handler)
     with pytest.raises(ProviderDataInvalid):
         await client.get_invoices(_connection())
+
+
+def test_line_tracking_is_kept_as_sent_and_a_null_list_is_empty() -> None:
+    body = (
+        b'{"Invoices":[{"InvoiceID":"a","Type":"ACCREC","Status":"PAID",'
+        b'"UpdatedDateUTC":"/Date(0)/","LineItems":[{"Tracking":[{"Name":"Region","Option":"N"}]},'
+        b'{"Tracking":null},{}]}]}'
+    )
+    invoice = decode_invoices(body, 1).invoices[0]
+    lines = line_records(uuid.uuid4(), invoice)
+    assert [line.tracking for line in lines] == ['[{"Name":"Region","Option":"N"}]', "[]", "[]"]
+    assert [line.position for line in lines] == [0, 1, 2]

@@ -28,7 +28,11 @@ from src.domains.external_accounting.ledger_repository import (
 )
 from src.domains.external_accounting.models import Connection
 from src.domains.external_accounting.xero.data.accounting_client import XeroAccountingClient
-from src.domains.external_accounting.xero.data.xero_models import XeroAccount, XeroInvoice
+from src.domains.external_accounting.xero.data.xero_models import (
+    XeroAccount,
+    XeroInvoice,
+    XeroLineItem,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +131,12 @@ def invoice_record(
     )
 
 
+def _tracking_text(line: XeroLineItem) -> str:
+    """The line's tracking categories as Xero sent them; a missing or null list is empty."""
+    text = bytes(line.tracking).decode().strip()
+    return "[]" if text in ("", "null") else text
+
+
 def line_records(invoice_row_id: uuid.UUID, invoice: XeroInvoice) -> list[LineRecord]:
     """The `invoice_line_items` rows of a Xero invoice."""
     return [
@@ -144,7 +154,7 @@ def line_records(invoice_row_id: uuid.UUID, invoice: XeroInvoice) -> list[LineRe
             line.tax_amount,
             line.line_amount,
             line.discount_rate,
-            bytes(line.tracking).decode() or "[]",
+            _tracking_text(line),
         )
         for position, line in enumerate(invoice.line_items)
     ]
