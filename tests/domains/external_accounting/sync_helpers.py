@@ -181,6 +181,28 @@ async def assert_matches_truth(
         ]
 
 
+async def assert_complete(
+    session_factory: async_sessionmaker[AsyncSession],
+    sandbox: RunningSandbox,
+    connection: Connection,
+    months_back: int = 120,
+) -> list[dict[str, Any]]:
+    """The connection holds exactly the in-scope invoices of its tenant, each equal to Xero's;
+    returns the tenant's ground truth."""
+    truth = ground_truth(sandbox, connection.tenant_id)
+    expected = {i["InvoiceID"] for i in truth if in_scope(i, months_back)}
+    await assert_matches_truth(session_factory, connection, truth, expected)
+    return truth
+
+
+def limit_sandbox(sandbox: RunningSandbox, minute_limit: int, time_scale: float) -> None:
+    """Enforce a tighter minute (and compress time) in the sandbox."""
+    httpx.put(
+        f"{sandbox.base_url}/_sandbox/limits",
+        json={"minute_limit": minute_limit, "time_scale": time_scale},
+    ).raise_for_status()
+
+
 async def local_accounts(
     session_factory: async_sessionmaker[AsyncSession], connection: Connection
 ) -> list[Account]:

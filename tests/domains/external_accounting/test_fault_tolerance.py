@@ -25,10 +25,11 @@ from src.domains.external_accounting.ledger_models import Invoice, SyncRun
 from src.main import create_app
 from src.xero_sandbox.server import RunningSandbox
 from tests.domains.external_accounting.sync_helpers import (
+    assert_complete,
     assert_matches_truth,
     connected_to_new_tenant,
     ground_truth,
-    in_scope,
+    limit_sandbox,
     sync,
 )
 from tests.sandbox_helpers import SANDBOX_CONFIG
@@ -96,10 +97,7 @@ async def test_a_recoverable_fault_mid_sync_still_ends_complete(
     injected = httpx.get(f"{fresh_sandbox.base_url}/_sandbox/faults").json()["injected"]
     assert sum(injected.values()) >= 1, injected  # the fault really struck
     assert result["success"] is True, result
-    truth = ground_truth(fresh_sandbox, connection.tenant_id)
-    await assert_matches_truth(
-        session_factory, connection, truth, {i["InvoiceID"] for i in truth if in_scope(i, 120)}
-    )
+    await assert_complete(session_factory, fresh_sandbox, connection)
 
 
 async def test_an_outage_longer_than_the_retries_fails_cleanly_and_the_rerun_completes(
@@ -132,9 +130,7 @@ async def test_an_outage_longer_than_the_retries_fails_cleanly_and_the_rerun_com
         )
     assert rerun["success"] is True
     assert rerun["connections"][0]["mode"] == "resume"
-    await assert_matches_truth(
-        session_factory, connection, truth, {i["InvoiceID"] for i in truth if in_scope(i, 120)}
-    )
+    await assert_complete(session_factory, fresh_sandbox, connection)
 
 
 async def test_a_sync_killed_mid_run_resumes_from_its_checkpoint(
@@ -149,9 +145,7 @@ async def test_a_sync_killed_mid_run_resumes_from_its_checkpoint(
         client, fresh_sandbox, session_factory, "Killed Ltd", 5000
     )
     # One call per Xero minute of half a second: pages arrive slowly enough to kill between them.
-    httpx.put(
-        f"{fresh_sandbox.base_url}/_sandbox/limits", json={"minute_limit": 1, "time_scale": 120}
-    ).raise_for_status()
+    limit_sandbox(fresh_sandbox, minute_limit=1, time_scale=120)
     env = {
         **os.environ,
         "DATABASE_URL": settings.database_url,
@@ -179,10 +173,7 @@ async def test_a_sync_killed_mid_run_resumes_from_its_checkpoint(
     finally:
         worker.kill()  # SIGKILL: no chance to record anything
         worker.wait()
-        httpx.put(
-            f"{fresh_sandbox.base_url}/_sandbox/limits",
-            json={"minute_limit": SANDBOX_CONFIG.minute_limit, "time_scale": 1},
-        ).raise_for_status()
+        limit_sandbox(fresh_sandbox, SANDBOX_CONFIG.minute_limit, 1)
     kept = await _stored_ids(session_factory, connection.id)
     assert 2000 <= len(kept) < 5000
     truth = ground_truth(fresh_sandbox, connection.tenant_id)
@@ -197,9 +188,7 @@ async def test_a_sync_killed_mid_run_resumes_from_its_checkpoint(
     assert resumed["success"] is True
     assert resumed["connections"][0]["mode"] == "resume"
     assert resumed["count"] <= 5000 - len(kept) + 1000  # from the checkpoint, not from scratch
-    await assert_matches_truth(
-        session_factory, connection, truth, {i["InvoiceID"] for i in truth if in_scope(i, 120)}
-    )
+    await assert_complete(session_factory, fresh_sandbox, connection)
     async with session_factory() as session:
         statuses = sorted((await session.execute(select(SyncRun.status, SyncRun.error))).all())
     assert statuses == [("failed", "abandoned"), ("success", None)]

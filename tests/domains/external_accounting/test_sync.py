@@ -23,11 +23,13 @@ from src.domains.organizations.models import Role
 from src.main import create_app
 from src.xero_sandbox.server import RunningSandbox
 from tests.domains.external_accounting.sync_helpers import (
+    assert_complete,
     assert_matches_truth,
     connected_org,
     connected_to_new_tenant,
     ground_truth,
     in_scope,
+    limit_sandbox,
     local_accounts,
     sync,
 )
@@ -565,8 +567,7 @@ async def test_a_paced_sync_never_meets_a_429(
         client, fresh_sandbox, session_factory, "Tight Ltd", 3500
     )
     # Two calls a minute, a Xero minute lasting one second: the sync needs several minutes.
-    limits = {"minute_limit": 2, "time_scale": 60}
-    httpx.put(f"{fresh_sandbox.base_url}/_sandbox/limits", json=limits).raise_for_status()
+    limit_sandbox(fresh_sandbox, minute_limit=2, time_scale=60)
     httpx.post(f"{fresh_sandbox.base_url}/_sandbox/stats/reset").raise_for_status()
     paced = settings.model_copy(update={"xero_minute_limit": 2, "xero_minute_seconds": 1.0})
     app = create_app(paced)
@@ -582,19 +583,13 @@ async def test_a_paced_sync_never_meets_a_429(
             )
             limiter = app.state.xero_throttle.limiter
     finally:
-        httpx.put(
-            f"{fresh_sandbox.base_url}/_sandbox/limits",
-            json={"minute_limit": SANDBOX_CONFIG.minute_limit, "time_scale": 1},
-        ).raise_for_status()
+        limit_sandbox(fresh_sandbox, SANDBOX_CONFIG.minute_limit, 1)
     assert result["success"] is True
     assert result["api_calls"] >= 5  # more calls than two minutes allow...
     assert limiter.waited_s > 0  # ...so the limiter made calls wait for earlier calls' minutes
     assert result["duration_seconds"] >= 2.0
     assert _stats(fresh_sandbox)["by_status"] == {"200": result["api_calls"]}  # ...and no 429
-    truth = ground_truth(fresh_sandbox, connection.tenant_id)
-    await assert_matches_truth(
-        session_factory, connection, truth, {i["InvoiceID"] for i in truth if in_scope(i, 120)}
-    )
+    await assert_complete(session_factory, fresh_sandbox, connection)
 
 
 async def test_an_invoice_edited_while_the_run_pages_is_counted_once(
