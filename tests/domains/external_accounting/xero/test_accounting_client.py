@@ -306,3 +306,24 @@ def test_line_tracking_is_kept_as_sent_and_a_null_list_is_empty() -> None:
     lines = line_records(uuid.uuid4(), invoice)
     assert [line.tracking for line in lines] == ['[{"Name":"Region","Option":"N"}]', "[]", "[]"]
     assert [line.position for line in lines] == [0, 1, 2]
+
+
+async def test_a_full_page_that_pagination_calls_the_last_ends_the_paging() -> None:
+    def page(count: int, page_count: int) -> httpx.Response:
+        invoices = [
+            {**INVOICE, "InvoiceID": f"id-{i}", "UpdatedDateUTC": f"/Date({1_000_000 + i * 5000})/"}
+            for i in range(count)
+        ]
+        return httpx.Response(
+            200, json={"Invoices": invoices, "pagination": {"pageCount": page_count}}
+        )
+
+    handler, seen = _sequence(page(3, 1))
+    client, _, _ = _client(handler)
+    pages = [p async for p in client.iter_invoice_pages(_connection(), page_size=3)]
+    assert len(seen) == 1  # full, but Xero says it is the only page: no confirming call
+    assert [len(p.invoices) for p in pages] == [3]
+    handler, seen = _sequence(page(3, 2), page(1, 1))
+    client, _, _ = _client(handler)
+    pages = [p async for p in client.iter_invoice_pages(_connection(), page_size=3)]
+    assert len(seen) == 2  # a second page exists: the keyset moves on to it
