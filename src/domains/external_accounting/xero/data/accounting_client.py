@@ -167,7 +167,7 @@ class XeroAccountingClient:
         if order:
             params["order"] = order
         headers = {"If-Modified-Since": if_modified_since(modified_since)} if modified_since else {}
-        return await self._get(
+        return await self._send(
             connection, "/Invoices", params, headers, lambda body: decode_invoices(body, page)
         )
 
@@ -255,19 +255,9 @@ class XeroAccountingClient:
             clauses = [f'Type=="{_quote(t)}"' for t in types]
             params["where"] = " OR ".join(clauses)
         headers = {"If-Modified-Since": if_modified_since(modified_since)} if modified_since else {}
-        return await self._get(connection, "/Accounts", params, headers, decode_accounts)
+        return await self._send(connection, "/Accounts", params, headers, decode_accounts)
 
     # -- the one place that talks HTTP and retries ------------------------------------------
-
-    async def _get(
-        self,
-        connection: Connection,
-        path: str,
-        params: dict[str, str | int],
-        headers: dict[str, str],
-        decode: Callable[[bytes], T],
-    ) -> T:
-        return await self._send(connection, path, params, headers, decode)
 
     def _respect_daily_reserve(self, connection: Connection) -> None:
         """Stop before the tenant's daily budget drops into the reserve kept for its other apps
