@@ -9,6 +9,7 @@ from fastapi.responses import Response
 from src.xero_sandbox import accounting, control, data_control, identity
 from src.xero_sandbox.config import SandboxConfig
 from src.xero_sandbox.guard import PREFIX, AccountingGuard
+from src.xero_sandbox.paths import XeroPathCase
 from src.xero_sandbox.responses import JsonResponse
 from src.xero_sandbox.runtime import SandboxRuntime
 from src.xero_sandbox.store import SandboxStore
@@ -26,6 +27,11 @@ def create_sandbox_app(
     app.include_router(control.router, prefix="/_sandbox")
     app.include_router(data_control.router, prefix="/_sandbox")
     app.add_middleware(AccountingGuard, runtime_holder=app.state)
+    # Added last, so it runs first: the guard must see Xero's path in the route's spelling.
+    xero_paths = [r.path for r in identity.router.routes] + [
+        PREFIX + r.path for r in accounting.router.routes
+    ]
+    app.add_middleware(XeroPathCase, route_paths=xero_paths)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> Response:

@@ -84,25 +84,35 @@ async def mint_tokens(request: Request, body: TokenRequest) -> Response:
     return JsonResponse(identity.issue_tokens(grant, body.expires_in))
 
 
+def faults_answer(plan: FaultPlan) -> JsonResponse:
+    """The fault settings in force and how many faults were injected since they were set.
+    (`mode="json"` because `error_rates` is keyed by status code: JSON keys are strings.)"""
+    return JsonResponse(
+        {"settings": plan.settings.model_dump(mode="json"), "injected": dict(plan.injected)}
+    )
+
+
 @router.get("/faults")
 async def get_faults(request: Request) -> Response:
     """The fault settings in force and how many faults were injected."""
-    plan = runtime_of(request).faults
-    return JsonResponse({"settings": plan.settings.model_dump(), "injected": plan.injected})
+    return faults_answer(runtime_of(request).faults)
 
 
 @router.put("/faults")
 async def put_faults(request: Request, body: FaultSettings) -> Response:
-    """Replace the fault settings (an empty body turns every fault off)."""
-    runtime_of(request).faults.configure(body)
-    return JsonResponse({"settings": body.model_dump()})
+    """Replace the fault settings (an empty body turns every fault off); answers what is now in
+    force."""
+    plan = runtime_of(request).faults
+    plan.configure(body)
+    return faults_answer(plan)
 
 
-@router.delete("/faults", status_code=204)
+@router.delete("/faults")
 async def clear_faults(request: Request) -> Response:
-    """Turn every fault off."""
-    runtime_of(request).faults = FaultPlan()
-    return Response(status_code=204)
+    """Turn every fault off; answers the (empty) settings now in force."""
+    runtime = runtime_of(request)
+    runtime.faults = FaultPlan()
+    return faults_answer(runtime.faults)
 
 
 @router.get("/limits")
@@ -143,17 +153,25 @@ async def get_stats(request: Request) -> Response:
     return JsonResponse({**runtime.stats.as_dict(), "token_calls": runtime.identity.token_calls})
 
 
-@router.post("/stats/reset", status_code=204)
+@router.post("/stats/reset")
 async def reset_stats(request: Request) -> Response:
-    """Zero the call statistics."""
+    """Zero the call statistics; answers them, zeroed."""
     runtime = runtime_of(request)
     runtime.stats.reset()
     runtime.identity.token_calls.clear()
-    return Response(status_code=204)
+    return await get_stats(request)
 
 
-@router.post("/reset", status_code=204)
+@router.post("/reset")
 async def reset(request: Request) -> Response:
-    """Regenerate the data from the seed; forget tokens, connections, faults and counters."""
-    runtime_of(request).reset()
-    return Response(status_code=204)
+    """Regenerate the data from the seed; forget tokens, connections, faults and counters.
+    Answers what was reset and the tenants regenerated."""
+    runtime = runtime_of(request)
+    runtime.reset()
+    return JsonResponse(
+        {
+            "reset": ["data", "tokens", "connections", "faults", "limits", "stats"],
+            "seed": runtime.config.seed,
+            "tenants": [tenant_summary(t) for t in runtime.store.tenants.values()],
+        }
+    )

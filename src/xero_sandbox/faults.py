@@ -7,11 +7,14 @@ so a test can break a sync in the middle."""
 from __future__ import annotations
 
 import random
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
 FaultKind = Literal["error", "rate_limit", "slow", "drop", "malformed"]
+# An injected error is an HTTP error status; anything else could not be sent as one.
+ErrorStatus = Annotated[int, Field(ge=400, le=599)]
+Rate = Annotated[float, Field(ge=0, le=1)]
 
 
 class FaultSettings(BaseModel):
@@ -19,8 +22,8 @@ class FaultSettings(BaseModel):
 
     path_contains: str = ""
     skip_first: int = Field(default=0, ge=0)
-    error_rates: dict[int, float] = Field(default_factory=dict)
-    next_errors: list[int] = Field(default_factory=list)
+    error_rates: dict[ErrorStatus, Rate] = Field(default_factory=dict)
+    next_errors: list[ErrorStatus] = Field(default_factory=list)
     rate_limit_burst: int = Field(default=0, ge=0)
     rate_limit_problem: Literal["minute", "concurrent", "appminute", "day"] = "minute"
     rate_limit_retry_after: int = Field(default=1, ge=0)
