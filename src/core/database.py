@@ -6,12 +6,12 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy import DateTime, MetaData, Numeric, Text, event
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -61,6 +61,47 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+class ExactDecimal(TypeDecorator[Decimal]):
+    """A fixed-point decimal that keeps every digit on every backend.
+
+    PostgreSQL keeps `numeric(precision, scale)`. SQLite has no decimal type: its NUMERIC affinity
+    turns number-looking text into a float (15 significant digits, so `99999999999999.9999` read
+    back as `100000000000000`), hence the exact digits live in a TEXT column there, rounded to the
+    scale and refused beyond the precision as PostgreSQL does. Nothing compares or sorts these
+    columns in SQL (text would compare wrongly on SQLite).
+    """
+
+    impl = Numeric
+    cache_ok = True
+
+    def __init__(self, precision: int, scale: int) -> None:
+        super().__init__(precision=precision, scale=scale, asdecimal=True)
+        self.precision = precision
+        self.scale = scale
+        self._quantum = Decimal(1).scaleb(-scale)
+        self._limit = Decimal(10) ** (precision - scale)
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(Text())
+        return dialect.type_descriptor(Numeric(self.precision, self.scale, asdecimal=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None or dialect.name != "sqlite":
+            return value
+        exact = Decimal(value).quantize(self._quantum, rounding=ROUND_HALF_UP)
+        if not exact.is_finite() or abs(exact) >= self._limit:
+            raise ValueError(f"{value} does not fit numeric({self.precision}, {self.scale})")
+        # Fixed-point text (never `1E-10`), without PostgreSQL's impossible negative zero.
+        return format(exact if exact else abs(exact), "f")
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        # SQLite: the exact text (a number only in rows written before migration 0007).
+        return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
 def utcnow() -> datetime:

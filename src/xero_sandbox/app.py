@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 
 from src.xero_sandbox import accounting, control, data_control, identity
 from src.xero_sandbox.config import SandboxConfig
@@ -28,8 +29,8 @@ def create_sandbox_app(
     app.include_router(data_control.router, prefix="/_sandbox")
     app.add_middleware(AccountingGuard, runtime_holder=app.state)
     # Added last, so it runs first: the guard must see Xero's path in the route's spelling.
-    xero_paths = [r.path for r in identity.router.routes] + [
-        PREFIX + r.path for r in accounting.router.routes
+    xero_paths = [r.path for r in identity.router.routes if isinstance(r, APIRoute)] + [
+        PREFIX + r.path for r in accounting.router.routes if isinstance(r, APIRoute)
     ]
     app.add_middleware(XeroPathCase, route_paths=xero_paths)
 

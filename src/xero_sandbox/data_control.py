@@ -14,9 +14,17 @@ from src.xero_sandbox.control import runtime_of
 from src.xero_sandbox.data import InvoiceRecord
 from src.xero_sandbox.render import render_account, render_invoice
 from src.xero_sandbox.responses import JsonResponse
-from src.xero_sandbox.store import SandboxDataError, TenantData
+from src.xero_sandbox.store import ExactAmounts, SandboxDataError, TenantData
 
 router = APIRouter(tags=["sandbox data"])
+
+
+class NewLine(BaseModel):
+    """Exact figures for one line (send them as strings to keep every digit)."""
+
+    quantity: Decimal = Field(allow_inf_nan=False)
+    unit_amount: Decimal = Field(allow_inf_nan=False)
+    tax_amount: Decimal = Field(default=Decimal(0), allow_inf_nan=False)
 
 
 class NewInvoice(BaseModel):
@@ -25,6 +33,10 @@ class NewInvoice(BaseModel):
     date: str | None = Field(default=None, description="ISO date, default today")
     lines: int = Field(default=2, ge=1, le=10)
     seed: int | None = None
+    line_items: list[NewLine] | None = Field(
+        default=None, min_length=1, max_length=10, description="exact figures, one per line"
+    )
+    currency_rate: Decimal | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
 class InvoiceEdit(BaseModel):
@@ -93,6 +105,8 @@ async def create_invoice(request: Request, tenant_id: str, body: NewInvoice) -> 
             date_text=body.date,
             lines=body.lines,
             seed=body.seed,
+            amounts=[ExactAmounts(**line.model_dump()) for line in body.line_items or ()],
+            currency_rate=body.currency_rate,
         )
     except (SandboxDataError, ValueError) as error:
         return _error(400, "invalid_mutation", str(error))

@@ -39,6 +39,15 @@ from src.xero_sandbox.xero_dates import date_to_day
 Predicate = Callable[[int], bool]
 
 
+@dataclass(frozen=True)
+class ExactAmounts:
+    """A line's figures as a test wants them (extreme values, many digits)."""
+
+    quantity: Decimal
+    unit_amount: Decimal
+    tax_amount: Decimal = Decimal(0)
+
+
 class SandboxDataError(ValueError):
     """A control-API request that Xero would refuse (e.g. voiding a paid invoice)."""
 
@@ -177,8 +186,13 @@ class TenantData:
         date_text: str | None = None,
         lines: int = 2,
         seed: int | None = None,
+        amounts: Sequence[ExactAmounts] | None = None,
+        currency_rate: Decimal | None = None,
     ) -> InvoiceRecord:
-        """Add a new invoice (generated realistically from `seed`) with the given basics."""
+        """Add a new invoice (generated realistically from `seed`) with the given basics; with
+        `amounts`, one line per entry carries exactly those figures (the totals follow)."""
+        if amounts:
+            lines = len(amounts)
         if type_name not in TYPES:
             raise SandboxDataError(f"Type must be one of {', '.join(TYPES)}")
         if status not in ("DRAFT", "SUBMITTED", "AUTHORISED"):
@@ -197,6 +211,21 @@ class TenantData:
         record.lines = record.lines[:lines]
         while len(record.lines) < lines:
             record.lines.append(self._new_line(record, rng, len(record.lines)))
+        if amounts:
+            record.lines = [
+                replace(
+                    line,
+                    quantity=exact.quantity,
+                    unit_amount=exact.unit_amount,
+                    tax_amount=exact.tax_amount,
+                    line_amount=exact.quantity * exact.unit_amount,
+                    discount_rate=None,
+                    json_tail=None,  # the cached rendering is of the generated figures
+                )
+                for line, exact in zip(record.lines, amounts, strict=True)
+            ]
+        if currency_rate is not None:
+            record.currency_rate = currency_rate
         record.payments, record.credits, record.fully_paid_day = [], [], None
         record.invoice_id = invoice_id(self.profile, index)
         record.number = invoice_number(type_name, index)

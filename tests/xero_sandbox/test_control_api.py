@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
@@ -10,7 +12,7 @@ from tests.sandbox_helpers import SANDBOX_CONFIG, mint_tokens, tenant_ids
 from tests.xero_sandbox.conftest import XeroApi
 
 
-def _json(response: httpx.Response, status: int = 200) -> object:
+def _json(response: httpx.Response, status: int = 200) -> Any:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     return response.json()
@@ -20,20 +22,20 @@ def test_error_rates_are_set_and_reported(xero: XeroApi) -> None:
     base = f"{xero.sandbox.base_url}/_sandbox/faults"
     put = _json(httpx.put(base, json={"error_rates": {"503": 1.0}, "path_contains": "/Accounts"}))
     assert put == _json(httpx.get(base))
-    assert put["settings"]["error_rates"] == {"503": 1.0}  # type: ignore[index]
-    assert put["injected"] == {}  # type: ignore[index]
+    assert put["settings"]["error_rates"] == {"503": 1.0}
+    assert put["injected"] == {}
     assert xero.get("/Accounts").status_code == 503
     after = _json(httpx.get(base))
-    assert after["settings"]["path_contains"] == "/Accounts"  # type: ignore[index]
-    assert after["injected"] == {"error": 1}  # type: ignore[index]
+    assert after["settings"]["path_contains"] == "/Accounts"
+    assert after["injected"] == {"error": 1}
 
 
 def test_clearing_faults_answers_the_settings_now_in_force(xero: XeroApi) -> None:
     base = f"{xero.sandbox.base_url}/_sandbox/faults"
     _json(httpx.put(base, json={"next_errors": [500], "error_rates": {"429": 0.5}}))
     cleared = _json(httpx.delete(base))
-    assert cleared["settings"]["error_rates"] == {}  # type: ignore[index]
-    assert cleared["settings"]["next_errors"] == []  # type: ignore[index]
+    assert cleared["settings"]["error_rates"] == {}
+    assert cleared["settings"]["next_errors"] == []
     assert cleared == _json(httpx.get(base))
     assert xero.get("/Accounts").status_code == 200
 
@@ -53,9 +55,9 @@ def test_impossible_faults_are_a_422_that_says_why(
 ) -> None:
     base = f"{fresh_sandbox.base_url}/_sandbox/faults"
     refused = _json(httpx.put(base, json=settings), status=422)
-    assert refused["error"] == "invalid_request"  # type: ignore[index]
-    assert refused["detail"]  # type: ignore[index]
-    assert _json(httpx.get(base))["settings"]["next_errors"] == []  # type: ignore[index]
+    assert refused["error"] == "invalid_request"
+    assert refused["detail"]
+    assert _json(httpx.get(base))["settings"]["next_errors"] == []
 
 
 def test_stats_reset_answers_the_zeroed_stats(xero: XeroApi) -> None:
@@ -75,46 +77,46 @@ def test_reset_answers_what_it_reset(fresh_sandbox: RunningSandbox) -> None:
     _json(httpx.post(f"{base}/tenants", json={"name": "Extra Ltd", "invoices": 3}), status=201)
     _json(httpx.put(f"{base}/faults", json={"next_errors": [500]}))
     reset = _json(httpx.post(f"{base}/reset"))
-    assert set(reset["reset"]) >= {"data", "tokens", "faults", "stats"}  # type: ignore[index]
-    assert reset["seed"] == SANDBOX_CONFIG.seed  # type: ignore[index]
-    assert [t["tenant_id"] for t in reset["tenants"]] == tenant_ids(fresh_sandbox)  # type: ignore[index]
-    assert len(reset["tenants"]) == SANDBOX_CONFIG.tenants  # type: ignore[arg-type,index]
-    assert _json(httpx.get(f"{base}/faults"))["settings"]["next_errors"] == []  # type: ignore[index]
+    assert set(reset["reset"]) >= {"data", "tokens", "faults", "stats"}
+    assert reset["seed"] == SANDBOX_CONFIG.seed
+    assert [t["tenant_id"] for t in reset["tenants"]] == tenant_ids(fresh_sandbox)
+    assert len(reset["tenants"]) == SANDBOX_CONFIG.tenants
+    assert _json(httpx.get(f"{base}/faults"))["settings"]["next_errors"] == []
 
 
 def test_every_other_control_call_answers_json(fresh_sandbox: RunningSandbox) -> None:
     base = f"{fresh_sandbox.base_url}/_sandbox"
     tenant = tenant_ids(fresh_sandbox)[0]
     assert _json(httpx.get(f"{base}/health")) == {"status": "ok"}
-    assert len(_json(httpx.get(f"{base}/tenants"))) == SANDBOX_CONFIG.tenants  # type: ignore[arg-type]
+    assert len(_json(httpx.get(f"{base}/tenants"))) == SANDBOX_CONFIG.tenants
     created = _json(httpx.post(f"{base}/tenants", json={"invoices": 2}), status=201)
-    assert created["invoices"] == 2  # type: ignore[index]
+    assert created["invoices"] == 2
     assert "access_token" in mint_tokens(fresh_sandbox, [tenant])
     unknown = _json(httpx.post(f"{base}/tokens", json={"tenant_ids": ["nope"]}), status=404)
-    assert unknown["error"] == "unknown_tenant"  # type: ignore[index]
+    assert unknown["error"] == "unknown_tenant"
     limits = _json(httpx.put(f"{base}/limits", json={"minute_limit": 77}))
-    assert limits["minute_limit"] == 77  # type: ignore[index]
+    assert limits["minute_limit"] == 77
     assert _json(httpx.get(f"{base}/limits")) == limits
     stats = _json(httpx.get(f"{base}/stats"))
-    assert stats["token_calls"] == {}  # type: ignore[index]
+    assert stats["token_calls"] == {}
     truth = _json(httpx.get(f"{base}/tenants/{tenant}/invoices", params={"limit": 1}))
-    assert truth["total"] == SANDBOX_CONFIG.invoices  # type: ignore[index]
-    assert _json(httpx.get(f"{base}/tenants/{tenant}/accounts"))["Accounts"]  # type: ignore[index]
+    assert truth["total"] == SANDBOX_CONFIG.invoices
+    assert _json(httpx.get(f"{base}/tenants/{tenant}/accounts"))["Accounts"]
     new = _json(httpx.post(f"{base}/tenants/{tenant}/invoices", json={}), status=201)
-    assert new["Status"] == "DRAFT"  # type: ignore[index]
+    assert new["Status"] == "DRAFT"
     touched = _json(httpx.post(f"{base}/tenants/{tenant}/invoices/touch", json={"count": 2}))
     assert touched == {"touched": 2}
     edited = _json(
         httpx.post(
-            f"{base}/tenants/{tenant}/invoices/{new['InvoiceID']}/edit",  # type: ignore[index]
+            f"{base}/tenants/{tenant}/invoices/{new['InvoiceID']}/edit",
             json={"reference": "changed"},
         )
     )
-    assert edited["Reference"] == "changed"  # type: ignore[index]
+    assert edited["Reference"] == "changed"
     refused = _json(
-        httpx.post(f"{base}/tenants/{tenant}/invoices/{new['InvoiceID']}/pay"),  # type: ignore[index]
+        httpx.post(f"{base}/tenants/{tenant}/invoices/{new['InvoiceID']}/pay"),
         status=400,
     )
-    assert refused["error"] == "invalid_mutation"  # type: ignore[index]
+    assert refused["error"] == "invalid_mutation"
     missing = _json(httpx.get(f"{base}/tenants/nope/accounts"), status=404)
-    assert missing["error"] == "unknown_tenant"  # type: ignore[index]
+    assert missing["error"] == "unknown_tenant"

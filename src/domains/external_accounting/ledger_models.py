@@ -15,7 +15,6 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -24,10 +23,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from src.core.database import Base, UTCDateTime, new_id, utcnow
+from src.core.database import Base, ExactDecimal, UTCDateTime, new_id, utcnow
 from src.domains.external_accounting import models as _connections  # noqa: F401  (FK targets)
 
-Money = Numeric(19, 4)
+# Exact on every backend (SQLite keeps the digits as text, see ExactDecimal).
+Money = ExactDecimal(19, 4)
+ExchangeRate = ExactDecimal(19, 10)
 JsonDocument = JSON().with_variant(JSONB(), "postgresql")
 # An invoice's document as Xero sent it: `json` keeps the text verbatim (key order, number
 # digits) and costs PostgreSQL far less to store than `jsonb`, and nothing queries inside it.
@@ -63,7 +64,7 @@ class Invoice(Base):
     fully_paid_on: Mapped[dt.date | None] = mapped_column(Date)
     line_amount_types: Mapped[str | None] = mapped_column(String(20))
     currency_code: Mapped[str | None] = mapped_column(String(3))
-    currency_rate: Mapped[Decimal | None] = mapped_column(Numeric(19, 10))
+    currency_rate: Mapped[Decimal | None] = mapped_column(ExchangeRate)
     sub_total: Mapped[Decimal | None] = mapped_column(Money)
     total_tax: Mapped[Decimal | None] = mapped_column(Money)
     total: Mapped[Decimal | None] = mapped_column(Money)

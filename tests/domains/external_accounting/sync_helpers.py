@@ -3,6 +3,7 @@ sandbox's ground truth."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -69,10 +70,12 @@ def ground_truth(sandbox: RunningSandbox, tenant_id: str) -> list[dict[str, Any]
     invoices: list[dict[str, Any]] = []
     offset = 0
     while True:
-        page = httpx.get(
+        response = httpx.get(
             f"{sandbox.base_url}/_sandbox/tenants/{tenant_id}/invoices",
             params={"offset": offset, "limit": 5000},
-        ).json()
+        )
+        # Numbers as Decimal: a float would round the very figures the comparison checks.
+        page = json.loads(response.text, parse_float=Decimal)
         invoices += page["Invoices"]
         offset += 5000
         if offset >= page["total"]:
