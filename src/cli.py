@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 import uvicorn
+from pydantic_settings import DotEnvSettingsSource, EnvSettingsSource
 
 from src.core.migrations import upgrade_database
-from src.core.settings import get_settings
+from src.core.settings import Settings, get_settings
 from src.domains.organizations.cli import keys_app, orgs_app, users_app
 from src.xero_sandbox.cli import app as sandbox_app
+from src.xero_sandbox.cli import environment_for
 
 app = typer.Typer(help="ledgersync: keep Xero invoices and accounts in sync.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -19,13 +23,39 @@ app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 
 
+def _configured(field: str) -> bool:
+    """Whether a setting is given in the environment or `.env`, read as Settings reads them."""
+    return field in EnvSettingsSource(Settings)() or field in DotEnvSettingsSource(Settings)()
+
+
+def serve_environment(host: str, port: int, sandbox: str | None) -> dict[str, str]:
+    """Settings `serve` supplies: a PUBLIC_BASE_URL matching --host/--port unless one is
+    configured (the redirect URI follows it), and with --sandbox every XERO_* setting."""
+    environment = environment_for(sandbox) if sandbox else {}
+    if not _configured("public_base_url"):
+        # Every interface is reachable on the loopback one, which Xero accepts over http.
+        browsable = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        environment["PUBLIC_BASE_URL"] = f"http://{browsable}:{port}"
+    return environment
+
+
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     port: int = typer.Option(8000, help="Port to listen on."),
     workers: int = typer.Option(1, help="Worker processes."),
+    sandbox: str | None = typer.Option(
+        None,
+        help="URL of a running Xero sandbox (`ledgersync sandbox serve`): every Xero setting "
+        "points at it.",
+    ),
 ) -> None:
     """Run the ledgersync API."""
+    # Through the environment, so every worker process (and `get_settings`) sees them.
+    os.environ.update(serve_environment(host, port, sandbox))
+    get_settings.cache_clear()
+    if sandbox:
+        typer.echo(f"Xero: the sandbox at {sandbox}", err=True)
     uvicorn.run("src.main:create_app", factory=True, host=host, port=port, workers=workers)
 
 

@@ -6,7 +6,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -88,20 +88,37 @@ class ExactDecimal(TypeDecorator[Decimal]):
             return dialect.type_descriptor(Text())
         return dialect.type_descriptor(Numeric(self.precision, self.scale, asdecimal=True))
 
-    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        if value is None or dialect.name != "sqlite":
-            return value
-        exact = Decimal(value).quantize(self._quantum, rounding=ROUND_HALF_UP)
-        if not exact.is_finite() or abs(exact) >= self._limit:
-            raise ValueError(f"{value} does not fit numeric({self.precision}, {self.scale})")
-        # Fixed-point text (never `1E-10`), without PostgreSQL's impossible negative zero.
-        return format(exact if exact else abs(exact), "f")
+    def bind_processor(self, dialect: Dialect) -> Any:
+        """On SQLite, a closure on the sync's hot path (half a million values per 100k invoices):
+        round to the scale as PostgreSQL does, refuse what exceeds the precision, write
+        fixed-point text."""
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+        quantum, limit, precision, scale = self._quantum, self._limit, self.precision, self.scale
+        zero = format(quantum * 0, "f")  # `0.0000`: PostgreSQL has no negative zero
+        # Up to 6 places `str` never uses an exponent (`1E-10`) and is the faster of the two.
+        text = str if scale <= 6 else (lambda exact: format(exact, "f"))
+
+        def process(value: Any) -> str | None:
+            if value is None:
+                return None
+            try:
+                exact = (value if type(value) is Decimal else Decimal(value)).quantize(
+                    quantum, ROUND_HALF_UP
+                )
+            except InvalidOperation:  # NaN, infinity
+                exact = limit
+            if not -limit < exact < limit:
+                raise ValueError(f"{value} does not fit numeric({precision}, {scale})")
+            return text(exact) if exact else zero
+
+        return process
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
-        if value is None:
-            return None
-        # SQLite: the exact text (a number only in rows written before migration 0007).
-        return value if isinstance(value, Decimal) else Decimal(str(value))
+        if value is None or isinstance(value, Decimal):
+            return value
+        # SQLite: the exact text.
+        return Decimal(value)
 
 
 def utcnow() -> datetime:

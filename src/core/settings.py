@@ -6,10 +6,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 VAR_DIR = Path("var")
+# Where Xero sends the browser back after consent (the callback route of the Xero auth router).
+XERO_CALLBACK_PATH = "/external-accounting/xero/callback"
 
 
 class Settings(BaseSettings):
@@ -33,7 +35,8 @@ class Settings(BaseSettings):
     xero_accounting_url: str = "https://api.xero.com/api.xro/2.0"
     xero_client_id: str = ""
     xero_client_secret: SecretStr = SecretStr("")
-    xero_redirect_uri: str = "http://127.0.0.1:8000/external-accounting/xero/callback"
+    # Unset: the callback under PUBLIC_BASE_URL (see `_redirect_uri_from_base_url`).
+    xero_redirect_uri: str = ""
     xero_webhook_key: SecretStr = SecretStr("")
     xero_scopes: str = "offline_access accounting.invoices.read accounting.settings.read"
 
@@ -72,6 +75,14 @@ class Settings(BaseSettings):
         if value.startswith("sqlite://"):
             return "sqlite+aiosqlite://" + value.split("://", 1)[1]
         return value
+
+    @model_validator(mode="after")
+    def _redirect_uri_from_base_url(self) -> Settings:
+        """The redirect URI is our callback under the public base URL unless set on its own, so
+        serving on another host or port needs one setting, not two that must agree."""
+        if not self.xero_redirect_uri:
+            self.xero_redirect_uri = self.public_base_url.rstrip("/") + XERO_CALLBACK_PATH
+        return self
 
     @property
     def is_sqlite(self) -> bool:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx
 import typer
 import uvicorn
 
@@ -9,6 +12,31 @@ from src.xero_sandbox.app import create_sandbox_app
 from src.xero_sandbox.config import SandboxConfig
 
 app = typer.Typer(help="The Xero sandbox: Xero's identity and accounting APIs, emulated.")
+
+
+def as_environment(client_settings: dict[str, Any]) -> dict[str, str]:
+    """Client settings as the environment variables ledgersync reads them from."""
+    return {
+        name.upper(): str(value).lower() if isinstance(value, bool) else str(value)
+        for name, value in client_settings.items()
+    }
+
+
+def environment_for(sandbox_url: str) -> dict[str, str]:
+    """The XERO_* variables that point ledgersync at the sandbox running at `sandbox_url`, as
+    that sandbox reports them (its client credentials and limits, whatever it was started with).
+    """
+    url = sandbox_url.rstrip("/")
+    try:
+        response = httpx.get(f"{url}/_sandbox/client-settings", timeout=10.0)
+        response.raise_for_status()
+    except httpx.HTTPError as error:
+        raise typer.BadParameter(
+            f"no Xero sandbox answers at {url} ({error}); start one with "
+            "`ledgersync sandbox serve` and pass the URL it prints",
+            param_hint="--sandbox",
+        ) from None
+    return as_environment(response.json())
 
 
 @app.command()
@@ -64,5 +92,10 @@ def serve(
     application = create_sandbox_app(config)
     for tenant in application.state.sandbox.store.tenants.values():
         typer.echo(f"  tenant {tenant.tenant_id}  {tenant.name}", err=True)
-    typer.echo(f"Xero sandbox on http://{host}:{port}  (client_id {client_id})", err=True)
+    base_url = f"http://{host}:{port}"
+    typer.echo(f"Xero sandbox on {base_url}  (client_id {client_id})", err=True)
+    typer.echo(f"Point ledgersync at it:  ledgersync serve --sandbox {base_url}", err=True)
+    typer.echo("or export these before starting it another way:", err=True)
+    for name, value in as_environment(config.client_settings(base_url)).items():
+        typer.echo(f"  export {name}={value}", err=True)
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)

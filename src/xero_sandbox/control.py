@@ -92,6 +92,25 @@ def faults_answer(plan: FaultPlan) -> JsonResponse:
     )
 
 
+@router.get("/client-settings")
+async def client_settings(request: Request) -> Response:
+    """What a Xero client needs to use this sandbox, keyed by ledgersync's setting names: the
+    Xero URLs at the address this request came to, the client credentials, and the limits now
+    in force (`ledgersync serve --sandbox URL` reads it)."""
+    runtime = runtime_of(request)
+    limiter = runtime.limiter
+    config = runtime.config.model_copy(
+        update={
+            "limits_enabled": limiter.enabled,
+            "time_scale": limiter.time_scale,
+            "minute_limit": limiter.minute_limit,
+            "concurrent_limit": limiter.concurrent_limit,
+            "app_minute_limit": limiter.app_minute_limit,
+        }
+    )
+    return JsonResponse(config.client_settings(str(request.base_url).rstrip("/")))
+
+
 @router.get("/faults")
 async def get_faults(request: Request) -> Response:
     """The fault settings in force and how many faults were injected."""

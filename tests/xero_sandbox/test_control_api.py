@@ -120,3 +120,14 @@ def test_every_other_control_call_answers_json(fresh_sandbox: RunningSandbox) ->
     assert refused["error"] == "invalid_mutation"
     missing = _json(httpx.get(f"{base}/tenants/nope/accounts"), status=404)
     assert missing["error"] == "unknown_tenant"
+
+
+def test_client_settings_point_at_this_sandbox(fresh_sandbox: RunningSandbox) -> None:
+    base = fresh_sandbox.base_url
+    _json(httpx.put(f"{base}/_sandbox/limits", json={"minute_limit": 42, "time_scale": 60}))
+    settings = _json(httpx.get(f"{base}/_sandbox/client-settings"))
+    assert settings == SANDBOX_CONFIG.model_copy(
+        update={"minute_limit": 42, "time_scale": 60.0}
+    ).client_settings(base)
+    assert settings["xero_connections_url"] == f"{base}/connections"
+    assert settings["xero_minute_seconds"] == 1.0  # the limits in force, not those at start
