@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 
 from src.xero_sandbox import accounting, control, data_control, identity
 from src.xero_sandbox.config import SandboxConfig
@@ -38,6 +40,17 @@ def create_sandbox_app(
     async def _invalid(_request: Request, exc: RequestValidationError) -> Response:
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return JsonResponse({"error": "invalid_request", "detail": detail}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        # The control API answers in its own error shape; elsewhere the router's answer stands.
+        if not request.url.path.startswith("/_sandbox"):
+            return await http_exception_handler(request, exc)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        detail = f"{request.method} {request.url.path}: {exc.detail}"
+        return JsonResponse(
+            {"error": code, "detail": detail}, status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.get("/_sandbox/health")
     async def health() -> dict[str, str]:

@@ -131,3 +131,12 @@ def test_client_settings_point_at_this_sandbox(fresh_sandbox: RunningSandbox) ->
     ).client_settings(base)
     assert settings["xero_connections_url"] == f"{base}/connections"
     assert settings["xero_minute_seconds"] == 1.0  # the limits in force, not those at start
+
+
+def test_unknown_control_calls_say_what_is_wrong(fresh_sandbox: RunningSandbox) -> None:
+    base = f"{fresh_sandbox.base_url}/_sandbox"
+    missing = _json(httpx.get(f"{base}/nothing-here"), status=404)
+    assert missing == {"error": "not_found", "detail": "GET /_sandbox/nothing-here: Not Found"}
+    wrong = _json(httpx.post(f"{base}/faults"), status=405)
+    assert wrong["error"] == "method_not_allowed"
+    assert "allow" in {name.lower() for name in httpx.post(f"{base}/faults").headers}
