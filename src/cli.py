@@ -7,6 +7,7 @@ import uvicorn
 
 from src.core.migrations import upgrade_database
 from src.core.settings import get_settings
+from src.domains.external_accounting.cli import revocations_app
 from src.domains.organizations.cli import keys_app, orgs_app, users_app
 from src.xero_sandbox.cli import app as sandbox_app
 
@@ -17,6 +18,7 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
+app.add_typer(revocations_app, name="revocations")
 
 
 @app.command()

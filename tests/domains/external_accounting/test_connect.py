@@ -77,24 +77,6 @@ async def test_connect_one_tenant_and_reconnect_updates_it(
         assert len((await session.execute(select(OAuthGrant))).scalars().all()) == 1
 
 
-async def test_callback_can_redirect_to_a_success_url(
-    app: object,
-    settings: Settings,
-    client: httpx.AsyncClient,
-    fresh_sandbox: RunningSandbox,
-    session_factory: async_sessionmaker[AsyncSession],
-) -> None:
-    organization, _, key = await create_org_with_user(session_factory)
-    params = await approve(await start_connect(client, key, organization.id))
-    settings.xero_connect_success_url = "https://app.example.com/connected"
-    try:
-        response = await callback(client, params)
-    finally:
-        settings.xero_connect_success_url = None
-    assert response.status_code == 302
-    assert response.headers["location"].startswith("https://app.example.com/connected?org_id=")
-
-
 async def _pending(
     client: httpx.AsyncClient, session_factory: async_sessionmaker[AsyncSession]
 ) -> tuple[dict[str, str], str]:
@@ -106,9 +88,9 @@ async def _pending(
 async def test_replayed_state_is_refused(
     client: httpx.AsyncClient, session_factory: async_sessionmaker[AsyncSession]
 ) -> None:
-    params, _ = await _pending(client, session_factory)
-    assert (await callback(client, params)).status_code == 200
-    replay = await callback(client, params)
+    params, key = await _pending(client, session_factory)
+    assert (await callback(client, params, **bearer(key))).status_code == 200
+    replay = await callback(client, params, **bearer(key))
     assert replay.status_code == 400
     assert replay.json()["error"] == "state_already_used"
 
@@ -117,14 +99,17 @@ async def test_replayed_state_is_refused(
 async def test_tampered_and_unknown_states_are_refused(
     client: httpx.AsyncClient, session_factory: async_sessionmaker[AsyncSession]
 ) -> None:
-    params, _ = await _pending(client, session_factory)
+    params, key = await _pending(client, session_factory)
     state_id, _, secret = params["state"].partition(".")
-    tampered = await callback(client, {**params, "state": f"{state_id}.{secret[:-3]}abc"})
+    as_api = bearer(key)
+    tampered = await callback(
+        client, {**params, "state": f"{state_id}.{secret[:-3]}abc"}, **as_api
+    )
     assert tampered.status_code == 400
     assert tampered.json()["error"] == "state_tampered"
-    unknown = await callback(client, {**params, "state": f"{uuid.uuid4().hex}.{secret}"})
+    unknown = await callback(client, {**params, "state": f"{uuid.uuid4().hex}.{secret}"}, **as_api)
     assert unknown.json()["error"] == "invalid_state"
-    garbage = await callback(client, {**params, "state": "not-a-state"})
+    garbage = await callback(client, {**params, "state": "not-a-state"}, **as_api)
     assert garbage.status_code == 400
     assert garbage.json()["error"] == "invalid_state"
     missing = await client.get("/external-accounting/xero/callback", params={"code": "x"})
@@ -136,11 +121,11 @@ async def test_tampered_and_unknown_states_are_refused(
 async def test_expired_state_is_refused(
     client: httpx.AsyncClient, session_factory: async_sessionmaker[AsyncSession]
 ) -> None:
-    params, _ = await _pending(client, session_factory)
+    params, key = await _pending(client, session_factory)
     async with session_factory() as session:
         await session.execute(update(OAuthState).values(expires_at=utcnow() - timedelta(seconds=1)))
         await session.commit()
-    response = await callback(client, params)
+    response = await callback(client, params, **bearer(key))
     assert response.status_code == 400
     assert response.json()["error"] == "state_expired"
 
@@ -160,14 +145,14 @@ async def test_state_started_by_another_user_is_refused(
 async def test_wrong_pkce_verifier_fails_the_exchange(
     client: httpx.AsyncClient, session_factory: async_sessionmaker[AsyncSession], settings: Settings
 ) -> None:
-    params, _ = await _pending(client, session_factory)
+    params, key = await _pending(client, session_factory)
     cipher = TokenCipher.from_settings(settings)
     async with session_factory() as session:
         await session.execute(
             update(OAuthState).values(code_verifier_encrypted=cipher.encrypt("w" * 60))
         )
         await session.commit()
-    response = await callback(client, params)
+    response = await callback(client, params, **bearer(key))
     assert response.status_code == 400
     assert response.json()["error"] == "oauth_exchange_failed"
 
@@ -176,8 +161,10 @@ async def test_wrong_pkce_verifier_fails_the_exchange(
 async def test_user_denying_consent_is_a_clear_error(
     client: httpx.AsyncClient, session_factory: async_sessionmaker[AsyncSession]
 ) -> None:
-    params, _ = await _pending(client, session_factory)
-    response = await callback(client, {"state": params["state"], "error": "access_denied"})
+    params, key = await _pending(client, session_factory)
+    response = await callback(
+        client, {"state": params["state"], "error": "access_denied"}, **bearer(key)
+    )
     assert response.status_code == 400
     assert response.json()["error"] == "authorization_denied"
 
