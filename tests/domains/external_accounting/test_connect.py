@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -378,12 +379,34 @@ async def test_connect_links_are_for_admins_and_expire(
 
 @pytest.mark.usefixtures("fresh_sandbox")
 async def test_concurrent_callbacks_consume_the_state_once(
-    client: httpx.AsyncClient, session_factory: async_sessionmaker[AsyncSession]
+    client: httpx.AsyncClient,
+    session_factory: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     params, key = await _pending(client, session_factory)
-    responses = await asyncio.gather(*(callback(client, params, **bearer(key)) for _ in range(4)))
+    racers = 4
+    # Force the worst interleaving: every callback has read the state before the first one
+    # commits its consumption (each waits, up to a moment, for the others to get that far).
+    arrived, everyone_read = 0, asyncio.Event()
+    original_commit = AsyncSession.commit
+
+    async def commit_after_the_others(self: AsyncSession) -> None:
+        nonlocal arrived
+        arrived += 1
+        if arrived <= racers:
+            if arrived == racers:
+                everyone_read.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(everyone_read.wait(), 0.5)
+        await original_commit(self)
+
+    monkeypatch.setattr(AsyncSession, "commit", commit_after_the_others)
+    responses = await asyncio.gather(
+        *(callback(client, params, **bearer(key)) for _ in range(racers))
+    )
+    monkeypatch.undo()
     outcomes = sorted((r.status_code, r.json().get("error")) for r in responses)
-    assert outcomes == [(200, None)] + [(400, "state_already_used")] * 3, outcomes
+    assert outcomes == [(200, None)] + [(400, "state_already_used")] * (racers - 1), outcomes
 
 
 # -- item 11: a Xero organisation belongs to one ledgersync organisation at a time --------------
