@@ -10,6 +10,7 @@ from pydantic_settings import DotEnvSettingsSource, EnvSettingsSource
 
 from src.core.migrations import upgrade_database
 from src.core.settings import Settings, get_settings
+from src.domains.external_accounting.cli import revocations_app
 from src.domains.organizations.cli import keys_app, orgs_app, users_app
 from src.xero_sandbox.cli import app as sandbox_app
 from src.xero_sandbox.cli import environment_for
@@ -21,6 +22,7 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
+app.add_typer(revocations_app, name="revocations")
 
 
 def _configured(field: str) -> bool:

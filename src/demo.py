@@ -90,8 +90,10 @@ async def _run(invoices: int, as_json: bool) -> list[dict[str, Any]]:
             start = await api.get("/external-accounting/xero/connect", params=org, headers=headers)
             consent = await browser.get(start.headers["location"])
             back = parse_qs(urlparse(consent.headers["location"]).query)
-            connected = await api.get(
-                "/external-accounting/xero/callback", params={k: v[0] for k, v in back.items()}
+            connected = await api.get(  # the API flow: finished with the key that started it
+                "/external-accounting/xero/callback",
+                params={k: v[0] for k, v in back.items()},
+                headers=headers,
             )
             connected.raise_for_status()
 

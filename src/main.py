@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 
@@ -17,6 +18,7 @@ from src.domains.external_accounting.routes import PREFIXES as external_accounti
 from src.domains.external_accounting.routes import router as external_accounting_router
 from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
 from src.domains.external_accounting.xero.auth.manager import XeroAuthManager
+from src.domains.external_accounting.xero.auth.revocations import maintenance_forever
 from src.domains.external_accounting.xero.data.accounting_client import TenantThrottle
 from src.domains.external_accounting.xero.data.call_limiter import call_limiter_from_settings
 from src.domains.health.routes import router as health_router
@@ -36,10 +38,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.http_client = http_client
             limiter = call_limiter_from_settings(settings)
             app.state.xero_throttle = TenantThrottle(limiter)
+            identity = XeroIdentityClient(http_client, settings)
             app.state.xero_auth_manager = XeroAuthManager(
-                settings, session_factory, XeroIdentityClient(http_client, settings), cipher
+                settings, session_factory, identity, cipher
+            )
+            # Retries revocations Xero did not confirm and purges expired OAuth states (there is
+            # no job queue yet).
+            maintenance = (
+                asyncio.create_task(
+                    maintenance_forever(session_factory, settings, cipher, identity)
+                )
+                if settings.maintenance_interval_seconds > 0
+                else None
             )
             yield
+            if maintenance is not None:
+                maintenance.cancel()
+                with suppress(asyncio.CancelledError):
+                    await maintenance
             await limiter.close()
         await engine.dispose()
 

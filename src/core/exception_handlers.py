@@ -24,7 +24,8 @@ def install_exception_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(LedgersyncError)
     async def _ledgersync_error(_request: Request, exc: LedgersyncError) -> JSONResponse:
-        return JSONResponse(exc.to_body(), status_code=exc.status_code)
+        headers: dict[str, str] | None = getattr(exc, "headers", None)  # e.g. Retry-After
+        return JSONResponse(exc.to_body(), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -45,6 +45,23 @@ class Settings(BaseSettings):
     xero_connect_success_url: str | None = None
     oauth_state_ttl_seconds: int = Field(default=600, gt=0)
     token_refresh_margin_seconds: int = Field(default=120, ge=0)
+    # Where a browser's connect flow ends when set (else on a small page of ours): the success
+    # URL gets `?org_id=&connections=`, the failure URL `?error=<code>`.
+    xero_connect_failure_url: str | None = None
+    # How long a connect link (POST /connect-sessions) may wait to be opened.
+    connect_session_ttl_seconds: int = Field(default=86_400, gt=0)
+    # Expired states and connect sessions are kept this long (a late callback then hears
+    # "expired", not "unknown"), then purged.
+    oauth_state_retention_seconds: int = Field(default=3600, ge=0)
+    # Revocations Xero did not confirm are retried with capped exponential backoff, at start-up
+    # and every `maintenance_interval_seconds` (0: only by `ledgersync revocations retry`).
+    revocation_retry_base_seconds: float = Field(default=60.0, ge=0)
+    revocation_retry_max_seconds: float = Field(default=21_600.0, ge=0)
+    maintenance_interval_seconds: float = Field(default=300.0, ge=0)
+    # Syncs (runs, one per connection synced) an organisation may start per window; beyond it a
+    # 429. Keeps what members can spend well inside a tenant's 5,000 daily Xero calls.
+    sync_rate_limit_per_org: int = Field(default=120, ge=1)
+    sync_rate_limit_window_seconds: int = Field(default=3600, ge=1)
 
     # Calls of each tenant's daily Xero budget left to the customer's other apps: a sync pauses
     # (rate_limited_daily) rather than spend them.

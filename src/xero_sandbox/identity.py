@@ -374,6 +374,13 @@ def _exchange_code(state: IdentityState, form: dict[str, str], authenticated: bo
 async def revocation(request: Request) -> Response:
     """Revoke a refresh token and every connection its consent made."""
     state = _state(request)
+    faults = request.app.state.sandbox.faults
+    # Faults reach this endpoint only when aimed at it (`path_contains`), so faults meant for the
+    # accounting API never break a disconnect by accident. Only `error` kinds apply here.
+    if faults.settings.path_contains and faults.settings.path_contains in request.url.path:
+        fault = faults.decide(request.url.path)
+        if fault is not None and fault[0] == "error":
+            return problem(fault[1], "An error occurred", "Injected fault")
     form = {k: str(v) for k, v in (await request.form()).items()}
     client_id, secret = _client_credentials(request, form)
     if client_id != state.config.client_id or (

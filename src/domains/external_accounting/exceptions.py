@@ -35,6 +35,37 @@ class StateMismatch(Forbidden):
     code = "state_mismatch"
 
 
+class StateNotBound(Forbidden):
+    """The callback did not come from the browser (or API key) that started the connect flow."""
+
+    code = "state_not_bound"
+
+
+class ConnectLinkUsed(BadRequest):
+    code = "connect_link_used"
+
+
+class TenantHeldByAnotherOrganisation(Conflict):
+    """Another organisation already holds an active connection to this Xero organisation."""
+
+    code = "tenant_connected_elsewhere"
+
+
+class FullSyncRequiresAdmin(Forbidden):
+    code = "full_sync_requires_admin"
+
+
+class SyncRateLimited(LedgersyncError):
+    """The organisation started more syncs than its limit allows in the window."""
+
+    code = "sync_rate_limited"
+    status_code = 429
+
+    def __init__(self, detail: str, *, retry_after_seconds: int) -> None:
+        super().__init__(detail, retry_after_seconds=retry_after_seconds)
+        self.headers = {"Retry-After": str(retry_after_seconds)}
+
+
 class AuthorizationDenied(BadRequest):
     code = "authorization_denied"
 

@@ -92,3 +92,39 @@ class OAuthState(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # A connect session (a link a person opens in a browser) binds the state to that browser:
+    # the link's single-use secret, and the cookie set when it was opened (hashes only). States
+    # without a link were started through the API and need the starting user's key at the callback.
+    link_secret_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    browser_binding_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    link_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class ConsentTenant(Base):
+    """Every tenant a consent (token set) covered at Xero, including tenants we refused because
+    another organisation holds them: revoking the token set removes all of their Xero connections,
+    so it must not be revoked while another organisation relies on one of them."""
+
+    __tablename__ = "oauth_grant_tenants"
+
+    grant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("oauth_grants.id", ondelete="CASCADE"), primary_key=True
+    )
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class PendingRevocation(Base):
+    """A token set to revoke at Xero (replaced or disconnected) whose revocation has not yet
+    succeeded: kept, encrypted, and retried with backoff until Xero confirms."""
+
+    __tablename__ = "pending_revocations"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    provider: Mapped[str] = mapped_column(String(20), default=Provider.XERO.value)
+    organization_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    reason: Mapped[str] = mapped_column(String(20))
+    refresh_token_encrypted: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    last_error: Mapped[str | None] = mapped_column(String(100), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

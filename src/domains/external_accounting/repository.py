@@ -1,19 +1,30 @@
-"""All SQL about connections and pending OAuth states."""
+"""All SQL about connections, pending OAuth states and pending revocations."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from src.domains.external_accounting.exceptions import ConnectionNotFound
+from src.domains.external_accounting.ledger_models import SyncRun
 from src.domains.external_accounting.models import (
     Connection,
     ConnectionStatus,
+    ConsentTenant,
     OAuthGrant,
     OAuthState,
+    PendingRevocation,
 )
+
+
+def _rowcount(result: Any) -> int:
+    return cast(CursorResult[Any], result).rowcount
 
 
 class ConnectionRepository:
@@ -66,6 +77,104 @@ class ConnectionRepository:
             select(Connection).where(Connection.grant_id == grant_id)
         )
         return list(result.scalars())
+
+    async def tenants_held_elsewhere(
+        self, organization_id: uuid.UUID, provider: str, tenant_ids: Iterable[str]
+    ) -> set[str]:
+        """Which of `tenant_ids` another organisation holds an active connection to."""
+        wanted = list(set(tenant_ids))
+        if not wanted:
+            return set()
+        result = await self.session.execute(
+            select(Connection.tenant_id).where(
+                Connection.organization_id != organization_id,
+                Connection.provider == provider,
+                Connection.tenant_id.in_(wanted),
+                Connection.status == ConnectionStatus.ACTIVE.value,
+            )
+        )
+        return set(result.scalars())
+
+
+class ConsentTenantRepository:
+    """The tenants each consent covered at Xero (see `ConsentTenant`)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def record(self, grant_id: uuid.UUID, tenant_ids: Iterable[str]) -> None:
+        for tenant_id in set(tenant_ids):
+            self.session.add(ConsentTenant(grant_id=grant_id, tenant_id=tenant_id))
+        await self.session.flush()
+
+    async def list_for_grant(self, grant_id: uuid.UUID) -> set[str]:
+        result = await self.session.execute(
+            select(ConsentTenant.tenant_id).where(ConsentTenant.grant_id == grant_id)
+        )
+        return set(result.scalars())
+
+
+class RevocationRepository:
+    """Token sets still to revoke at the provider."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, revocation: PendingRevocation) -> None:
+        self.session.add(revocation)
+        await self.session.flush()
+
+    async def due(self, now: datetime, limit: int = 100) -> list[PendingRevocation]:
+        result = await self.session.execute(
+            select(PendingRevocation)
+            .where(PendingRevocation.next_attempt_at <= now)
+            .order_by(PendingRevocation.next_attempt_at)
+            .limit(limit)
+        )
+        return list(result.scalars())
+
+    async def claim(self, revocation: PendingRevocation, until: datetime) -> bool:
+        """Push the next attempt to `until` unless another process already did (a conditional
+        update, so two processes retrying at once do not both call the provider)."""
+        result = await self.session.execute(
+            update(PendingRevocation)
+            .where(
+                PendingRevocation.id == revocation.id,
+                PendingRevocation.next_attempt_at == revocation.next_attempt_at,
+            )
+            .values(next_attempt_at=until)
+            .execution_options(synchronize_session=False)
+        )
+        return _rowcount(result) == 1
+
+    async def delete(self, revocation: PendingRevocation) -> None:
+        await self.session.delete(revocation)
+        await self.session.flush()
+
+    async def flush(self) -> None:
+        await self.session.flush()
+
+    async def list_all(self) -> list[PendingRevocation]:
+        return list((await self.session.execute(select(PendingRevocation))).scalars())
+
+
+class SyncRequestRepository:
+    """How many syncs an organisation started recently (its request rate, across processes)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def started_since(
+        self, organization_id: uuid.UUID, since: datetime
+    ) -> tuple[int, datetime | None]:
+        """The number of runs started since `since`, and the oldest of their start times."""
+        result = await self.session.execute(
+            select(func.count(), func.min(SyncRun.started_at)).where(
+                SyncRun.organization_id == organization_id, SyncRun.started_at >= since
+            )
+        )
+        count, oldest = result.one()
+        return int(count), oldest
 
 
 class GrantRepository:
@@ -130,12 +239,60 @@ class OAuthStateRepository:
         self.session.add(state)
         await self.session.flush()
 
-    async def lock(self, state_id: uuid.UUID) -> OAuthState | None:
-        """The state row, locked so two callbacks cannot both consume it."""
+    async def get(self, state_id: uuid.UUID) -> OAuthState | None:
         result = await self.session.execute(
-            select(OAuthState).where(OAuthState.id == state_id).with_for_update()
+            select(OAuthState)
+            .where(OAuthState.id == state_id)
+            .execution_options(populate_existing=True)
         )
         return result.scalar_one_or_none()
+
+    async def consume(self, state_id: uuid.UUID, now: datetime) -> bool:
+        """Mark the state used; False if another callback got there first. A conditional
+        update, not a lock: SQLite has no `FOR UPDATE`, and this is atomic on every database."""
+        result = await self.session.execute(
+            update(OAuthState)
+            .where(OAuthState.id == state_id, OAuthState.consumed_at.is_(None))
+            .values(consumed_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return _rowcount(result) == 1
+
+    async def open_link(
+        self,
+        state_id: uuid.UUID,
+        *,
+        now: datetime,
+        secret_hash: str,
+        browser_binding_hash: str,
+        code_verifier_encrypted: str,
+        expires_at: datetime,
+    ) -> bool:
+        """Bind a connect session's state to the browser opening it, once."""
+        result = await self.session.execute(
+            update(OAuthState)
+            .where(
+                OAuthState.id == state_id,
+                OAuthState.link_opened_at.is_(None),
+                OAuthState.expires_at > now,
+            )
+            .values(
+                link_opened_at=now,
+                secret_hash=secret_hash,
+                browser_binding_hash=browser_binding_hash,
+                code_verifier_encrypted=code_verifier_encrypted,
+                expires_at=expires_at,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return _rowcount(result) == 1
+
+    async def purge_expired(self, before: datetime) -> int:
+        """Delete states (and connect sessions) that expired before `before`."""
+        result = await self.session.execute(
+            delete(OAuthState).where(OAuthState.expires_at < before)
+        )
+        return _rowcount(result)
 
     async def list_all(self) -> list[OAuthState]:
         return list((await self.session.execute(select(OAuthState))).scalars())

@@ -46,9 +46,46 @@ async def callback(
 async def connect(
     client: httpx.AsyncClient, key: str, org_id: object, tenant_ids: list[str] | None = None
 ) -> dict[str, Any]:
-    """The whole flow; returns the callback's JSON."""
-    params = await approve(await start_connect(client, key, org_id), tenant_ids)
-    response = await callback(client, params)
+    """The whole API flow (the callback carries the starting user's key); returns its JSON."""
+    response = await connect_response(client, key, org_id, tenant_ids)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+async def connect_response(
+    client: httpx.AsyncClient, key: str, org_id: object, tenant_ids: list[str] | None = None
+) -> httpx.Response:
+    """The whole API flow; returns the callback's response, whatever it is."""
+    params = await approve(await start_connect(client, key, org_id), tenant_ids)
+    return await callback(client, params, **bearer(key))
+
+
+async def create_link(client: httpx.AsyncClient, key: str, org_id: object) -> dict[str, Any]:
+    """A connect link (`POST /connect-sessions`), as an admin's API call."""
+    response = await client.post(
+        "/external-accounting/connect-sessions", params={"org_id": str(org_id)}, headers=bearer(key)
+    )
+    assert response.status_code == 201, response.text
+    link: dict[str, Any] = response.json()
+    return link
+
+
+async def open_link(browser: httpx.AsyncClient, url: str) -> str:
+    """A browser opening a connect link: it keeps our cookie and is sent to Xero's consent."""
+    response = await browser.get(url)
+    assert response.status_code == 302, response.text
+    return response.headers["location"]
+
+
+async def browser_connect(
+    browser: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    key: str,
+    org_id: object,
+    tenant_ids: list[str] | None = None,
+) -> httpx.Response:
+    """The whole browser flow: an admin's link, opened and consented in `browser`."""
+    link = await create_link(admin, key, org_id)
+    params = await approve(await open_link(browser, link["url"]), tenant_ids)
+    return await callback(browser, params)

@@ -1,5 +1,10 @@
 """Connecting Xero: the authorization-code flow with PKCE and a single-use `state`, storing one
-connection per Xero tenant; listing and disconnecting connections."""
+connection per Xero tenant; listing and disconnecting connections.
+
+A state is bound to whoever started the flow: a connect session's state to the browser that
+opened the link (a cookie), an API-started state to the API key that started it. A Xero
+organisation is held by one ledgersync organisation at a time: Xero keeps one connection per
+Xero user and tenant, so a second holder would share, and could delete or revoke, the first's."""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ import json
 import logging
 import secrets
 import uuid
-from datetime import timedelta
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,12 +28,15 @@ from src.core.errors import LedgersyncError
 from src.core.settings import Settings
 from src.domains.external_accounting.exceptions import (
     AuthorizationDenied,
+    ConnectLinkUsed,
     InvalidState,
     OAuthExchangeFailed,
     StateAlreadyUsed,
     StateExpired,
     StateMismatch,
+    StateNotBound,
     StateTampered,
+    TenantHeldByAnotherOrganisation,
 )
 from src.domains.external_accounting.models import (
     Connection,
@@ -37,15 +47,22 @@ from src.domains.external_accounting.models import (
 )
 from src.domains.external_accounting.repository import (
     ConnectionRepository,
+    ConsentTenantRepository,
     GrantRepository,
     OAuthStateRepository,
 )
 from src.domains.external_accounting.xero.auth.identity_client import (
     TokenEndpointError,
     XeroIdentityClient,
+    XeroTenantConnection,
 )
 from src.domains.external_accounting.xero.auth.manager import XeroAuthManager
+from src.domains.external_accounting.xero.auth.revocations import (
+    RevocationReason,
+    XeroRevocations,
+)
 from src.domains.organizations.models import User
+from src.domains.organizations.repository import OrganizationRepository
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +88,61 @@ def _auth_event_id(access_token: str) -> str | None:
         return None
 
 
+CONNECT_COOKIE_PREFIX = "ledgersync_connect_"
+
+
+def connect_cookie_name(state_text: str) -> str | None:
+    """The cookie that binds the state `state_text` names to a browser (None if malformed)."""
+    try:
+        return CONNECT_COOKIE_PREFIX + uuid.UUID(hex=state_text.partition(".")[0]).hex
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class ConnectLink:
+    """A connect link for a person to open in a browser."""
+
+    url: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class OpenedLink:
+    """Where the browser that opened a connect link goes, and the cookie that binds it."""
+
+    authorize_url: str
+    cookie_name: str
+    cookie_value: str
+    max_age: int
+
+
+@dataclass(frozen=True)
+class RefusedTenant:
+    tenant_id: str
+    tenant_name: str
+    error: str
+    detail: str
+
+
+@dataclass
+class ConnectOutcome:
+    """What a callback stored, and what it refused."""
+
+    organization_id: uuid.UUID
+    organization_name: str
+    connections: list[Connection] = field(default_factory=list)
+    refused: list[RefusedTenant] = field(default_factory=list)
+
+
+def _held_elsewhere_detail(names: Iterable[str]) -> str:
+    listed = ", ".join(names)
+    return (
+        f"{listed} is already connected to another ledgersync organisation, so it was not "
+        "connected here; an admin there must disconnect it first."
+    )
+
+
 class XeroConnectService:
     """The connect flow and the lifecycle of connections."""
 
@@ -88,9 +160,12 @@ class XeroConnectService:
         self.connections = ConnectionRepository(session)
         self.grants = GrantRepository(session)
         self.states = OAuthStateRepository(session)
+        self.consent_tenants = ConsentTenantRepository(session)
+        self.revocations = XeroRevocations(session, settings, cipher, identity)
 
     async def start(self, user: User, organization_id: uuid.UUID) -> str:
-        """A Xero authorize URL carrying a fresh single-use state and a PKCE challenge."""
+        """A Xero authorize URL carrying a fresh single-use state and a PKCE challenge (the API
+        flow: the callback must carry the same user's API key)."""
         verifier, challenge = _pkce_pair()
         secret = secrets.token_urlsafe(32)
         state = OAuthState(
@@ -101,6 +176,9 @@ class XeroConnectService:
             expires_at=utcnow() + timedelta(seconds=self.settings.oauth_state_ttl_seconds),
         )
         await self.states.add(state)
+        return self._authorize_url(state, secret, challenge)
+
+    def _authorize_url(self, state: OAuthState, secret: str, challenge: str) -> str:
         query = urlencode(
             {
                 "response_type": "code",
@@ -114,24 +192,109 @@ class XeroConnectService:
         )
         return f"{self.settings.xero_authorize_url}?{query}"
 
-    async def _consume_state(self, state_text: str, caller: User | None) -> OAuthState:
+    async def create_link(self, user: User, organization_id: uuid.UUID) -> ConnectLink:
+        """A single-use connect link: whoever opens it in a browser is sent to Xero, and only
+        that browser can bring the consent back."""
+        link_secret = secrets.token_urlsafe(32)
+        state = OAuthState(
+            # Replaced when the link is opened: no authorize URL exists before then.
+            secret_hash=_sha256(secrets.token_urlsafe(32)),
+            organization_id=organization_id,
+            user_id=user.id,
+            code_verifier_encrypted=self.cipher.encrypt(secrets.token_urlsafe(64)),
+            expires_at=utcnow() + timedelta(seconds=self.settings.connect_session_ttl_seconds),
+            link_secret_hash=_sha256(link_secret),
+        )
+        await self.states.add(state)
+        base = self.settings.public_base_url.rstrip("/")
+        url = f"{base}/external-accounting/connect-sessions/{state.id.hex}/open?" + urlencode(
+            {"secret": link_secret}
+        )
+        return ConnectLink(url=url, expires_at=state.expires_at)
+
+    async def open_link(self, session_id: str, link_secret: str) -> OpenedLink:
+        """Bind the link's state to this browser (once) and build its authorize URL."""
+        try:
+            state_id = uuid.UUID(hex=session_id)
+        except ValueError:
+            raise InvalidState("This connect link is not one we issued.") from None
+        state = await self.states.get(state_id)
+        if state is None or state.link_secret_hash is None:
+            raise InvalidState("This connect link is not one we issued.")
+        if not hmac.compare_digest(state.link_secret_hash, _sha256(link_secret)):
+            raise StateTampered("This connect link has been altered; open the link as you got it.")
+        now = utcnow()
+        if state.link_opened_at is not None:
+            raise ConnectLinkUsed("This connect link has already been opened; ask for a new one.")
+        if state.expires_at <= now:
+            raise StateExpired("This connect link has expired; ask an admin for a new one.")
+        verifier, challenge = _pkce_pair()
+        secret, cookie = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        ttl = self.settings.oauth_state_ttl_seconds
+        if not await self.states.open_link(
+            state.id,
+            now=now,
+            secret_hash=_sha256(secret),
+            browser_binding_hash=_sha256(cookie),
+            code_verifier_encrypted=self.cipher.encrypt(verifier),
+            expires_at=now + timedelta(seconds=ttl),
+        ):
+            raise ConnectLinkUsed("This connect link has already been opened; ask for a new one.")
+        return OpenedLink(
+            authorize_url=self._authorize_url(state, secret, challenge),
+            cookie_name=CONNECT_COOKIE_PREFIX + state.id.hex,
+            cookie_value=cookie,
+            max_age=ttl,
+        )
+
+    def _check_binding(
+        self, state: OAuthState, caller: User | None, cookies: Mapping[str, str]
+    ) -> None:
+        """Only the browser (or API key) that started the flow may finish it."""
+        if state.link_secret_hash is not None:
+            cookie = cookies.get(CONNECT_COOKIE_PREFIX + state.id.hex, "")
+            if (
+                not cookie
+                or state.browser_binding_hash is None
+                or not hmac.compare_digest(state.browser_binding_hash, _sha256(cookie))
+            ):
+                raise StateNotBound(
+                    "This Xero consent did not come back to the browser that opened the connect "
+                    "link; open the link yourself, in this browser, or ask an admin for a new one."
+                )
+            return
+        if caller is None:
+            raise StateNotBound(
+                "This connect flow was started through the API: finish it with the API key that "
+                "started it, or connect from a browser with a connect link "
+                "(POST /external-accounting/connect-sessions)."
+            )
+        if caller.id != state.user_id:
+            raise StateMismatch("This connect flow was started by another user.")
+
+    async def _consume_state(
+        self, state_text: str, caller: User | None, cookies: Mapping[str, str]
+    ) -> OAuthState:
         state_id_text, _, secret = state_text.partition(".")
         try:
             state_id = uuid.UUID(hex=state_id_text)
         except ValueError:
             raise InvalidState("The state parameter is not one we issued.") from None
-        state = await self.states.lock(state_id)
+        state = await self.states.get(state_id)
         if state is None or not secret:
             raise InvalidState("The state parameter is not one we issued.")
         if not hmac.compare_digest(state.secret_hash, _sha256(secret)):
             raise StateTampered("The state parameter has been altered.")
         if state.consumed_at is not None:
             raise StateAlreadyUsed("This connect link has already been used; start again.")
-        if state.expires_at <= utcnow():
+        now = utcnow()
+        if state.expires_at <= now:
             raise StateExpired("This connect link has expired; start again.")
-        if caller is not None and caller.id != state.user_id:
-            raise StateMismatch("This connect flow was started by another user.")
-        state.consumed_at = utcnow()
+        self._check_binding(state, caller, cookies)
+        # A conditional update decides which of two racing callbacks consumes the state.
+        if not await self.states.consume(state.id, now):
+            raise StateAlreadyUsed("This connect link has already been used; start again.")
+        state.consumed_at = now
         # Committed at once: a replay racing this request must find the state spent even if the
         # code exchange below fails.
         await self.session.commit()
@@ -144,9 +307,11 @@ class XeroConnectService:
         code: str | None,
         error: str | None,
         caller: User | None,
-    ) -> list[Connection]:
-        """Finish the flow Xero redirected back from: one connection per authorised tenant."""
-        pending = await self._consume_state(state, caller)
+        cookies: Mapping[str, str],
+    ) -> ConnectOutcome:
+        """Finish the flow Xero redirected back from: one connection per authorised tenant that
+        no other organisation holds."""
+        pending = await self._consume_state(state, caller, cookies)
         if error or not code:
             raise AuthorizationDenied(f"Xero did not grant access ({error or 'no code'}).")
         try:
@@ -163,6 +328,25 @@ class XeroConnectService:
             for t in await self.identity.connections(tokens.access_token)
             if event is None or t.auth_event_id in (None, event)
         ]
+        organization = await OrganizationRepository(self.session).get_organization(
+            pending.organization_id
+        )
+        outcome = ConnectOutcome(
+            organization_id=pending.organization_id,
+            organization_name=organization.name if organization else "",
+        )
+        held = await self.connections.tenants_held_elsewhere(
+            pending.organization_id, Provider.XERO.value, (t.tenant_id for t in tenants)
+        )
+        accepted = [t for t in tenants if t.tenant_id not in held]
+        outcome.refused = [self._refusal(t) for t in tenants if t.tenant_id in held]
+        if outcome.refused and not accepted:
+            # Neither stored nor revoked: revoking this consent would remove the Xero connection
+            # the other organisation now shares.
+            raise TenantHeldByAnotherOrganisation(
+                _held_elsewhere_detail(r.tenant_name or r.tenant_id for r in outcome.refused),
+                tenant_ids=[r.tenant_id for r in outcome.refused],
+            )
         grant = OAuthGrant(
             organization_id=pending.organization_id,
             provider=Provider.XERO.value,
@@ -173,9 +357,9 @@ class XeroConnectService:
             access_token_expires_at=tokens.expires_at,
         )
         await self.grants.add(grant)
-        stored: list[Connection] = []
+        await self.consent_tenants.record(grant.id, (t.tenant_id for t in tenants))
         replaced_grants: set[uuid.UUID] = set()
-        for tenant in tenants:
+        for tenant in accepted:
             connection = await self.connections.get_by_tenant(
                 pending.organization_id, Provider.XERO.value, tenant.tenant_id
             )
@@ -195,40 +379,84 @@ class XeroConnectService:
             connection.status = ConnectionStatus.ACTIVE.value
             connection.connected_by_user_id = pending.user_id
             connection.connected_at = utcnow()
-            stored.append(connection)
+            outcome.connections.append(connection)
         await self.session.flush()
         for old in replaced_grants:
-            await self.grants.delete_if_unused(old)
+            await self._retire_grant(old, RevocationReason.REPLACED)
         logger.info(
             "xero connected",
-            extra={"organization_id": str(pending.organization_id), "tenants": len(stored)},
+            extra={
+                "organization_id": str(pending.organization_id),
+                "tenants": len(outcome.connections),
+                "refused": len(outcome.refused),
+            },
         )
-        return stored
+        return outcome
 
-    async def disconnect(self, connection: Connection, auth: XeroAuthManager) -> None:
-        """Disconnect at Xero (best effort: a connection Xero already dropped still disconnects
-        here), revoke the token set once no other tenant uses it, erase local tokens."""
-        grant_id = connection.grant_id
-        if connection.status == ConnectionStatus.ACTIVE.value and connection.provider_connection_id:
-            try:
-                token = await auth.get_access_token(connection)
-                await self.identity.delete_connection(token, connection.provider_connection_id)
-            except LedgersyncError as failure:
-                logger.warning(
-                    "could not delete the connection at Xero; disconnecting locally",
-                    extra={"connection_id": str(connection.id), "error": failure.code},
-                )
-        connection.status = ConnectionStatus.DISCONNECTED.value
-        connection.grant_id = None
-        await self.session.flush()
-        if grant_id is None:
-            return
+    @staticmethod
+    def _refusal(tenant: XeroTenantConnection) -> RefusedTenant:
+        return RefusedTenant(
+            tenant_id=tenant.tenant_id,
+            tenant_name=tenant.tenant_name,
+            error=TenantHeldByAnotherOrganisation.code,
+            detail=_held_elsewhere_detail([tenant.tenant_name or tenant.tenant_id]),
+        )
+
+    async def _retire_grant(
+        self, grant_id: uuid.UUID, reason: RevocationReason, tenant_ids: Iterable[str] = ()
+    ) -> None:
+        """Revoke a token set no connection uses any more (now, or queued for retries), unless
+        that would remove a Xero connection another organisation relies on; erase it here."""
         grant = await self.grants.get(grant_id)
         if grant is None or await self.connections.list_for_grant(grant_id):
             return
         if grant.refresh_token_encrypted and grant.status == ConnectionStatus.ACTIVE.value:
-            try:
-                await self.identity.revoke(self.cipher.decrypt(grant.refresh_token_encrypted))
-            except LedgersyncError as failure:
-                logger.warning("could not revoke the token at Xero", extra={"error": failure.code})
+            # Xero's revocation removes every connection of the consent, whichever
+            # organisation uses it: check every tenant the consent covered.
+            covered = await self.consent_tenants.list_for_grant(grant_id) | set(tenant_ids)
+            shared = await self.connections.tenants_held_elsewhere(
+                grant.organization_id, grant.provider, covered
+            )
+            if shared:
+                logger.warning(
+                    "not revoking a token set whose consent another organisation relies on",
+                    extra={"grant_id": str(grant_id), "tenants": len(shared)},
+                )
+            else:
+                await self.revocations.revoke(
+                    refresh_token_encrypted=grant.refresh_token_encrypted,
+                    organization_id=grant.organization_id,
+                    reason=reason,
+                )
         await self.grants.delete_if_unused(grant_id)
+
+    async def disconnect(self, connection: Connection, auth: XeroAuthManager) -> None:
+        """Disconnect at Xero (best effort: a connection Xero already dropped still disconnects
+        here; never one another organisation also relies on), revoke the token set once no other
+        tenant uses it, erase local tokens."""
+        grant_id = connection.grant_id
+        shared = await self.connections.tenants_held_elsewhere(
+            connection.organization_id, connection.provider, [connection.tenant_id]
+        )
+        if connection.status == ConnectionStatus.ACTIVE.value and connection.provider_connection_id:
+            if shared:
+                logger.warning(
+                    "not deleting the connection at Xero: another organisation relies on it",
+                    extra={"connection_id": str(connection.id)},
+                )
+            else:
+                try:
+                    token = await auth.get_access_token(connection)
+                    await self.identity.delete_connection(token, connection.provider_connection_id)
+                except LedgersyncError as failure:
+                    logger.warning(
+                        "could not delete the connection at Xero; disconnecting locally",
+                        extra={"connection_id": str(connection.id), "error": failure.code},
+                    )
+        connection.status = ConnectionStatus.DISCONNECTED.value
+        connection.grant_id = None
+        await self.session.flush()
+        if grant_id is not None:
+            await self._retire_grant(
+                grant_id, RevocationReason.DISCONNECTED, [connection.tenant_id]
+            )

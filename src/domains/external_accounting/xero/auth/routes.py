@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlparse
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from src.core.deps import SessionDep, SettingsDep
+from src.core.errors import LedgersyncError
+from src.core.settings import Settings
 from src.domains.external_accounting.exceptions import ConnectionNotFound
 from src.domains.external_accounting.ledger_repository import LedgerRepository
 from src.domains.external_accounting.repository import ConnectionRepository
-from src.domains.external_accounting.schemas import AuthorizeUrl, ConnectionOut, ConnectResult
-from src.domains.external_accounting.xero.auth.connect_service import XeroConnectService
+from src.domains.external_accounting.schemas import (
+    AuthorizeUrl,
+    ConnectionOut,
+    ConnectResult,
+    ConnectSessionOut,
+    RefusedTenantOut,
+)
+from src.domains.external_accounting.xero.auth import pages
+from src.domains.external_accounting.xero.auth.connect_service import (
+    XeroConnectService,
+    connect_cookie_name,
+)
 from src.domains.external_accounting.xero.auth.deps import (
     CipherDep,
     IdentityClientDep,
@@ -56,6 +68,62 @@ async def connect_xero(
     return RedirectResponse(url, status_code=302)
 
 
+def _wants_json(request: Request) -> bool:
+    """API clients (an API key, or asking for JSON) get JSON; a browser gets a page/redirect."""
+    authorization = request.headers.get("authorization", "").lower()
+    return authorization.startswith("bearer ") or "application/json" in request.headers.get(
+        "accept", ""
+    )
+
+
+def _cookie_path(settings: Settings) -> str:
+    """The binding cookie goes only to the callback."""
+    return urlparse(settings.xero_redirect_uri).path or "/"
+
+
+@router.post("/connect-sessions", status_code=201)
+async def create_connect_session(
+    user: CurrentUserDep,
+    org_id: OrgId,
+    session: SessionDep,
+    settings: SettingsDep,
+    cipher: CipherDep,
+    identity: IdentityClientDep,
+) -> ConnectSessionOut:
+    """A single-use link to connect Xero from a browser (admins and owners only)."""
+    await OrganizationService(session).require_role(user, org_id, Role.ADMIN)
+    link = await XeroConnectService(session, settings, cipher, identity).create_link(user, org_id)
+    return ConnectSessionOut(url=link.url, expires_at=link.expires_at)
+
+
+@router.get("/connect-sessions/{session_id}/open", response_model=None)
+async def open_connect_session(
+    session_id: Annotated[str, Path(max_length=64)],
+    session: SessionDep,
+    settings: SettingsDep,
+    cipher: CipherDep,
+    identity: IdentityClientDep,
+    secret: Annotated[str, Query(min_length=1, max_length=200)],
+) -> Response:
+    """Open a connect link: bind this browser to the flow (a cookie) and go to Xero's consent."""
+    service = XeroConnectService(session, settings, cipher, identity)
+    try:
+        opened = await service.open_link(session_id, secret)
+    except LedgersyncError as failure:
+        return pages.failure_page(failure)
+    response = RedirectResponse(opened.authorize_url, status_code=302)
+    response.set_cookie(
+        opened.cookie_name,
+        opened.cookie_value,
+        max_age=opened.max_age,
+        path=_cookie_path(settings),
+        secure=settings.xero_redirect_uri.startswith("https://"),
+        httponly=True,
+        samesite="lax",  # sent on Xero's top-level redirect back to us, not on cross-site posts
+    )
+    return response
+
+
 @router.get("/xero/callback", response_model=None)
 async def xero_callback(
     request: Request,
@@ -67,20 +135,50 @@ async def xero_callback(
     code: Annotated[str | None, Query(max_length=2000)] = None,
     error: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response | ConnectResult:
-    """Where Xero sends the user back: verify the state, exchange the code, store connections."""
+    """Where Xero sends the user back: verify the state is this browser's (or this API key's),
+    exchange the code, store connections. JSON for API clients; a page or redirect otherwise."""
     caller = await _optional_user(request, session)
     service = XeroConnectService(session, settings, cipher, identity)
-    connections = await service.complete(state=state, code=code, error=error, caller=caller)
-    organization_id = connections[0].organization_id if connections else None
-    if settings.xero_connect_success_url and organization_id is not None:
-        query = urlencode({"org_id": str(organization_id), "connections": len(connections)})
-        return RedirectResponse(f"{settings.xero_connect_success_url}?{query}", status_code=302)
-    if organization_id is None:
-        raise ConnectionNotFound("Xero granted access to no organisation.")
-    return ConnectResult(
-        organization_id=organization_id,
-        connections=[ConnectionOut.model_validate(c) for c in connections],
-    )
+    try:
+        outcome = await service.complete(
+            state=state, code=code, error=error, caller=caller, cookies=request.cookies
+        )
+        if not outcome.connections:
+            raise ConnectionNotFound("Xero granted access to no organisation.")
+    except LedgersyncError as failure:
+        if _wants_json(request):
+            raise
+        await session.rollback()
+        if settings.xero_connect_failure_url:
+            query = urlencode({"error": failure.code})
+            page: Response = RedirectResponse(
+                f"{settings.xero_connect_failure_url}?{query}", status_code=302
+            )
+        else:
+            page = pages.failure_page(failure)
+        return _forget_binding(page, state, settings)
+    if _wants_json(request):
+        return ConnectResult(
+            organization_id=outcome.organization_id,
+            connections=[ConnectionOut.model_validate(c) for c in outcome.connections],
+            refused=[RefusedTenantOut(**vars(r)) for r in outcome.refused],
+        )
+    if settings.xero_connect_success_url:
+        query = urlencode(
+            {"org_id": str(outcome.organization_id), "connections": len(outcome.connections)}
+        )
+        page = RedirectResponse(f"{settings.xero_connect_success_url}?{query}", status_code=302)
+    else:
+        page = pages.connected_page(outcome)
+    return _forget_binding(page, state, settings)
+
+
+def _forget_binding(response: Response, state: str, settings: Settings) -> Response:
+    """The flow is over either way: the binding cookie has done its job."""
+    name = connect_cookie_name(state)
+    if name is not None:
+        response.delete_cookie(name, path=_cookie_path(settings), httponly=True, samesite="lax")
+    return response
 
 
 @router.get("/connections")

@@ -22,6 +22,7 @@ from src.domains.external_accounting.ledger_schemas import (
     SyncRunOut,
 )
 from src.domains.external_accounting.service import ExternalAccountingService
+from src.domains.external_accounting.sync_policy import invoice_sync_allowed, sync_allowed
 from src.domains.organizations.deps import CurrentUserDep
 from src.domains.organizations.models import Role
 from src.domains.organizations.service import OrganizationService
@@ -85,7 +86,7 @@ def _listed(request: Request, name: str, allowed: set[str], error: str) -> list[
     return sorted(set(values))
 
 
-@router.post("/invoices/sync")
+@router.post("/invoices/sync", dependencies=[Depends(invoice_sync_allowed)])
 async def sync_invoices(
     request: Request,
     user: CurrentUserDep,
@@ -112,7 +113,7 @@ async def sync_invoices(
     )
 
 
-@router.post("/accounts/sync")
+@router.post("/accounts/sync", dependencies=[Depends(sync_allowed)])
 async def sync_accounts(
     request: Request,
     user: CurrentUserDep,

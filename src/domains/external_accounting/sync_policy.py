@@ -1,0 +1,75 @@
+"""Who may start which sync, and how often. A full sync reads every invoice of the window and
+can spend much of a tenant's daily Xero budget (shared with the customer's other apps), so it is
+for admins; and an organisation may start only so many syncs per window, counted in the
+database (`sync_runs`) so every process sees the same count."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import Query
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from src.core.database import utcnow
+from src.core.deps import SessionDep, SettingsDep
+from src.core.settings import Settings
+from src.domains.external_accounting.exceptions import FullSyncRequiresAdmin, SyncRateLimited
+from src.domains.external_accounting.repository import SyncRequestRepository
+from src.domains.organizations.deps import CurrentUserDep
+from src.domains.organizations.models import Role, User
+from src.domains.organizations.service import ROLE_RANK, OrganizationService
+
+OrgId = Annotated[uuid.UUID, Query(description="The customer organisation")]
+
+
+class SyncRequestPolicy:
+    """The rules a sync request must pass before any run starts."""
+
+    def __init__(self, session: AsyncSession, settings: Settings) -> None:
+        self.session = session
+        self.settings = settings
+
+    async def check(self, user: User, organization_id: uuid.UUID, *, full: bool) -> None:
+        """Raise unless `user` may start this sync for the organisation now."""
+        membership = await OrganizationService(self.session).require_role(
+            user, organization_id, Role.MEMBER
+        )
+        if full and ROLE_RANK[Role(membership.role)] < ROLE_RANK[Role.ADMIN]:
+            raise FullSyncRequiresAdmin(
+                "A full sync (incremental=false) needs the admin role; members can run "
+                "incremental syncs."
+            )
+        window = timedelta(seconds=self.settings.sync_rate_limit_window_seconds)
+        now = utcnow()
+        started, oldest = await SyncRequestRepository(self.session).started_since(
+            organization_id, now - window
+        )
+        if started >= self.settings.sync_rate_limit_per_org:
+            frees_at = (oldest or now) + window
+            retry_after = max(1, math.ceil((frees_at - now).total_seconds()))
+            raise SyncRateLimited(
+                f"This organisation started {started} syncs in the last {window.seconds} "
+                f"seconds, its limit; try again in {retry_after} seconds.",
+                retry_after_seconds=retry_after,
+            )
+
+
+async def invoice_sync_allowed(
+    user: CurrentUserDep,
+    org_id: OrgId,
+    session: SessionDep,
+    settings: SettingsDep,
+    incremental: bool = True,
+) -> None:
+    """Dependency of the invoice sync route: admin for full syncs, and the rate limit."""
+    await SyncRequestPolicy(session, settings).check(user, org_id, full=not incremental)
+
+
+async def sync_allowed(
+    user: CurrentUserDep, org_id: OrgId, session: SessionDep, settings: SettingsDep
+) -> None:
+    """Dependency of the other sync routes: the rate limit."""
+    await SyncRequestPolicy(session, settings).check(user, org_id, full=False)

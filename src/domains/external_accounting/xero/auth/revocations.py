@@ -1,0 +1,186 @@
+"""Revoking token sets at Xero so none we stopped using stays live there: each revocation is
+stored (token encrypted) before it is attempted, and one Xero did not confirm is retried with
+capped exponential backoff until it succeeds or the token could no longer be used anyway.
+
+There is no job queue yet: retries run in the app's lifespan (at start-up and every
+`maintenance_interval_seconds`) and from `ledgersync revocations retry`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from src.core.crypto import DecryptionFailed, TokenCipher
+from src.core.database import utcnow
+from src.core.errors import LedgersyncError
+from src.core.settings import Settings
+from src.domains.external_accounting.models import PendingRevocation, Provider
+from src.domains.external_accounting.repository import (
+    OAuthStateRepository,
+    RevocationRepository,
+)
+from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
+
+logger = logging.getLogger(__name__)
+
+# Xero expires a refresh token unused for 60 days: after that there is nothing left to revoke.
+REFRESH_TOKEN_LIFETIME = timedelta(days=60)
+
+
+class RevocationReason(StrEnum):
+    REPLACED = "replaced"
+    DISCONNECTED = "disconnected"
+
+
+@dataclass(frozen=True)
+class MaintenanceReport:
+    """What one maintenance pass did."""
+
+    states_purged: int
+    revoked: int
+    still_pending: int
+
+
+class XeroRevocations:
+    """Revoke now, remember what failed, retry it later."""
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        settings: Settings,
+        cipher: TokenCipher,
+        identity: XeroIdentityClient,
+    ) -> None:
+        self.settings = settings
+        self.cipher = cipher
+        self.identity = identity
+        self.repository = RevocationRepository(session)
+
+    def backoff(self, attempts: int) -> timedelta:
+        """The wait after the `attempts`-th failure (doubling from the base, capped)."""
+        base = self.settings.revocation_retry_base_seconds
+        seconds = min(base * 2 ** max(attempts - 1, 0), self.settings.revocation_retry_max_seconds)
+        return timedelta(seconds=seconds)
+
+    async def revoke(
+        self,
+        *,
+        refresh_token_encrypted: str,
+        organization_id: uuid.UUID | None,
+        reason: RevocationReason,
+    ) -> bool:
+        """Store the revocation, then attempt it; True when Xero confirmed it."""
+        pending = PendingRevocation(
+            provider=Provider.XERO.value,
+            organization_id=organization_id,
+            reason=reason.value,
+            refresh_token_encrypted=refresh_token_encrypted,
+            next_attempt_at=utcnow(),
+        )
+        await self.repository.add(pending)
+        return await self.attempt(pending)
+
+    async def attempt(self, pending: PendingRevocation) -> bool:
+        """Call Xero once for `pending`: forget it when confirmed, else schedule the next try."""
+        try:
+            token = self.cipher.decrypt(pending.refresh_token_encrypted)
+        except DecryptionFailed:
+            # The key it was encrypted with has been retired: nothing can ever send it.
+            logger.error(
+                "a pending revocation can no longer be decrypted; dropped",
+                extra={"revocation_id": str(pending.id)},
+            )
+            await self.repository.delete(pending)
+            return False
+        try:
+            await self.identity.revoke(token)
+        except LedgersyncError as failure:
+            now = utcnow()
+            pending.attempts += 1
+            pending.last_error = failure.code
+            pending.next_attempt_at = now + self.backoff(pending.attempts)
+            if now - pending.created_at > REFRESH_TOKEN_LIFETIME:
+                logger.warning(
+                    "giving up a revocation: the refresh token has expired at Xero by now",
+                    extra={"revocation_id": str(pending.id), "attempts": pending.attempts},
+                )
+                await self.repository.delete(pending)
+                return False
+            logger.warning(
+                "Xero did not confirm a token revocation; will retry",
+                extra={
+                    "revocation_id": str(pending.id),
+                    "attempts": pending.attempts,
+                    "error": failure.code,
+                    "retry_at": pending.next_attempt_at.isoformat(),
+                },
+            )
+            await self.repository.flush()
+            return False
+        logger.info(
+            "token set revoked at Xero",
+            extra={"revocation_id": str(pending.id), "reason": pending.reason},
+        )
+        await self.repository.delete(pending)
+        return True
+
+
+async def run_maintenance(
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    cipher: TokenCipher,
+    identity: XeroIdentityClient,
+) -> MaintenanceReport:
+    """Purge expired OAuth states and connect sessions; retry the revocations that are due.
+
+    Each revocation is claimed and committed before Xero is called, so the HTTP call never holds
+    a write transaction (SQLite's lock) and two processes do not send the same one."""
+    async with session_factory() as session:
+        cutoff = utcnow() - timedelta(seconds=settings.oauth_state_retention_seconds)
+        purged = await OAuthStateRepository(session).purge_expired(cutoff)
+        await session.commit()
+    revoked = still_pending = 0
+    async with session_factory() as session:
+        revocations = XeroRevocations(session, settings, cipher, identity)
+        due = await revocations.repository.due(utcnow())
+        await session.commit()
+        for pending in due:
+            claimed_until = utcnow() + revocations.backoff(pending.attempts + 1)
+            claimed = await revocations.repository.claim(pending, claimed_until)
+            await session.commit()
+            if not claimed:
+                continue
+            pending.next_attempt_at = claimed_until
+            if await revocations.attempt(pending):
+                revoked += 1
+            else:
+                still_pending += 1
+            await session.commit()
+    if purged or revoked or still_pending:
+        logger.info(
+            "maintenance",
+            extra={"states_purged": purged, "revoked": revoked, "still_pending": still_pending},
+        )
+    return MaintenanceReport(states_purged=purged, revoked=revoked, still_pending=still_pending)
+
+
+async def maintenance_forever(
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    cipher: TokenCipher,
+    identity: XeroIdentityClient,
+) -> None:
+    """`run_maintenance` at start-up, then every `maintenance_interval_seconds` (the app's
+    lifespan runs this until shutdown; a failing pass is logged and the loop carries on)."""
+    while True:
+        try:
+            await run_maintenance(session_factory, settings, cipher, identity)
+        except Exception:
+            logger.exception("maintenance pass failed")
+        await asyncio.sleep(settings.maintenance_interval_seconds)
