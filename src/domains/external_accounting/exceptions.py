@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from src.core.errors import BadRequest, Conflict, Forbidden, LedgersyncError, NotFound
+from src.core.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    LedgersyncError,
+    NotFound,
+    ValidationFailed,
+)
 
 
 class ConnectionNotFound(NotFound):
@@ -87,9 +94,8 @@ class SyncInProgress(Conflict):
     code = "sync_in_progress"
 
 
-class InvalidSyncParameter(LedgersyncError):
-    code = "invalid_parameter"
-    status_code = 422
+class InvalidSyncParameter(ValidationFailed):
+    """A parameter the service refuses (an unknown type, a cursor it did not issue...)."""
 
 
 class RecordNotFound(NotFound):

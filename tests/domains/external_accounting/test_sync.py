@@ -363,11 +363,11 @@ async def test_a_second_sync_of_the_same_connection_is_refused_while_one_runs(
     ("params", "status", "error"),
     [
         ({"invoice_types[]": "ACCREC,NOPE"}, 422, "invalid_parameter"),
-        ({"months_back": "0"}, 422, "validation_error"),
-        ({"months_back": "121"}, 422, "validation_error"),
-        ({"incremental": "maybe"}, 422, "validation_error"),
+        ({"months_back": "0"}, 422, "invalid_parameter"),
+        ({"months_back": "121"}, 422, "invalid_parameter"),
+        ({"incremental": "maybe"}, 422, "invalid_parameter"),
         ({"connection_id": str(uuid.UUID(int=5))}, 404, "connection_not_found"),
-        ({"tenant_id": "no-such-tenant"}, 409, "no_active_connection"),
+        ({"tenant_id": "no-such-tenant"}, 404, "connection_not_found"),
     ],
 )
 async def test_bad_sync_requests_get_clear_errors(

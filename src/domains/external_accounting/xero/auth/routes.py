@@ -10,7 +10,20 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from src.core.deps import SessionDep, SettingsDep
-from src.domains.external_accounting.exceptions import ConnectionNotFound
+from src.core.errors import ValidationFailed
+from src.core.openapi import error_responses, merge_responses
+from src.domains.external_accounting.exceptions import (
+    AuthorizationDenied,
+    ConnectionNotFound,
+    InvalidState,
+    OAuthExchangeFailed,
+    ProviderRejected,
+    ProviderUnavailable,
+    StateAlreadyUsed,
+    StateExpired,
+    StateMismatch,
+    StateTampered,
+)
 from src.domains.external_accounting.ledger_repository import LedgerRepository
 from src.domains.external_accounting.repository import ConnectionRepository
 from src.domains.external_accounting.schemas import AuthorizeUrl, ConnectionOut, ConnectResult
@@ -20,14 +33,15 @@ from src.domains.external_accounting.xero.auth.deps import (
     IdentityClientDep,
     XeroAuthManagerDep,
 )
-from src.domains.organizations.deps import CurrentUserDep
-from src.domains.organizations.exceptions import NotAMember
+from src.domains.organizations.deps import ADMIN_ERRORS, MEMBER_ERRORS, CurrentUserDep
+from src.domains.organizations.exceptions import InvalidApiKey, NotAMember
 from src.domains.organizations.models import Role, User
 from src.domains.organizations.service import OrganizationService
 
 router = APIRouter(tags=["connections"])
 
 OrgId = Annotated[uuid.UUID, Query(description="The customer organisation")]
+LOCATION = {"Location": {"description": "Where to go next", "schema": {"type": "string"}}}
 
 
 async def _optional_user(request: Request, session: SessionDep) -> User | None:
@@ -38,7 +52,17 @@ async def _optional_user(request: Request, session: SessionDep) -> User | None:
     return await OrganizationService(session).authenticate(key.strip())
 
 
-@router.get("/xero/connect", response_model=None)
+@router.get(
+    "/xero/connect",
+    response_model=None,
+    responses=merge_responses(
+        {
+            200: {"model": AuthorizeUrl, "description": "`mode=json`: the consent page's URL"},
+            302: {"description": "To Xero's consent page", "headers": LOCATION},
+        },
+        error_responses(*ADMIN_ERRORS),
+    ),
+)
 async def connect_xero(
     user: CurrentUserDep,
     org_id: OrgId,
@@ -46,7 +70,13 @@ async def connect_xero(
     settings: SettingsDep,
     cipher: CipherDep,
     identity: IdentityClientDep,
-    mode: Annotated[str, Query(pattern="^(redirect|json)$")] = "redirect",
+    mode: Annotated[
+        str,
+        Query(
+            pattern="^(redirect|json)$",
+            description="`redirect` (302, for a browser) or `json` (the URL, for an API client)",
+        ),
+    ] = "redirect",
 ) -> Response | AuthorizeUrl:
     """Start connecting Xero: redirect to Xero's consent page (admins and owners only)."""
     await OrganizationService(session).require_role(user, org_id, Role.ADMIN)
@@ -56,16 +86,45 @@ async def connect_xero(
     return RedirectResponse(url, status_code=302)
 
 
-@router.get("/xero/callback", response_model=None)
+@router.get(
+    "/xero/callback",
+    response_model=None,
+    responses=merge_responses(
+        {
+            200: {"model": ConnectResult, "description": "The connections stored"},
+            302: {"description": "To `XERO_CONNECT_SUCCESS_URL`, when set", "headers": LOCATION},
+        },
+        error_responses(
+            InvalidState,
+            StateTampered,
+            StateExpired,
+            StateAlreadyUsed,
+            AuthorizationDenied,
+            OAuthExchangeFailed,
+            InvalidApiKey,
+            StateMismatch,
+            ConnectionNotFound,
+            ValidationFailed,
+            ProviderUnavailable,
+            ProviderRejected,
+        ),
+    ),
+)
 async def xero_callback(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
     cipher: CipherDep,
     identity: IdentityClientDep,
-    state: Annotated[str, Query(min_length=1, max_length=200)],
-    code: Annotated[str | None, Query(max_length=2000)] = None,
-    error: Annotated[str | None, Query(max_length=200)] = None,
+    state: Annotated[
+        str, Query(min_length=1, max_length=200, description="The state our connect step issued")
+    ],
+    code: Annotated[
+        str | None, Query(max_length=2000, description="Xero's authorisation code")
+    ] = None,
+    error: Annotated[
+        str | None, Query(max_length=200, description="Xero's error, e.g. `access_denied`")
+    ] = None,
 ) -> Response | ConnectResult:
     """Where Xero sends the user back: verify the state, exchange the code, store connections."""
     caller = await _optional_user(request, session)
@@ -83,7 +142,7 @@ async def xero_callback(
     )
 
 
-@router.get("/connections")
+@router.get("/connections", responses=error_responses(*MEMBER_ERRORS))
 async def list_connections(
     user: CurrentUserDep, org_id: OrgId, session: SessionDep
 ) -> list[ConnectionOut]:
@@ -93,7 +152,11 @@ async def list_connections(
     return [ConnectionOut.model_validate(c) for c in connections]
 
 
-@router.delete("/connections/{connection_id}", status_code=204)
+@router.delete(
+    "/connections/{connection_id:uuid}",
+    status_code=204,
+    responses=error_responses(*ADMIN_ERRORS, ConnectionNotFound),
+)
 async def disconnect(
     connection_id: uuid.UUID,
     user: CurrentUserDep,
@@ -102,7 +165,9 @@ async def disconnect(
     cipher: CipherDep,
     identity: IdentityClientDep,
     auth: XeroAuthManagerDep,
-    purge: bool = False,
+    purge: Annotated[
+        bool, Query(description="Also delete the connection's synced invoices and accounts")
+    ] = False,
 ) -> Response:
     """Disconnect at Xero and erase its tokens here; synced data is kept unless `purge=true`."""
     connection = await ConnectionRepository(session).get(connection_id)
