@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from src.core.deps import SessionDep, SettingsDep
@@ -40,7 +40,12 @@ from src.domains.organizations.service import OrganizationService
 
 router = APIRouter(tags=["connections"])
 
-OrgId = Annotated[uuid.UUID, Query(description="The customer organisation")]
+OrgId = Annotated[
+    uuid.UUID,
+    Query(
+        description="The customer organisation", examples=["6f1c2a8e-3b4d-4c5e-9f60-718293a4b5c6"]
+    ),
+]
 LOCATION = {"Location": {"description": "Where to go next", "schema": {"type": "string"}}}
 
 
@@ -75,6 +80,7 @@ async def connect_xero(
         Query(
             pattern="^(redirect|json)$",
             description="`redirect` (302, for a browser) or `json` (the URL, for an API client)",
+            examples=["json"],
         ),
     ] = "redirect",
 ) -> Response | AuthorizeUrl:
@@ -117,13 +123,24 @@ async def xero_callback(
     cipher: CipherDep,
     identity: IdentityClientDep,
     state: Annotated[
-        str, Query(min_length=1, max_length=200, description="The state our connect step issued")
+        str,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="The state our connect step issued",
+            examples=["3f2b9c1d8e7a4b6c9d0e1f2a3b4c5d6e.Zm9yLWV4YW1wbGUtb25seQ"],
+        ),
     ],
     code: Annotated[
-        str | None, Query(max_length=2000, description="Xero's authorisation code")
+        str | None,
+        Query(
+            max_length=2000,
+            description="Xero's authorisation code",
+            examples=["4c1a0e6f2b9d8e7c"],
+        ),
     ] = None,
     error: Annotated[
-        str | None, Query(max_length=200, description="Xero's error, e.g. `access_denied`")
+        str | None, Query(max_length=200, description="Xero's error", examples=["access_denied"])
     ] = None,
 ) -> Response | ConnectResult:
     """Where Xero sends the user back: verify the state, exchange the code, store connections."""
@@ -158,7 +175,10 @@ async def list_connections(
     responses=error_responses(*ADMIN_ERRORS, ConnectionNotFound),
 )
 async def disconnect(
-    connection_id: uuid.UUID,
+    connection_id: Annotated[
+        uuid.UUID,
+        Path(description="The connection's id", examples=["2d3e4f50-6172-4839-a4b5-c6d7e8f90a1b"]),
+    ],
     user: CurrentUserDep,
     session: SessionDep,
     settings: SettingsDep,
@@ -166,7 +186,11 @@ async def disconnect(
     identity: IdentityClientDep,
     auth: XeroAuthManagerDep,
     purge: Annotated[
-        bool, Query(description="Also delete the connection's synced invoices and accounts")
+        bool,
+        Query(
+            description="Also delete the connection's synced invoices and accounts",
+            examples=[False],
+        ),
     ] = False,
 ) -> Response:
     """Disconnect at Xero and erase its tokens here; synced data is kept unless `purge=true`."""

@@ -9,11 +9,11 @@ from collections.abc import Collection
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import WithJsonSchema
 
 from src.core.deps import SessionDep, SettingsDep, UtcDatetime
-from src.core.openapi import error_responses
+from src.core.openapi import error_responses, merge_responses
 from src.domains.external_accounting.base.sync import SyncResult
 from src.domains.external_accounting.exceptions import (
     ConnectionNotFound,
@@ -27,6 +27,7 @@ from src.domains.external_accounting.exceptions import (
 )
 from src.domains.external_accounting.factory import IntegrationFactory
 from src.domains.external_accounting.ledger_schemas import (
+    SYNC_RESULT_EXAMPLE,
     AccountOut,
     InvoiceDetail,
     InvoiceOut,
@@ -43,14 +44,17 @@ router = APIRouter(tags=["sync"])
 
 # What the routes below can answer besides their result (the access check's errors included).
 READ_RESPONSES = error_responses(*MEMBER_ERRORS, RecordNotFound, ConnectionNotFound)
-SYNC_RESPONSES = error_responses(
-    *MEMBER_ERRORS,
-    ConnectionNotFound,
-    NoActiveConnection,
-    ReauthorisationRequired,
-    SyncInProgress,
-    ProviderRateLimited,
-    ProviderUnavailable,
+SYNC_RESPONSES = merge_responses(
+    {200: {"content": {"application/json": {"example": SYNC_RESULT_EXAMPLE}}}},
+    error_responses(
+        *MEMBER_ERRORS,
+        ConnectionNotFound,
+        NoActiveConnection,
+        ReauthorisationRequired,
+        SyncInProgress,
+        ProviderRateLimited,
+        ProviderUnavailable,
+    ),
 )
 
 INVOICE_TYPES = {"ACCREC", "ACCPAY"}
@@ -81,13 +85,26 @@ ACCOUNT_TYPES = {
 
 INVOICE_STATUSES = {"DRAFT", "SUBMITTED", "AUTHORISED", "PAID", "VOIDED", "DELETED"}
 
-OrgId = Annotated[uuid.UUID, Query(description="The customer organisation")]
+OrgId = Annotated[
+    uuid.UUID,
+    Query(
+        description="The customer organisation", examples=["6f1c2a8e-3b4d-4c5e-9f60-718293a4b5c6"]
+    ),
+]
 ConnectionFilter = Annotated[
-    uuid.UUID | None, Query(description="Only this connection (one of the organisation's)")
+    uuid.UUID | None,
+    Query(
+        description="Only this connection (one of the organisation's)",
+        examples=["2d3e4f50-6172-4839-a4b5-c6d7e8f90a1b"],
+    ),
 ]
 TenantFilter = Annotated[
     str | None,
-    Query(max_length=64, description="Only the connection to this Xero tenant (organisation)"),
+    Query(
+        max_length=64,
+        description="Only the connection to this Xero tenant (organisation)",
+        examples=["a3b4c5d6-e7f8-4a9b-8c0d-1e2f3a4b5c6d"],
+    ),
 ]
 
 
@@ -167,10 +184,20 @@ async def sync_invoices(
     factory: FactoryDep,
     types: InvoiceTypesQuery,
     incremental: Annotated[
-        bool, Query(description="Only what changed since the last sync (false: a full sync)")
+        bool,
+        Query(
+            description="Only what changed since the last sync (false: a full sync)",
+            examples=[True],
+        ),
     ] = True,
     months_back: Annotated[
-        int, Query(ge=1, le=120, description="A full sync's window: invoices dated since then")
+        int,
+        Query(
+            ge=1,
+            le=120,
+            description="A full sync's window: invoices dated since then",
+            examples=[12],
+        ),
     ] = 12,
     connection_id: ConnectionFilter = None,
     tenant_id: TenantFilter = None,
@@ -231,10 +258,19 @@ async def list_invoices(
     statuses: InvoiceStatusFilter,
     connection_id: ConnectionFilter = None,
     contact_id: Annotated[
-        str | None, Query(max_length=64, description="Xero's ContactID of the invoices' contact")
+        str | None,
+        Query(
+            max_length=64,
+            description="Xero's ContactID of the invoices' contact",
+            examples=["7e8f9a0b-1c2d-4e3f-8a5b-6c7d8e9f0a1b"],
+        ),
     ] = None,
-    date_from: Annotated[date | None, Query(description="Dated on or after")] = None,
-    date_to: Annotated[date | None, Query(description="Dated on or before")] = None,
+    date_from: Annotated[
+        date | None, Query(description="Dated on or after", examples=["2026-01-01"])
+    ] = None,
+    date_to: Annotated[
+        date | None, Query(description="Dated on or before", examples=["2026-12-31"])
+    ] = None,
     updated_since: Annotated[
         UtcDatetime | None,
         Query(
@@ -243,9 +279,14 @@ async def list_invoices(
         ),
     ] = None,
     cursor: Annotated[
-        str | None, Query(max_length=200, description="`next_cursor` of the previous page")
+        str | None,
+        Query(
+            max_length=200,
+            description="`next_cursor` of the previous page",
+            examples=["MjAyNi0xMS0wMnw1YTZi"],
+        ),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=500, description="Page size")] = 100,
+    limit: Annotated[int, Query(ge=1, le=500, description="Page size", examples=[100])] = 100,
 ) -> InvoicePage:
     """Synced invoices, newest first; filter by type, status, contact, dates; keyset paging."""
     await OrganizationService(session).require_role(user, org_id, Role.MEMBER)
@@ -269,7 +310,12 @@ async def list_invoices(
 # `:uuid` so that `/invoices/sync` is not an invoice id: a GET there is a 405, not a 422.
 @router.get("/invoices/{invoice_id:uuid}", responses=READ_RESPONSES)
 async def get_invoice(
-    invoice_id: uuid.UUID,
+    invoice_id: Annotated[
+        uuid.UUID,
+        Path(
+            description="The invoice's id here", examples=["5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d"]
+        ),
+    ],
     user: CurrentUserDep,
     org_id: OrgId,
     session: SessionDep,
@@ -316,7 +362,7 @@ async def list_sync_runs(
     org_id: OrgId,
     session: SessionDep,
     settings: SettingsDep,
-    limit: Annotated[int, Query(ge=1, le=500, description="How many runs")] = 50,
+    limit: Annotated[int, Query(ge=1, le=500, description="How many runs", examples=[50])] = 50,
 ) -> list[SyncRunOut]:
     """Sync history, newest first: parameters, status, counts, API calls, duration, error."""
     await OrganizationService(session).require_role(user, org_id, Role.MEMBER)
@@ -326,7 +372,10 @@ async def list_sync_runs(
 
 @router.get("/sync-runs/{run_id:uuid}", responses=READ_RESPONSES)
 async def get_sync_run(
-    run_id: uuid.UUID,
+    run_id: Annotated[
+        uuid.UUID,
+        Path(description="The sync run's id", examples=["0b9c8d7e-6f5a-4b3c-8d2e-1f0a9b8c7d6e"]),
+    ],
     user: CurrentUserDep,
     org_id: OrgId,
     session: SessionDep,
