@@ -5,6 +5,8 @@ and the ids of records it really holds, so they reach the handlers rather than s
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,9 +39,10 @@ from tests.domains.external_accounting.connect_helpers import connect
 from tests.factories import bearer, create_org_with_user
 
 # The document is the app's own, read once at import so that each operation is its own test.
-SCHEMA = schemathesis.openapi.from_dict(
-    create_app(Settings(environment="test", token_encryption_keys=TEST_ENCRYPTION_KEY)).openapi()
-)
+DOCUMENT = create_app(
+    Settings(environment="test", token_encryption_keys=TEST_ENCRYPTION_KEY)
+).openapi()
+SCHEMA = schemathesis.openapi.from_dict(DOCUMENT)
 
 Operation = APIOperation[Any, Any, Any, Any]
 
@@ -138,9 +141,56 @@ def _aim(case: Any, world: World, data: st.DataObject) -> None:
         case.query["tenant_id"] = data.draw(st.sampled_from(world.tenant_ids), label="tenant_id")
 
 
+# Valid by the document's types, yet what overflowed or reached PostgreSQL as NUL (issue 10, 19):
+# generation finds these too rarely on its own, so a third of the requests carry one.
+EDGES = {
+    "date-time": [
+        "0001-01-01T00:00:00+14:00",
+        "9999-12-31T23:59:59-14:00",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999999Z",
+    ],
+    "date": ["0001-01-01", "9999-12-31"],
+    None: ["\x00", "a\x00b", "\x01", "\x1f", "\x7f", "\t", "\n"],
+}
+
+
+def _formats(operation: Operation) -> dict[str, str | None]:
+    """Each query parameter's string format (`date-time`, `date`, or None) from the document."""
+    declared = DOCUMENT["paths"][operation.path][operation.method.lower()].get("parameters", [])
+    formats: dict[str, str | None] = {}
+    for parameter in declared:
+        if parameter["in"] != "query":
+            continue
+        schema = parameter["schema"]
+        variants = [
+            schema,
+            *schema.get("anyOf", []),
+            *[v.get("items", {}) for v in schema.get("anyOf", [])],
+        ]
+        formats[parameter["name"]] = next((v["format"] for v in variants if "format" in v), None)
+    return formats
+
+
+def _edge(case: Any, operation: Operation, data: st.DataObject) -> None:
+    """Replace one string query parameter by an edge of its kind."""
+    formats = _formats(operation)
+    names = sorted(name for name in formats if name != "org_id")
+    if not names:
+        return
+    name = data.draw(st.sampled_from(names), label="edge parameter")
+    value = data.draw(st.sampled_from(EDGES.get(formats[name], EDGES[None])), label="edge")
+    if formats[name] is None and name in (case.query or {}) and isinstance(case.query[name], str):
+        at = data.draw(st.integers(0, len(case.query[name])), label="at")
+        value = case.query[name][:at] + value + case.query[name][at:]
+    if case.query is None:
+        case.query = {}
+    case.query[name] = value
+
+
 @pytest.mark.parametrize("operation", OPERATIONS, ids=[op.label for op in OPERATIONS])
 @settings(
-    max_examples=20,
+    max_examples=50,
     deadline=None,
     suppress_health_check=list(HealthCheck),
     database=None,
@@ -152,6 +202,8 @@ async def test_every_answer_is_documented(
     case = data.draw(operation.as_strategy(), label="case")
     if data.draw(st.booleans(), label="aimed at the seeded organisation"):
         _aim(case, world, data)
+    if data.draw(st.integers(0, 2), label="edge") == 0:
+        _edge(case, operation, data)
     kwargs = case.as_transport_kwargs(base_url="http://testserver")
     kwargs.pop("cookies", None)
     # Mostly a real key; otherwise whatever Schemathesis made of the security scheme (often none).
@@ -159,3 +211,30 @@ async def test_every_answer_is_documented(
         kwargs["headers"].update(bearer(world.key))
     response = await world.client.request(**kwargs)
     case.validate_response(response, checks=CHECKS)
+
+
+async def _send(world: World, case: Any) -> None:
+    kwargs = case.as_transport_kwargs(base_url="http://testserver", headers=bearer(world.key))
+    kwargs.pop("cookies", None)
+    response = await world.client.request(**kwargs)
+    case.validate_response(response, checks=CHECKS)
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=[op.label for op in OPERATIONS])
+async def test_every_parameter_takes_the_edges_of_its_kind(
+    world: World, operation: Operation
+) -> None:
+    """Deterministic sweep: each query parameter of each operation, one at a time, given each
+    edge of its kind (NUL and other control characters, the calendar's first and last instants
+    in every timezone), in a request that otherwise reaches the handler."""
+    path_parameters = {
+        name: world.ids.get(name, [str(uuid.uuid4())])[0]
+        for name in re.findall(r"{(\w+)}", operation.path)
+    }
+    if operation.method.upper() == "DELETE":
+        path_parameters = {name: str(uuid.uuid4()) for name in path_parameters}
+    required = {"state": "3f2b9c1d.c2VjcmV0"} if operation.path.endswith("/callback") else {}
+    for name, kind in _formats(operation).items():
+        for edge in EDGES.get(kind, EDGES[None]):
+            query = {"org_id": world.org_id, **required, name: edge}
+            await _send(world, operation.Case(path_parameters=path_parameters, query=query))
