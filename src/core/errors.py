@@ -70,3 +70,10 @@ class MethodNotAllowed(LedgersyncError):
 
     code = "method_not_allowed"
     status_code = 405
+
+
+class RateLimited(LedgersyncError):
+    """Too many requests; try again after `retry_after_seconds`."""
+
+    code = "rate_limited"
+    status_code = 429

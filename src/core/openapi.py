@@ -4,7 +4,6 @@ the typed errors a route can raise, so each route documents every status it can 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI
@@ -41,10 +40,7 @@ class ErrorBody(BaseModel):
         None, description="`sync_in_progress`: the run that holds the lease"
     )
     retry_after_seconds: float | None = Field(
-        None, description="429: how long to wait before trying again"
-    )
-    resume_after: datetime | None = Field(
-        None, description="`rate_limited_daily`: when Xero's daily budget allows a sync again"
+        None, description="`rate_limited`: how long to wait before trying again"
     )
 
 
@@ -87,11 +83,10 @@ _EXAMPLE_EXTRAS: dict[str, dict[str, Any]] = {
         "detail": "An invoices sync of this connection is already running; try again when it ends.",
         "sync_run_id": "0b9c8d7e-6f5a-4b3c-8d2e-1f0a9b8c7d6e",
     },
-    "rate_limited_daily": {
-        "retry_after_seconds": 3600.0,
-        "resume_after": "2026-12-01T13:00:00+00:00",
+    "rate_limited": {
+        "detail": "Too many sync requests for this organisation; try again in 12 seconds.",
+        "retry_after_seconds": 12.0,
     },
-    "rate_limited": {"retry_after_seconds": 12.0},
 }
 
 

@@ -34,7 +34,7 @@ from src.domains.external_accounting.xero.auth.deps import (
     XeroAuthManagerDep,
 )
 from src.domains.organizations.deps import ADMIN_ERRORS, MEMBER_ERRORS, CurrentUserDep
-from src.domains.organizations.exceptions import InvalidApiKey, NotAMember
+from src.domains.organizations.exceptions import InsufficientRole, InvalidApiKey, NotAMember
 from src.domains.organizations.models import Role, User
 from src.domains.organizations.service import OrganizationService
 
@@ -172,7 +172,10 @@ async def list_connections(
 @router.delete(
     "/connections/{connection_id:uuid}",
     status_code=204,
-    responses=error_responses(*ADMIN_ERRORS, ConnectionNotFound),
+    # Another organisation's connection is a 404, not a 403: nothing is learnt about it.
+    responses=error_responses(
+        InvalidApiKey, InsufficientRole, ConnectionNotFound, ValidationFailed
+    ),
 )
 async def disconnect(
     connection_id: Annotated[

@@ -13,14 +13,13 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import WithJsonSchema
 
 from src.core.deps import SessionDep, SettingsDep, UtcDatetime
+from src.core.errors import RateLimited
 from src.core.openapi import error_responses, merge_responses
 from src.domains.external_accounting.base.sync import SyncResult
 from src.domains.external_accounting.exceptions import (
     ConnectionNotFound,
     InvalidSyncParameter,
     NoActiveConnection,
-    ProviderRateLimited,
-    ProviderUnavailable,
     ReauthorisationRequired,
     RecordNotFound,
     SyncInProgress,
@@ -37,23 +36,26 @@ from src.domains.external_accounting.ledger_schemas import (
 )
 from src.domains.external_accounting.service import ExternalAccountingService
 from src.domains.organizations.deps import MEMBER_ERRORS, CurrentUserDep
+from src.domains.organizations.exceptions import InsufficientRole
 from src.domains.organizations.models import Role
 from src.domains.organizations.service import OrganizationService
 
 router = APIRouter(tags=["sync"])
 
 # What the routes below can answer besides their result (the access check's errors included).
-READ_RESPONSES = error_responses(*MEMBER_ERRORS, RecordNotFound, ConnectionNotFound)
+# A sync's provider errors are not among them: they are in its result, per connection.
+LIST_RESPONSES = error_responses(*MEMBER_ERRORS)
+RECORD_RESPONSES = error_responses(*MEMBER_ERRORS, RecordNotFound)
 SYNC_RESPONSES = merge_responses(
     {200: {"content": {"application/json": {"example": SYNC_RESULT_EXAMPLE}}}},
     error_responses(
         *MEMBER_ERRORS,
+        InsufficientRole,  # a full sync (`incremental=false`) is for admins
         ConnectionNotFound,
         NoActiveConnection,
         ReauthorisationRequired,
         SyncInProgress,
-        ProviderRateLimited,
-        ProviderUnavailable,
+        RateLimited,  # the organisation's sync requests are rate-limited
     ),
 )
 
@@ -248,7 +250,7 @@ def _encode_cursor(invoice: InvoiceOut) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode()
 
 
-@router.get("/invoices", responses=READ_RESPONSES)
+@router.get("/invoices", responses=LIST_RESPONSES)
 async def list_invoices(
     user: CurrentUserDep,
     org_id: OrgId,
@@ -308,7 +310,7 @@ async def list_invoices(
 
 
 # `:uuid` so that `/invoices/sync` is not an invoice id: a GET there is a 405, not a 422.
-@router.get("/invoices/{invoice_id:uuid}", responses=READ_RESPONSES)
+@router.get("/invoices/{invoice_id:uuid}", responses=RECORD_RESPONSES)
 async def get_invoice(
     invoice_id: Annotated[
         uuid.UUID,
@@ -332,7 +334,7 @@ async def get_invoice(
     )
 
 
-@router.get("/accounts", responses=READ_RESPONSES)
+@router.get("/accounts", responses=LIST_RESPONSES)
 async def list_accounts(
     user: CurrentUserDep,
     org_id: OrgId,
@@ -356,7 +358,7 @@ def _run_out(run: object) -> SyncRunOut:
     return out
 
 
-@router.get("/sync-runs", responses=READ_RESPONSES)
+@router.get("/sync-runs", responses=LIST_RESPONSES)
 async def list_sync_runs(
     user: CurrentUserDep,
     org_id: OrgId,
@@ -370,7 +372,7 @@ async def list_sync_runs(
     return [_run_out(run) for run in runs]
 
 
-@router.get("/sync-runs/{run_id:uuid}", responses=READ_RESPONSES)
+@router.get("/sync-runs/{run_id:uuid}", responses=RECORD_RESPONSES)
 async def get_sync_run(
     run_id: Annotated[
         uuid.UUID,
