@@ -3,6 +3,7 @@ the typed errors a route can raise, so each route documents every status it can 
 
 from __future__ import annotations
 
+import copy
 import uuid
 from typing import Any
 
@@ -121,20 +122,20 @@ def error_responses(*errors: type[LedgersyncError]) -> Responses:
 
 
 def merge_responses(*parts: Responses) -> Responses:
-    """Several `responses=` in one (the examples of a status shared by two parts are combined)."""
+    """Several `responses=` in one; the error examples of a status two parts share are combined."""
     merged: Responses = {}
     for part in parts:
         for status, response in part.items():
             if status not in merged:
-                merged[status] = {**response}
+                merged[status] = copy.deepcopy(response)
                 continue
-            ours = merged[status]["content"]["application/json"]["examples"]
-            ours.update(response["content"]["application/json"]["examples"])
-            merged[status]["description"] = ", ".join(sorted(ours))
+            ours = merged[status].get("content", {}).get("application/json", {}).get("examples")
+            theirs = response.get("content", {}).get("application/json", {}).get("examples")
+            if ours is None or theirs is None:
+                raise ValueError(f"Two {status} responses without error examples to combine")
+            ours.update(copy.deepcopy(theirs))
+            merged[status]["description"] = ", ".join(f"`{code}`" for code in sorted(ours))
     return merged
-
-
-BEARER_SCHEME = "ApiKey"
 
 
 def install_openapi(app: FastAPI) -> None:
@@ -159,9 +160,13 @@ def install_openapi(app: FastAPI) -> None:
                 )
                 if invalid.get("description") == "Validation Error":
                     invalid["description"] = f"`{ValidationFailed.code}`"
-        components = schema.get("components", {}).get("schemas", {})
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
             components.pop(name, None)
+        if "ErrorBody" not in components:  # no route declared an error (yet)
+            body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(body.pop("$defs", {}))
+            components["ErrorBody"] = body
         app.openapi_schema = schema
         return schema
 
