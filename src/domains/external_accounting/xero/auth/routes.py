@@ -170,7 +170,7 @@ async def list_connections(
 
 
 @router.delete(
-    "/connections/{connection_id:uuid}",
+    "/connections/{connection_id}",
     status_code=204,
     # Another organisation's connection is a 404, not a 403: nothing is learnt about it.
     responses=error_responses(

@@ -372,7 +372,7 @@ async def list_sync_runs(
     return [_run_out(run) for run in runs]
 
 
-@router.get("/sync-runs/{run_id:uuid}", responses=RECORD_RESPONSES)
+@router.get("/sync-runs/{run_id}", responses=RECORD_RESPONSES)
 async def get_sync_run(
     run_id: Annotated[
         uuid.UUID,
