@@ -6,13 +6,15 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from src.core.crypto import TokenCipher
 from src.core.database import create_engine, create_session_factory
+from src.core.deps import refuse_control_characters
 from src.core.exception_handlers import install_exception_handlers
 from src.core.http import create_http_client
 from src.core.logging import configure_logging
+from src.core.openapi import install_openapi
 from src.core.settings import Settings, get_settings
 from src.domains.external_accounting.routes import PREFIXES as external_accounting_prefixes
 from src.domains.external_accounting.routes import router as external_accounting_router
@@ -22,6 +24,13 @@ from src.domains.external_accounting.xero.auth.revocations import maintenance_fo
 from src.domains.external_accounting.xero.data.accounting_client import TenantThrottle
 from src.domains.external_accounting.xero.data.call_limiter import call_limiter_from_settings
 from src.domains.health.routes import router as health_router
+
+API_DESCRIPTION = (
+    "Send an API key as `Authorization: Bearer <key>`. Every error is one JSON shape, "
+    '`ErrorBody` (`{"error": code, "detail": sentence}`, plus fields some codes add), with '
+    "a 4xx for anything the caller can fix; each operation lists the statuses and codes it can "
+    "answer. Every route is served under `/external-accounting` and `/integrations`."
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -61,10 +70,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     configure_logging(settings.log_level, json_lines=settings.log_json)
     cipher = TokenCipher.from_settings(settings)  # refuses to start without a key in production
-    app = FastAPI(title="ledgersync", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="ledgersync",
+        version="0.1.0",
+        summary="Keeps a customer's Xero invoices and chart of accounts in our SQL database.",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        # Every parameter of every route, before any handler sees it (PostgreSQL refuses NUL).
+        dependencies=[Depends(refuse_control_characters)],
+    )
     app.state.settings = settings
     app.state.token_cipher = cipher
     install_exception_handlers(app)
+    install_openapi(app)
     app.include_router(health_router)
     for prefix in external_accounting_prefixes:
         app.include_router(external_accounting_router, prefix=prefix)

@@ -28,11 +28,17 @@ class BadRequest(LedgersyncError):
 
 
 class ValidationFailed(LedgersyncError):
-    code = "validation_error"
+    """A parameter is missing, malformed or out of range.
+
+    One code for every refused parameter, whether FastAPI's validation or a service refused it."""
+
+    code = "invalid_parameter"
     status_code = 422
 
 
 class Unauthenticated(LedgersyncError):
+    """Send your API key as 'Authorization: Bearer <key>'."""
+
     code = "unauthenticated"
     status_code = 401
 
@@ -43,6 +49,8 @@ class Forbidden(LedgersyncError):
 
 
 class NotFound(LedgersyncError):
+    """No such resource."""
+
     code = "not_found"
     status_code = 404
 
@@ -55,3 +63,17 @@ class Conflict(LedgersyncError):
 class ServiceUnavailable(LedgersyncError):
     code = "service_unavailable"
     status_code = 503
+
+
+class MethodNotAllowed(LedgersyncError):
+    """The path exists, but not for this method."""
+
+    code = "method_not_allowed"
+    status_code = 405
+
+
+class RateLimited(LedgersyncError):
+    """Too many requests; try again after `retry_after_seconds`."""
+
+    code = "rate_limited"
+    status_code = 429

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from src.core.errors import LedgersyncError
+from src.core.errors import LedgersyncError, MethodNotAllowed, NotFound, ValidationFailed
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +35,17 @@ def install_exception_handlers(app: FastAPI) -> None:
         ]
         detail = "; ".join(_describe(e) for e in errors)
         return JSONResponse(
-            {"error": "validation_error", "detail": detail, "errors": errors}, status_code=422
+            {"error": ValidationFailed.code, "detail": detail, "errors": errors},
+            status_code=ValidationFailed.status_code,
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        codes = {
+            NotFound.status_code: NotFound.code,
+            MethodNotAllowed.status_code: MethodNotAllowed.code,
+        }
+        code = codes.get(exc.status_code, "http_error")
         return JSONResponse(
             {"error": code, "detail": str(exc.detail)},
             status_code=exc.status_code,

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from src.core.errors import BadRequest, Conflict, Forbidden, LedgersyncError, NotFound
+from src.core.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    LedgersyncError,
+    NotFound,
+    RateLimited,
+    ValidationFailed,
+)
 
 
 class ConnectionNotFound(NotFound):
@@ -55,7 +63,7 @@ class FullSyncRequiresAdmin(Forbidden):
     code = "full_sync_requires_admin"
 
 
-class SyncRateLimited(LedgersyncError):
+class SyncRateLimited(RateLimited):
     """The organisation started more syncs than its limit allows in the window."""
 
     code = "sync_rate_limited"
@@ -118,9 +126,8 @@ class SyncInProgress(Conflict):
     code = "sync_in_progress"
 
 
-class InvalidSyncParameter(LedgersyncError):
-    code = "invalid_parameter"
-    status_code = 422
+class InvalidSyncParameter(ValidationFailed):
+    """A parameter the service refuses (an unknown type, a cursor it did not issue...)."""
 
 
 class RecordNotFound(NotFound):

@@ -15,7 +15,122 @@ class _Out(BaseModel):
     model_config = ConfigDict(from_attributes=True, populate_by_name=True)
 
 
+# Examples for the OpenAPI document (what a caller gets, with made-up ids).
+INVOICE_EXAMPLE: dict[str, Any] = {
+    "id": "5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d",
+    "connection_id": "2d3e4f50-6172-4839-a4b5-c6d7e8f90a1b",
+    "provider_id": "0f3a7b6c-1d2e-4f50-8a9b-c0d1e2f3a4b5",
+    "number": "INV-0042",
+    "type": "ACCREC",
+    "status": "AUTHORISED",
+    "contact_id": "7e8f9a0b-1c2d-4e3f-8a5b-6c7d8e9f0a1b",
+    "contact_name": "Ridgeway Bank",
+    "reference": "PO 1187",
+    "date": "2026-11-02",
+    "due_date": "2026-12-02",
+    "fully_paid_on": None,
+    "currency_code": "NZD",
+    "currency_rate": "1.000000",
+    "sub_total": "1000.00",
+    "total_tax": "150.00",
+    "total": "1150.00",
+    "amount_due": "1150.00",
+    "amount_paid": "0.00",
+    "amount_credited": "0.00",
+    "provider_updated_at": "2026-11-02T09:14:27+00:00",
+    "synced_at": "2026-12-01T08:00:03+00:00",
+}
+LINE_ITEM_EXAMPLE: dict[str, Any] = {
+    "provider_id": "9b8a7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d",
+    "position": 0,
+    "description": "Consulting, November",
+    "quantity": "10.0000",
+    "unit_amount": "100.0000",
+    "item_code": None,
+    "account_code": "200",
+    "tax_type": "OUTPUT2",
+    "tax_amount": "150.00",
+    "line_amount": "1000.00",
+    "discount_rate": None,
+    "tracking": [],
+}
+ACCOUNT_EXAMPLE: dict[str, Any] = {
+    "id": "3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f",
+    "connection_id": "2d3e4f50-6172-4839-a4b5-c6d7e8f90a1b",
+    "provider_id": "ebd06280-af70-4bed-97c6-7451a454ad85",
+    "code": "090",
+    "name": "Business Bank Account",
+    "type": "BANK",
+    "class": "ASSET",
+    "status": "ACTIVE",
+    "bank_account_number": "0121212345678",
+    "bank_account_type": "BANK",
+    "currency_code": "NZD",
+    "tax_type": "NONE",
+    "reporting_code": "ASS",
+    "provider_updated_at": "2026-10-30T22:01:11+00:00",
+}
+SYNC_RUN_EXAMPLE: dict[str, Any] = {
+    "id": "0b9c8d7e-6f5a-4b3c-8d2e-1f0a9b8c7d6e",
+    "connection_id": "2d3e4f50-6172-4839-a4b5-c6d7e8f90a1b",
+    "object_type": "invoices",
+    "mode": "incremental",
+    "params": {"incremental": True, "invoice_types": ["ACCPAY", "ACCREC"], "months_back": 12},
+    "status": "success",
+    "started_at": "2026-12-01T08:00:00+00:00",
+    "finished_at": "2026-12-01T08:00:03.250000+00:00",
+    "duration_seconds": 3.25,
+    "count": 12,
+    "created": 2,
+    "updated": 9,
+    "unchanged": 1,
+    "api_calls": 1,
+    "last_modified": "2026-12-01T07:58:41+00:00",
+    "error": None,
+    "error_detail": None,
+    "paused_until": None,
+}
+
+
+# `SyncResult` lives with the provider seam; its example is here, with the other API shapes.
+SYNC_RESULT_EXAMPLE: dict[str, Any] = {
+    "object_type": "invoices",
+    "success": True,
+    "count": 12,
+    "duration_seconds": 3.25,
+    "last_modified": "2026-12-01T07:58:41+00:00",
+    "sync_run_id": SYNC_RUN_EXAMPLE["id"],
+    "created": 2,
+    "updated": 9,
+    "unchanged": 1,
+    "api_calls": 1,
+    "error": None,
+    "resume_after": None,
+    "connections": [
+        {
+            "connection_id": SYNC_RUN_EXAMPLE["connection_id"],
+            "tenant_name": "Demo Company (NZ)",
+            "sync_run_id": SYNC_RUN_EXAMPLE["id"],
+            "success": True,
+            "mode": "incremental",
+            "count": 12,
+            "created": 2,
+            "updated": 9,
+            "unchanged": 1,
+            "api_calls": 1,
+            "duration_seconds": 3.25,
+            "last_modified": "2026-12-01T07:58:41+00:00",
+            "error": None,
+            "error_detail": None,
+            "resume_after": None,
+        }
+    ],
+}
+
+
 class InvoiceOut(_Out):
+    model_config = ConfigDict(json_schema_extra={"examples": [INVOICE_EXAMPLE]})
+
     id: uuid.UUID
     connection_id: uuid.UUID
     provider_id: str
@@ -41,6 +156,8 @@ class InvoiceOut(_Out):
 
 
 class LineItemOut(_Out):
+    model_config = ConfigDict(json_schema_extra={"examples": [LINE_ITEM_EXAMPLE]})
+
     provider_id: str | None
     position: int
     description: str | None
@@ -56,15 +173,27 @@ class LineItemOut(_Out):
 
 
 class InvoiceDetail(InvoiceOut):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{**INVOICE_EXAMPLE, "line_items": [LINE_ITEM_EXAMPLE]}]}
+    )
+
     line_items: list[LineItemOut]
 
 
 class InvoicePage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"items": [INVOICE_EXAMPLE], "next_cursor": "MjAyNi0xMS0wMnw1YTZi"}]
+        }
+    )
+
     items: list[InvoiceOut]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page")
 
 
 class AccountOut(_Out):
+    model_config = ConfigDict(json_schema_extra={"examples": [ACCOUNT_EXAMPLE]})
+
     id: uuid.UUID
     connection_id: uuid.UUID
     provider_id: str
@@ -82,6 +211,8 @@ class AccountOut(_Out):
 
 
 class SyncRunOut(_Out):
+    model_config = ConfigDict(json_schema_extra={"examples": [SYNC_RUN_EXAMPLE]})
+
     id: uuid.UUID
     connection_id: uuid.UUID
     object_type: str

@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+
+# Examples for the OpenAPI document (what a caller gets, with made-up ids).
+CONNECTION_EXAMPLE: dict[str, Any] = {
+    "id": "2d3e4f50-6172-4839-a4b5-c6d7e8f90a1b",
+    "organization_id": "6f1c2a8e-3b4d-4c5e-9f60-718293a4b5c6",
+    "provider": "xero",
+    "tenant_id": "a3b4c5d6-e7f8-4a9b-8c0d-1e2f3a4b5c6d",
+    "tenant_name": "Demo Company (NZ)",
+    "status": "active",
+    "connected_at": "2026-11-30T16:20:00+00:00",
+    "last_sync_at": "2026-12-01T08:00:03+00:00",
+}
 
 
 class ConnectionOut(BaseModel):
     """A connected provider tenant."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_extra={"examples": [CONNECTION_EXAMPLE]}
+    )
 
     id: uuid.UUID
     organization_id: uuid.UUID
@@ -35,6 +50,17 @@ class RefusedTenantOut(BaseModel):
 class ConnectResult(BaseModel):
     """What the OAuth callback stored (and which Xero organisations it refused)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "organization_id": CONNECTION_EXAMPLE["organization_id"],
+                    "connections": [CONNECTION_EXAMPLE],
+                }
+            ]
+        }
+    )
+
     organization_id: uuid.UUID
     connections: list[ConnectionOut]
     refused: list[RefusedTenantOut] = []
@@ -48,4 +74,17 @@ class ConnectSessionOut(BaseModel):
 
 
 class AuthorizeUrl(BaseModel):
+    """Xero's consent page for this connect flow (`mode=json`)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "authorize_url": "https://login.xero.com/identity/connect/authorize"
+                    "?response_type=code&client_id=...&state=..."
+                }
+            ]
+        }
+    )
+
     authorize_url: str

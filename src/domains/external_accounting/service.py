@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from src.core.settings import Settings
 from src.domains.external_accounting.base.sync import ConnectionSyncResult, SyncResult
 from src.domains.external_accounting.exceptions import (
+    ConnectionNotFound,
+    InvalidSyncParameter,
     NoActiveConnection,
     ReauthorisationRequired,
     RecordNotFound,
@@ -45,10 +47,16 @@ class ExternalAccountingService:
         """The connections a sync request covers: the one asked for, or every active one."""
         if connection_id is not None:
             chosen = [await self.connections.get_for_org(organization_id, connection_id)]
+            if tenant_id is not None and chosen[0].tenant_id != tenant_id:
+                raise InvalidSyncParameter(
+                    f"Connection {connection_id} is not the connection to tenant {tenant_id}; "
+                    "give one of connection_id and tenant_id.",
+                    parameter="tenant_id",
+                )
         elif tenant_id is not None:
             found = await self.connections.get_by_tenant(organization_id, "xero", tenant_id)
             if found is None:
-                raise NoActiveConnection(
+                raise ConnectionNotFound(
                     f"No connection to tenant {tenant_id} in this organisation."
                 )
             chosen = [found]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -12,7 +15,30 @@ from src.core.deps import SessionFactoryDep
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+class Health(BaseModel):
+    """Whether the service can reach its database."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok", "database": "ok"}]})
+
+    status: Literal["ok", "unavailable"]
+    database: Literal["ok", "unreachable"]
+
+
+@router.get(
+    "/healthz",
+    response_model=Health,
+    responses={
+        503: {
+            "model": Health,
+            "description": "The database is unreachable",
+            "content": {
+                "application/json": {
+                    "example": {"status": "unavailable", "database": "unreachable"}
+                }
+            },
+        }
+    },
+)
 async def healthz(session_factory: SessionFactoryDep) -> JSONResponse:
     """Report whether the service can reach its database."""
     try:

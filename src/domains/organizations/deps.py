@@ -1,24 +1,51 @@
-"""Authentication of API callers."""
+"""Authentication of API callers, and the errors each level of access can answer."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from src.core.deps import SessionDep
-from src.domains.organizations.exceptions import InvalidApiKey
+from src.core.errors import LedgersyncError, ValidationFailed
+from src.domains.organizations.exceptions import (
+    InsufficientRole,
+    InvalidApiKey,
+    NotAMember,
+    OrganizationNotFound,
+)
 from src.domains.organizations.models import User
 from src.domains.organizations.service import OrganizationService
 
+# Declared as a security scheme so that the OpenAPI document says which routes need a key; it
+# does not refuse by itself (auto_error=False), so a missing key gets our own 401 body.
+api_key_scheme = HTTPBearer(
+    scheme_name="ApiKey",
+    bearerFormat="lsk_<prefix>_<secret>",
+    description="An API key issued by `ledgersync users create`",
+    auto_error=False,
+)
 
-async def current_user(request: Request, session: SessionDep) -> User:
+
+async def current_user(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(api_key_scheme)],
+) -> User:
     """The user behind `Authorization: Bearer <api key>`."""
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    if credentials is None or not credentials.credentials.strip():
         raise InvalidApiKey("Send your API key as 'Authorization: Bearer <key>'.")
-    return await OrganizationService(session).authenticate(key.strip())
+    return await OrganizationService(session).authenticate(credentials.credentials.strip())
 
 
 CurrentUserDep = Annotated[User, Depends(current_user)]
+
+# What a route guarded by `require_role(user, org_id, ...)` can answer besides its own errors:
+# pass them to `error_responses` so the OpenAPI document lists every status.
+MEMBER_ERRORS: tuple[type[LedgersyncError], ...] = (
+    InvalidApiKey,
+    NotAMember,
+    OrganizationNotFound,
+    ValidationFailed,
+)
+ADMIN_ERRORS: tuple[type[LedgersyncError], ...] = (*MEMBER_ERRORS, InsufficientRole)

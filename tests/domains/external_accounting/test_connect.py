@@ -119,7 +119,7 @@ async def test_tampered_and_unknown_states_are_refused(
     assert garbage.json()["error"] == "invalid_state"
     missing = await client.get("/external-accounting/xero/callback", params={"code": "x"})
     assert missing.status_code == 422
-    assert missing.json()["error"] == "validation_error"
+    assert missing.json()["error"] == "invalid_parameter"
 
 
 @pytest.mark.usefixtures("fresh_sandbox")
@@ -188,7 +188,7 @@ async def test_who_may_connect(
         (bearer(member_key), org, 403, "insufficient_role"),
         (bearer(outsider_key), org, 403, "not_a_member"),
         (bearer(admin_key), {"org_id": str(uuid.uuid4())}, 404, "organization_not_found"),
-        (bearer(admin_key), {"org_id": "123"}, 422, "validation_error"),
+        (bearer(admin_key), {"org_id": "123"}, 422, "invalid_parameter"),
     ]
     for headers, params, status, error in cases:
         response = await client.get(url, params=params, headers=headers)

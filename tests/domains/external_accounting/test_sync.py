@@ -363,11 +363,11 @@ async def test_a_second_sync_of_the_same_connection_is_refused_while_one_runs(
     ("params", "status", "error"),
     [
         ({"invoice_types[]": "ACCREC,NOPE"}, 422, "invalid_parameter"),
-        ({"months_back": "0"}, 422, "validation_error"),
-        ({"months_back": "121"}, 422, "validation_error"),
-        ({"incremental": "maybe"}, 422, "validation_error"),
+        ({"months_back": "0"}, 422, "invalid_parameter"),
+        ({"months_back": "121"}, 422, "invalid_parameter"),
+        ({"incremental": "maybe"}, 422, "invalid_parameter"),
         ({"connection_id": str(uuid.UUID(int=5))}, 404, "connection_not_found"),
-        ({"tenant_id": "no-such-tenant"}, 409, "no_active_connection"),
+        ({"tenant_id": "no-such-tenant"}, 404, "connection_not_found"),
     ],
 )
 async def test_bad_sync_requests_get_clear_errors(
@@ -386,6 +386,33 @@ async def test_bad_sync_requests_get_clear_errors(
     )
     assert (response.status_code, response.json()["error"]) == (status, error), response.text
     assert response.json()["detail"]
+
+
+async def test_a_connection_and_a_tenant_that_disagree_are_refused(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    org_id, key, connections = await connected_org(client, session_factory)
+    first, second = connections
+    for what in ("invoices", "accounts"):
+        response = await client.post(
+            f"/external-accounting/{what}/sync",
+            params={
+                "org_id": str(org_id),
+                "connection_id": str(first.id),
+                "tenant_id": second.tenant_id,
+            },
+            headers=bearer(key),
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == "invalid_parameter"
+        assert response.json()["parameter"] == "tenant_id"
+    # Agreeing, they name the same connection.
+    result = await sync(
+        client, key, org_id, "accounts", connection_id=str(first.id), tenant_id=first.tenant_id
+    )
+    assert [c["connection_id"] for c in result["connections"]] == [str(first.id)]
 
 
 async def test_who_may_sync_and_what_without_a_connection(

@@ -10,9 +10,24 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from src.core.deps import SessionDep, SettingsDep
-from src.core.errors import LedgersyncError
+from src.core.errors import LedgersyncError, ValidationFailed
+from src.core.openapi import Responses, error_responses, merge_responses
 from src.core.settings import Settings
-from src.domains.external_accounting.exceptions import ConnectionNotFound
+from src.domains.external_accounting.exceptions import (
+    AuthorizationDenied,
+    ConnectionNotFound,
+    ConnectLinkUsed,
+    InvalidState,
+    OAuthExchangeFailed,
+    ProviderRejected,
+    ProviderUnavailable,
+    StateAlreadyUsed,
+    StateExpired,
+    StateMismatch,
+    StateNotBound,
+    StateTampered,
+    TenantHeldByAnotherOrganisation,
+)
 from src.domains.external_accounting.ledger_repository import LedgerRepository
 from src.domains.external_accounting.repository import ConnectionRepository
 from src.domains.external_accounting.schemas import (
@@ -32,14 +47,29 @@ from src.domains.external_accounting.xero.auth.deps import (
     IdentityClientDep,
     XeroAuthManagerDep,
 )
-from src.domains.organizations.deps import CurrentUserDep
-from src.domains.organizations.exceptions import NotAMember
+from src.domains.organizations.deps import ADMIN_ERRORS, MEMBER_ERRORS, CurrentUserDep
+from src.domains.organizations.exceptions import InsufficientRole, InvalidApiKey, NotAMember
 from src.domains.organizations.models import Role, User
 from src.domains.organizations.service import OrganizationService
 
 router = APIRouter(tags=["connections"])
 
-OrgId = Annotated[uuid.UUID, Query(description="The customer organisation")]
+OrgId = Annotated[
+    uuid.UUID,
+    Query(
+        description="The customer organisation", examples=["6f1c2a8e-3b4d-4c5e-9f60-718293a4b5c6"]
+    ),
+]
+LOCATION = {"Location": {"description": "Where to go next", "schema": {"type": "string"}}}
+
+
+def with_html_pages(responses: Responses) -> Responses:
+    """A browser (no API key, not asking for JSON) gets each outcome as a small HTML page."""
+    page = {"text/html": {"schema": {"type": "string"}, "example": "<!doctype html>..."}}
+    for status, response in responses.items():
+        if str(status) != "302":
+            response.setdefault("content", {}).update(page)
+    return responses
 
 
 async def _optional_user(request: Request, session: SessionDep) -> User | None:
@@ -50,7 +80,17 @@ async def _optional_user(request: Request, session: SessionDep) -> User | None:
     return await OrganizationService(session).authenticate(key.strip())
 
 
-@router.get("/xero/connect", response_model=None)
+@router.get(
+    "/xero/connect",
+    response_model=None,
+    responses=merge_responses(
+        {
+            200: {"model": AuthorizeUrl, "description": "`mode=json`: the consent page's URL"},
+            302: {"description": "To Xero's consent page", "headers": LOCATION},
+        },
+        error_responses(*ADMIN_ERRORS),
+    ),
+)
 async def connect_xero(
     user: CurrentUserDep,
     org_id: OrgId,
@@ -58,7 +98,14 @@ async def connect_xero(
     settings: SettingsDep,
     cipher: CipherDep,
     identity: IdentityClientDep,
-    mode: Annotated[str, Query(pattern="^(redirect|json)$")] = "redirect",
+    mode: Annotated[
+        str,
+        Query(
+            pattern="^(redirect|json)$",
+            description="`redirect` (302, for a browser) or `json` (the URL, for an API client)",
+            examples=["json"],
+        ),
+    ] = "redirect",
 ) -> Response | AuthorizeUrl:
     """Start connecting Xero: redirect to Xero's consent page (admins and owners only)."""
     await OrganizationService(session).require_role(user, org_id, Role.ADMIN)
@@ -81,7 +128,11 @@ def _cookie_path(settings: Settings) -> str:
     return urlparse(settings.xero_redirect_uri).path or "/"
 
 
-@router.post("/connect-sessions", status_code=201)
+@router.post(
+    "/connect-sessions",
+    status_code=201,
+    responses=error_responses(*ADMIN_ERRORS),
+)
 async def create_connect_session(
     user: CurrentUserDep,
     org_id: OrgId,
@@ -96,7 +147,16 @@ async def create_connect_session(
     return ConnectSessionOut(url=link.url, expires_at=link.expires_at)
 
 
-@router.get("/connect-sessions/{session_id}/open", response_model=None)
+@router.get(
+    "/connect-sessions/{session_id}/open",
+    response_model=None,
+    responses=with_html_pages(
+        merge_responses(
+            {302: {"description": "To Xero's consent page", "headers": LOCATION}},
+            error_responses(InvalidState, StateTampered, ConnectLinkUsed, StateExpired),
+        )
+    ),
+)
 async def open_connect_session(
     session_id: Annotated[str, Path(max_length=64)],
     session: SessionDep,
@@ -124,16 +184,64 @@ async def open_connect_session(
     return response
 
 
-@router.get("/xero/callback", response_model=None)
+@router.get(
+    "/xero/callback",
+    response_model=None,
+    responses=with_html_pages(
+        merge_responses(
+            {
+                200: {"model": ConnectResult, "description": "The connections stored"},
+                302: {
+                    "description": "A browser, when `XERO_CONNECT_SUCCESS_URL` or "
+                    "`XERO_CONNECT_FAILURE_URL` is set: there, with the outcome in the query",
+                    "headers": LOCATION,
+                },
+            },
+            error_responses(
+                InvalidState,
+                StateTampered,
+                StateExpired,
+                StateAlreadyUsed,
+                AuthorizationDenied,
+                OAuthExchangeFailed,
+                InvalidApiKey,
+                StateMismatch,
+                StateNotBound,
+                TenantHeldByAnotherOrganisation,
+                ConnectionNotFound,
+                ValidationFailed,
+                ProviderUnavailable,
+                ProviderRejected,
+            ),
+        )
+    ),
+)
 async def xero_callback(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
     cipher: CipherDep,
     identity: IdentityClientDep,
-    state: Annotated[str, Query(min_length=1, max_length=200)],
-    code: Annotated[str | None, Query(max_length=2000)] = None,
-    error: Annotated[str | None, Query(max_length=200)] = None,
+    state: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="The state our connect step issued",
+            examples=["3f2b9c1d8e7a4b6c9d0e1f2a3b4c5d6e.Zm9yLWV4YW1wbGUtb25seQ"],
+        ),
+    ],
+    code: Annotated[
+        str | None,
+        Query(
+            max_length=2000,
+            description="Xero's authorisation code",
+            examples=["4c1a0e6f2b9d8e7c"],
+        ),
+    ] = None,
+    error: Annotated[
+        str | None, Query(max_length=200, description="Xero's error", examples=["access_denied"])
+    ] = None,
 ) -> Response | ConnectResult:
     """Where Xero sends the user back: verify the state is this browser's (or this API key's),
     exchange the code, store connections. JSON for API clients; a page or redirect otherwise."""
@@ -181,7 +289,7 @@ def _forget_binding(response: Response, state: str, settings: Settings) -> Respo
     return response
 
 
-@router.get("/connections")
+@router.get("/connections", responses=error_responses(*MEMBER_ERRORS))
 async def list_connections(
     user: CurrentUserDep, org_id: OrgId, session: SessionDep
 ) -> list[ConnectionOut]:
@@ -191,16 +299,32 @@ async def list_connections(
     return [ConnectionOut.model_validate(c) for c in connections]
 
 
-@router.delete("/connections/{connection_id}", status_code=204)
+@router.delete(
+    "/connections/{connection_id}",
+    status_code=204,
+    # Another organisation's connection is a 404, not a 403: nothing is learnt about it.
+    responses=error_responses(
+        InvalidApiKey, InsufficientRole, ConnectionNotFound, ValidationFailed
+    ),
+)
 async def disconnect(
-    connection_id: uuid.UUID,
+    connection_id: Annotated[
+        uuid.UUID,
+        Path(description="The connection's id", examples=["2d3e4f50-6172-4839-a4b5-c6d7e8f90a1b"]),
+    ],
     user: CurrentUserDep,
     session: SessionDep,
     settings: SettingsDep,
     cipher: CipherDep,
     identity: IdentityClientDep,
     auth: XeroAuthManagerDep,
-    purge: bool = False,
+    purge: Annotated[
+        bool,
+        Query(
+            description="Also delete the connection's synced invoices and accounts",
+            examples=[False],
+        ),
+    ] = False,
 ) -> Response:
     """Disconnect at Xero and erase its tokens here; synced data is kept unless `purge=true`."""
     connection = await ConnectionRepository(session).get(connection_id)

@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import base64
+import inspect
 import uuid
-from datetime import date, datetime
-from typing import Annotated
+from collections.abc import Collection
+from datetime import date
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import WithJsonSchema
 
-from src.core.deps import SessionDep, SettingsDep
+from src.core.deps import SessionDep, SettingsDep, UtcDatetime
+from src.core.openapi import error_responses, merge_responses
 from src.domains.external_accounting.base.sync import SyncResult
-from src.domains.external_accounting.exceptions import InvalidSyncParameter
+from src.domains.external_accounting.exceptions import (
+    ConnectionNotFound,
+    FullSyncRequiresAdmin,
+    InvalidSyncParameter,
+    NoActiveConnection,
+    ReauthorisationRequired,
+    RecordNotFound,
+    SyncInProgress,
+    SyncRateLimited,
+)
 from src.domains.external_accounting.factory import IntegrationFactory
 from src.domains.external_accounting.ledger_schemas import (
+    SYNC_RESULT_EXAMPLE,
     AccountOut,
     InvoiceDetail,
     InvoiceOut,
@@ -23,11 +37,28 @@ from src.domains.external_accounting.ledger_schemas import (
 )
 from src.domains.external_accounting.service import ExternalAccountingService
 from src.domains.external_accounting.sync_policy import invoice_sync_allowed, sync_allowed
-from src.domains.organizations.deps import CurrentUserDep
+from src.domains.organizations.deps import MEMBER_ERRORS, CurrentUserDep
 from src.domains.organizations.models import Role
 from src.domains.organizations.service import OrganizationService
 
 router = APIRouter(tags=["sync"])
+
+# What the routes below can answer besides their result (the access check's errors included).
+# A sync's provider errors are not among them: they are in its result, per connection.
+LIST_RESPONSES = error_responses(*MEMBER_ERRORS)
+RECORD_RESPONSES = error_responses(*MEMBER_ERRORS, RecordNotFound)
+SYNC_RESPONSES = merge_responses(
+    {200: {"content": {"application/json": {"example": SYNC_RESULT_EXAMPLE}}}},
+    error_responses(
+        *MEMBER_ERRORS,
+        FullSyncRequiresAdmin,  # a full sync (`incremental=false`) is for admins
+        ConnectionNotFound,
+        NoActiveConnection,
+        ReauthorisationRequired,
+        SyncInProgress,
+        SyncRateLimited,  # the organisation started its limit of syncs in the window
+    ),
+)
 
 INVOICE_TYPES = {"ACCREC", "ACCPAY"}
 ACCOUNT_TYPES = {
@@ -55,7 +86,29 @@ ACCOUNT_TYPES = {
     "WAGESEXPENSE",
 }
 
-OrgId = Annotated[uuid.UUID, Query(description="The customer organisation")]
+INVOICE_STATUSES = {"DRAFT", "SUBMITTED", "AUTHORISED", "PAID", "VOIDED", "DELETED"}
+
+OrgId = Annotated[
+    uuid.UUID,
+    Query(
+        description="The customer organisation", examples=["6f1c2a8e-3b4d-4c5e-9f60-718293a4b5c6"]
+    ),
+]
+ConnectionFilter = Annotated[
+    uuid.UUID | None,
+    Query(
+        description="Only this connection (one of the organisation's)",
+        examples=["2d3e4f50-6172-4839-a4b5-c6d7e8f90a1b"],
+    ),
+]
+TenantFilter = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        description="Only the connection to this Xero tenant (organisation)",
+        examples=["a3b4c5d6-e7f8-4a9b-8c0d-1e2f3a4b5c6d"],
+    ),
+]
 
 
 def get_factory(request: Request) -> IntegrationFactory:
@@ -73,11 +126,9 @@ def get_factory(request: Request) -> IntegrationFactory:
 FactoryDep = Annotated[IntegrationFactory, Depends(get_factory)]
 
 
-def _listed(request: Request, name: str, allowed: set[str], error: str) -> list[str]:
-    """A list parameter given as `name[]=A&name[]=B`, `name=A&name=B` or `name=A,B`."""
-    raw = request.query_params.getlist(f"{name}[]") + request.query_params.getlist(name)
+def _listed(name: str, raw: list[str], allowed: Collection[str]) -> list[str]:
     values = [part.strip().upper() for item in raw for part in item.split(",") if part.strip()]
-    unknown = sorted(set(values) - allowed)
+    unknown = sorted(set(values) - set(allowed))
     if unknown:
         raise InvalidSyncParameter(
             f"Unknown {name} {', '.join(unknown)}; expected one of {', '.join(sorted(allowed))}.",
@@ -86,21 +137,77 @@ def _listed(request: Request, name: str, allowed: set[str], error: str) -> list[
     return sorted(set(values))
 
 
-@router.post("/invoices/sync", dependencies=[Depends(invoice_sync_allowed)])
+def listed_query(name: str, allowed: Collection[str], what: str) -> Any:
+    """A dependency for a list parameter in each spelling callers use: `name[]=A&name[]=B`,
+    `name=A&name=B` or `name=A,B`, any case. Both names are declared (not read by hand from the
+    query string) so that the OpenAPI document lists them."""
+    description = f"{what}; any case, repeated or separated by commas"
+    example = sorted(allowed)[0]
+    item = {"type": "string", "enum": sorted(allowed)}
+
+    def parse(bracketed: list[str] | None = None, plain: list[str] | None = None) -> list[str]:
+        return _listed(name, [*(bracketed or []), *(plain or [])], allowed)
+
+    spellings = {"bracketed": f"{name}[]", "plain": name}
+    # A signature built here, because the names are data: FastAPI reads parameters from it.
+    parse.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter(
+                argument,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[
+                    list[Annotated[str, WithJsonSchema(item)]] | None,
+                    Query(alias=alias, description=description, examples=[[example]]),
+                ],
+            )
+            for argument, alias in spellings.items()
+        ]
+    )
+    return Depends(parse)
+
+
+InvoiceTypesQuery = Annotated[
+    list[str], listed_query("invoice_types", INVOICE_TYPES, "Invoice types to sync (default both)")
+]
+AccountTypesQuery = Annotated[
+    list[str], listed_query("account_types", ACCOUNT_TYPES, "Account types to sync (default all)")
+]
+InvoiceTypeFilter = Annotated[list[str], listed_query("type", INVOICE_TYPES, "Invoice types")]
+InvoiceStatusFilter = Annotated[list[str], listed_query("status", INVOICE_STATUSES, "Statuses")]
+AccountTypeFilter = Annotated[list[str], listed_query("type", ACCOUNT_TYPES, "Account types")]
+
+
+@router.post(
+    "/invoices/sync", responses=SYNC_RESPONSES, dependencies=[Depends(invoice_sync_allowed)]
+)
 async def sync_invoices(
-    request: Request,
     user: CurrentUserDep,
     org_id: OrgId,
     session: SessionDep,
     settings: SettingsDep,
     factory: FactoryDep,
-    incremental: bool = True,
-    months_back: Annotated[int, Query(ge=1, le=120)] = 12,
-    connection_id: uuid.UUID | None = None,
-    tenant_id: Annotated[str | None, Query(max_length=64)] = None,
+    types: InvoiceTypesQuery,
+    incremental: Annotated[
+        bool,
+        Query(
+            description="Only what changed since the last sync (false: a full sync)",
+            examples=[True],
+        ),
+    ] = True,
+    months_back: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=120,
+            description="A full sync's window: invoices dated since then",
+            examples=[12],
+        ),
+    ] = 12,
+    connection_id: ConnectionFilter = None,
+    tenant_id: TenantFilter = None,
 ) -> SyncResult:
     """Sync invoices from the organisation's accounting connections; returns a summary only."""
-    types = _listed(request, "invoice_types", INVOICE_TYPES, "invalid_invoice_type")
     await OrganizationService(session).require_role(user, org_id, Role.MEMBER)
     service = ExternalAccountingService(session, settings)
     connections = await service.connections_to_sync(org_id, connection_id, tenant_id)
@@ -113,19 +220,18 @@ async def sync_invoices(
     )
 
 
-@router.post("/accounts/sync", dependencies=[Depends(sync_allowed)])
+@router.post("/accounts/sync", responses=SYNC_RESPONSES, dependencies=[Depends(sync_allowed)])
 async def sync_accounts(
-    request: Request,
     user: CurrentUserDep,
     org_id: OrgId,
     session: SessionDep,
     settings: SettingsDep,
     factory: FactoryDep,
-    connection_id: uuid.UUID | None = None,
-    tenant_id: Annotated[str | None, Query(max_length=64)] = None,
+    types: AccountTypesQuery,
+    connection_id: ConnectionFilter = None,
+    tenant_id: TenantFilter = None,
 ) -> SyncResult:
     """Sync the chart of accounts (optionally only some account types); returns a summary only."""
-    types = _listed(request, "account_types", ACCOUNT_TYPES, "invalid_account_type")
     await OrganizationService(session).require_role(user, org_id, Role.MEMBER)
     service = ExternalAccountingService(session, settings)
     connections = await service.connections_to_sync(org_id, connection_id, tenant_id)
@@ -147,29 +253,48 @@ def _encode_cursor(invoice: InvoiceOut) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode()
 
 
-@router.get("/invoices")
+@router.get("/invoices", responses=LIST_RESPONSES)
 async def list_invoices(
-    request: Request,
     user: CurrentUserDep,
     org_id: OrgId,
     session: SessionDep,
     settings: SettingsDep,
-    connection_id: uuid.UUID | None = None,
-    contact_id: Annotated[str | None, Query(max_length=64)] = None,
-    date_from: date | None = None,
-    date_to: date | None = None,
-    updated_since: datetime | None = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    types: InvoiceTypeFilter,
+    statuses: InvoiceStatusFilter,
+    connection_id: ConnectionFilter = None,
+    contact_id: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="Xero's ContactID of the invoices' contact",
+            examples=["7e8f9a0b-1c2d-4e3f-8a5b-6c7d8e9f0a1b"],
+        ),
+    ] = None,
+    date_from: Annotated[
+        date | None, Query(description="Dated on or after", examples=["2026-01-01"])
+    ] = None,
+    date_to: Annotated[
+        date | None, Query(description="Dated on or before", examples=["2026-12-31"])
+    ] = None,
+    updated_since: Annotated[
+        UtcDatetime | None,
+        Query(
+            description="Changed at Xero at or after this instant (with a timezone)",
+            examples=["2025-07-22T14:30:00Z"],
+        ),
+    ] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="`next_cursor` of the previous page",
+            examples=["MjAyNi0xMS0wMnw1YTZi"],
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="Page size", examples=[100])] = 100,
 ) -> InvoicePage:
     """Synced invoices, newest first; filter by type, status, contact, dates; keyset paging."""
-    types = _listed(request, "type", INVOICE_TYPES, "invalid_invoice_type")
-    statuses = _listed(
-        request, "status", {"DRAFT", "SUBMITTED", "AUTHORISED", "PAID", "VOIDED", "DELETED"}, ""
-    )
     await OrganizationService(session).require_role(user, org_id, Role.MEMBER)
-    if updated_since is not None and updated_since.tzinfo is None:
-        raise InvalidSyncParameter("updated_since needs a timezone, e.g. 2025-07-22T14:30:00Z.")
     invoices = await ExternalAccountingService(session, settings).list_invoices(
         org_id,
         connection_id=connection_id,
@@ -187,9 +312,15 @@ async def list_invoices(
     return InvoicePage(items=items, next_cursor=next_cursor)
 
 
-@router.get("/invoices/{invoice_id}")
+# `:uuid` so that `/invoices/sync` is not an invoice id: a GET there is a 405, not a 422.
+@router.get("/invoices/{invoice_id:uuid}", responses=RECORD_RESPONSES)
 async def get_invoice(
-    invoice_id: uuid.UUID,
+    invoice_id: Annotated[
+        uuid.UUID,
+        Path(
+            description="The invoice's id here", examples=["5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d"]
+        ),
+    ],
     user: CurrentUserDep,
     org_id: OrgId,
     session: SessionDep,
@@ -206,17 +337,16 @@ async def get_invoice(
     )
 
 
-@router.get("/accounts")
+@router.get("/accounts", responses=LIST_RESPONSES)
 async def list_accounts(
-    request: Request,
     user: CurrentUserDep,
     org_id: OrgId,
     session: SessionDep,
     settings: SettingsDep,
-    connection_id: uuid.UUID | None = None,
+    types: AccountTypeFilter,
+    connection_id: ConnectionFilter = None,
 ) -> list[AccountOut]:
     """The synced chart of accounts, optionally only some types (`type=BANK`)."""
-    types = _listed(request, "type", ACCOUNT_TYPES, "invalid_account_type")
     await OrganizationService(session).require_role(user, org_id, Role.MEMBER)
     accounts = await ExternalAccountingService(session, settings).list_accounts(
         org_id, types, connection_id
@@ -231,13 +361,13 @@ def _run_out(run: object) -> SyncRunOut:
     return out
 
 
-@router.get("/sync-runs")
+@router.get("/sync-runs", responses=LIST_RESPONSES)
 async def list_sync_runs(
     user: CurrentUserDep,
     org_id: OrgId,
     session: SessionDep,
     settings: SettingsDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: Annotated[int, Query(ge=1, le=500, description="How many runs", examples=[50])] = 50,
 ) -> list[SyncRunOut]:
     """Sync history, newest first: parameters, status, counts, API calls, duration, error."""
     await OrganizationService(session).require_role(user, org_id, Role.MEMBER)
@@ -245,9 +375,12 @@ async def list_sync_runs(
     return [_run_out(run) for run in runs]
 
 
-@router.get("/sync-runs/{run_id}")
+@router.get("/sync-runs/{run_id}", responses=RECORD_RESPONSES)
 async def get_sync_run(
-    run_id: uuid.UUID,
+    run_id: Annotated[
+        uuid.UUID,
+        Path(description="The sync run's id", examples=["0b9c8d7e-6f5a-4b3c-8d2e-1f0a9b8c7d6e"]),
+    ],
     user: CurrentUserDep,
     org_id: OrgId,
     session: SessionDep,
