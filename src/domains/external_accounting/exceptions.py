@@ -49,6 +49,12 @@ class StateNotBound(Forbidden):
     code = "state_not_bound"
 
 
+class ConnectLinkNotFound(NotFound):
+    """No connect link has this id (never issued, or purged after it expired)."""
+
+    code = "connect_link_not_found"
+
+
 class ConnectLinkUsed(BadRequest):
     code = "connect_link_used"
 

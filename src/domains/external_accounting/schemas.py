@@ -69,6 +69,18 @@ class ConnectResult(BaseModel):
 class ConnectSessionOut(BaseModel):
     """A single-use connect link to open in a browser, and when it stops working."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "url": "https://ledgersync.example/external-accounting/connect-sessions/"
+                    "3f2b9c1d8e7a4b6c9d0e1f2a3b4c5d6e/open?secret=...",
+                    "expires_at": "2026-12-01T10:40:00Z",
+                }
+            ]
+        }
+    )
+
     url: str
     expires_at: datetime
 

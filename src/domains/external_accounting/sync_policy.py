@@ -18,11 +18,17 @@ from src.core.deps import SessionDep, SettingsDep
 from src.core.settings import Settings
 from src.domains.external_accounting.exceptions import FullSyncRequiresAdmin, SyncRateLimited
 from src.domains.external_accounting.repository import SyncRequestRepository
-from src.domains.organizations.deps import CurrentUserDep
+from src.domains.organizations.deps import CurrentUserDep, OrgId
 from src.domains.organizations.models import Role, User
 from src.domains.organizations.service import ROLE_RANK, OrganizationService
 
-OrgId = Annotated[uuid.UUID, Query(description="The customer organisation")]
+# The route declares the same parameter; one declaration keeps the document's description.
+IncrementalQuery = Annotated[
+    bool,
+    Query(
+        description="Only what changed since the last sync (false: a full sync)", examples=[True]
+    ),
+]
 
 
 class SyncRequestPolicy:
@@ -62,7 +68,7 @@ async def invoice_sync_allowed(
     org_id: OrgId,
     session: SessionDep,
     settings: SettingsDep,
-    incremental: bool = True,
+    incremental: IncrementalQuery = True,
 ) -> None:
     """Dependency of the invoice sync route: admin for full syncs, and the rate limit."""
     await SyncRequestPolicy(session, settings).check(user, org_id, full=not incremental)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Query
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from src.core.deps import SessionDep
@@ -39,6 +40,15 @@ async def current_user(
 
 
 CurrentUserDep = Annotated[User, Depends(current_user)]
+
+# The organisation a request acts for, declared once: routes and their dependencies share it, so
+# the OpenAPI document describes it the same way wherever it appears.
+OrgId = Annotated[
+    uuid.UUID,
+    Query(
+        description="The customer organisation", examples=["6f1c2a8e-3b4d-4c5e-9f60-718293a4b5c6"]
+    ),
+]
 
 # What a route guarded by `require_role(user, org_id, ...)` can answer besides its own errors:
 # pass them to `error_responses` so the OpenAPI document lists every status.

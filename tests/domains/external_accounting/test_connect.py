@@ -370,8 +370,8 @@ async def test_connect_links_are_for_admins_and_expire(
     assert expired.status_code == 400
     assert "state_expired" in expired.text
     unknown = await browser.get(f"{url}/{uuid.uuid4().hex}/open", params={"secret": "x"})
-    assert unknown.status_code == 400
-    assert "invalid_state" in unknown.text
+    assert unknown.status_code == 404
+    assert "connect_link_not_found" in unknown.text
 
 
 # -- item 13: two concurrent callbacks cannot both consume a state ------------------------------

@@ -28,6 +28,7 @@ from src.core.errors import LedgersyncError
 from src.core.settings import Settings
 from src.domains.external_accounting.exceptions import (
     AuthorizationDenied,
+    ConnectLinkNotFound,
     ConnectLinkUsed,
     InvalidState,
     OAuthExchangeFailed,
@@ -217,10 +218,10 @@ class XeroConnectService:
         try:
             state_id = uuid.UUID(hex=session_id)
         except ValueError:
-            raise InvalidState("This connect link is not one we issued.") from None
+            raise ConnectLinkNotFound("This connect link is not one we issued.") from None
         state = await self.states.get(state_id)
         if state is None or state.link_secret_hash is None:
-            raise InvalidState("This connect link is not one we issued.")
+            raise ConnectLinkNotFound("This connect link is not one we issued.")
         if not hmac.compare_digest(state.link_secret_hash, _sha256(link_secret)):
             raise StateTampered("This connect link has been altered; open the link as you got it.")
         now = utcnow()

@@ -16,6 +16,7 @@ from src.core.settings import Settings
 from src.domains.external_accounting.exceptions import (
     AuthorizationDenied,
     ConnectionNotFound,
+    ConnectLinkNotFound,
     ConnectLinkUsed,
     InvalidState,
     OAuthExchangeFailed,
@@ -47,19 +48,13 @@ from src.domains.external_accounting.xero.auth.deps import (
     IdentityClientDep,
     XeroAuthManagerDep,
 )
-from src.domains.organizations.deps import ADMIN_ERRORS, MEMBER_ERRORS, CurrentUserDep
+from src.domains.organizations.deps import ADMIN_ERRORS, MEMBER_ERRORS, CurrentUserDep, OrgId
 from src.domains.organizations.exceptions import InsufficientRole, InvalidApiKey, NotAMember
 from src.domains.organizations.models import Role, User
 from src.domains.organizations.service import OrganizationService
 
 router = APIRouter(tags=["connections"])
 
-OrgId = Annotated[
-    uuid.UUID,
-    Query(
-        description="The customer organisation", examples=["6f1c2a8e-3b4d-4c5e-9f60-718293a4b5c6"]
-    ),
-]
 LOCATION = {"Location": {"description": "Where to go next", "schema": {"type": "string"}}}
 
 
@@ -150,20 +145,39 @@ async def create_connect_session(
 @router.get(
     "/connect-sessions/{session_id}/open",
     response_model=None,
+    status_code=302,
+    response_class=RedirectResponse,
     responses=with_html_pages(
         merge_responses(
             {302: {"description": "To Xero's consent page", "headers": LOCATION}},
-            error_responses(InvalidState, StateTampered, ConnectLinkUsed, StateExpired),
+            error_responses(
+                ConnectLinkNotFound, StateTampered, ConnectLinkUsed, StateExpired, ValidationFailed
+            ),
         )
     ),
 )
 async def open_connect_session(
-    session_id: Annotated[str, Path(max_length=64)],
+    session_id: Annotated[
+        str,
+        Path(
+            max_length=64,
+            description="The connect link's id, as in its URL",
+            examples=["3f2b9c1d8e7a4b6c9d0e1f2a3b4c5d6e"],
+        ),
+    ],
     session: SessionDep,
     settings: SettingsDep,
     cipher: CipherDep,
     identity: IdentityClientDep,
-    secret: Annotated[str, Query(min_length=1, max_length=200)],
+    secret: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="The link's single-use secret, as in its URL",
+            examples=["Zm9yLWV4YW1wbGUtb25seQ"],
+        ),
+    ],
 ) -> Response:
     """Open a connect link: bind this browser to the flow (a cookie) and go to Xero's consent."""
     service = XeroConnectService(session, settings, cipher, identity)

@@ -36,8 +36,12 @@ from src.domains.external_accounting.ledger_schemas import (
     SyncRunOut,
 )
 from src.domains.external_accounting.service import ExternalAccountingService
-from src.domains.external_accounting.sync_policy import invoice_sync_allowed, sync_allowed
-from src.domains.organizations.deps import MEMBER_ERRORS, CurrentUserDep
+from src.domains.external_accounting.sync_policy import (
+    IncrementalQuery,
+    invoice_sync_allowed,
+    sync_allowed,
+)
+from src.domains.organizations.deps import MEMBER_ERRORS, CurrentUserDep, OrgId
 from src.domains.organizations.models import Role
 from src.domains.organizations.service import OrganizationService
 
@@ -88,12 +92,6 @@ ACCOUNT_TYPES = {
 
 INVOICE_STATUSES = {"DRAFT", "SUBMITTED", "AUTHORISED", "PAID", "VOIDED", "DELETED"}
 
-OrgId = Annotated[
-    uuid.UUID,
-    Query(
-        description="The customer organisation", examples=["6f1c2a8e-3b4d-4c5e-9f60-718293a4b5c6"]
-    ),
-]
 ConnectionFilter = Annotated[
     uuid.UUID | None,
     Query(
@@ -188,13 +186,7 @@ async def sync_invoices(
     settings: SettingsDep,
     factory: FactoryDep,
     types: InvoiceTypesQuery,
-    incremental: Annotated[
-        bool,
-        Query(
-            description="Only what changed since the last sync (false: a full sync)",
-            examples=[True],
-        ),
-    ] = True,
+    incremental: IncrementalQuery = True,
     months_back: Annotated[
         int,
         Query(
