@@ -6,7 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
-from src.xero_sandbox import accounting, control, data_control, identity
+from src.xero_sandbox import accounting, control, data_control, identity, token_faults
 from src.xero_sandbox.config import SandboxConfig
 from src.xero_sandbox.guard import PREFIX, AccountingGuard
 from src.xero_sandbox.responses import JsonResponse
@@ -25,6 +25,7 @@ def create_sandbox_app(
     app.include_router(accounting.router, prefix=PREFIX)
     app.include_router(control.router, prefix="/_sandbox")
     app.include_router(data_control.router, prefix="/_sandbox")
+    app.include_router(token_faults.router, prefix="/_sandbox")
     app.add_middleware(AccountingGuard, runtime_holder=app.state)
 
     @app.exception_handler(RequestValidationError)

@@ -194,7 +194,6 @@ class GrantRepository:
                 access_token_encrypted=access_token_encrypted,
                 refresh_token_encrypted=refresh_token_encrypted,
             )
-            .execution_options(synchronize_session=False)
         )
         return _rowcount(result) == 1
 
