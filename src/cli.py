@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 import uvicorn
 
+from src.core.crypto import TokenCipher
+from src.core.logging import uvicorn_log_config
 from src.core.migrations import upgrade_database
-from src.core.settings import get_settings
+from src.core.settings import ConfigurationError, get_settings
 from src.domains.organizations.cli import keys_app, orgs_app, users_app
 from src.xero_sandbox.cli import app as sandbox_app
 
@@ -26,7 +28,21 @@ def serve(
     workers: int = typer.Option(1, help="Worker processes."),
 ) -> None:
     """Run the ledgersync API."""
-    uvicorn.run("src.main:create_app", factory=True, host=host, port=port, workers=workers)
+    settings = get_settings()
+    try:  # refuse here, with one clear line, rather than in a worker's traceback
+        settings.require_service_settings()
+        TokenCipher.from_settings(settings)
+    except ConfigurationError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(
+        "src.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=uvicorn_log_config(json_lines=settings.log_json),
+    )
 
 
 @app.command()

@@ -6,10 +6,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 VAR_DIR = Path("var")
+
+
+class ConfigurationError(RuntimeError):
+    """The configuration cannot run the service safely; the message says what to set."""
 
 
 class Settings(BaseSettings):
@@ -17,6 +21,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
+    # Unset, it is `development` on embedded SQLite and `production` on a server database: a
+    # deployment that forgets it must not get development's throwaway encryption key.
     environment: Literal["development", "test", "production"] = "development"
     log_level: str = "INFO"
     log_json: bool = False
@@ -72,6 +78,26 @@ class Settings(BaseSettings):
         if value.startswith("sqlite://"):
             return "sqlite+aiosqlite://" + value.split("://", 1)[1]
         return value
+
+    @model_validator(mode="after")
+    def _environment_from_database(self) -> Settings:
+        if "environment" not in self.model_fields_set and not self.is_sqlite:
+            # Not through setattr: the field stays "unset", so errors can say why it is this.
+            self.__dict__["environment"] = "production"
+        return self
+
+    def require_service_settings(self) -> None:
+        """Refuse to run the service outside development without what it cannot work without."""
+        if self.environment != "development" and not self.xero_client_id.strip():
+            raise ConfigurationError(
+                f"XERO_CLIENT_ID is required (ENVIRONMENT is {self.environment}"
+                + (
+                    ""
+                    if "environment" in self.model_fields_set
+                    else ", since DATABASE_URL is a server database"
+                )
+                + "): set XERO_CLIENT_ID and XERO_CLIENT_SECRET to your Xero app's credentials."
+            )
 
     @property
     def is_sqlite(self) -> bool:
