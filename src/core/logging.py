@@ -15,6 +15,9 @@ from typing import Any
 _SECRET_NAMES = (
     r"access_token|refresh_token|id_token|client_secret|code_verifier|api_key|code|state"
 )
+# A key or value may be quoted, and inside a JSON line a quote is escaped (`\"`).
+_QUOTE = r"(?:\\?[\"'])?"
+_VALUE = r"[^\s\"'&,}\\]+"
 _SECRET_PATTERNS = [
     (re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1***"),
     (re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"), "***"),
@@ -23,12 +26,12 @@ _SECRET_PATTERNS = [
     # An Authorization header or field, whatever its scheme (Basic carries the client secret).
     (
         re.compile(
-            r"(?i)(\bauthorization[\"']?\s*[=:]\s*[\"']?)(?:(?:bearer|basic)\s+)?[^\s\"'&,]+"
+            rf"(?i)(\bauthorization{_QUOTE}\s*[=:]\s*{_QUOTE})(?:(?:bearer|basic)\s+)?{_VALUE}"
         ),
         r"\1***",
     ),
     (
-        re.compile(rf"(?i)(\b(?:{_SECRET_NAMES})[\"']?\s*[=:]\s*[\"']?)[^\s\"'&,}}]+"),
+        re.compile(rf"(?i)(\b(?:{_SECRET_NAMES}){_QUOTE}\s*[=:]\s*{_QUOTE}){_VALUE}"),
         r"\1***",
     ),
 ]

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
@@ -58,8 +59,8 @@ def test_explicit_development_may_use_a_throwaway_key_on_any_database(tmp_path: 
         pytest.param({"environment": "test"}, id="test"),
     ],
 )
-def test_the_service_refuses_to_start_without_a_xero_client_id(given: dict[str, str]) -> None:
-    settings = Settings(**given, token_encryption_keys=KEY)
+def test_the_service_refuses_to_start_without_a_xero_client_id(given: dict[str, Any]) -> None:
+    settings = Settings.model_validate({**given, "token_encryption_keys": KEY})
     with pytest.raises(ConfigurationError, match="XERO_CLIENT_ID is required"):
         create_app(settings)
     assert create_app(settings.model_copy(update={"xero_client_id": "app-id"}))
