@@ -36,7 +36,12 @@ _SECRET_PATTERNS = [
     ),
 ]
 
-_RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+# `color_message` is uvicorn's ANSI-coloured copy of the message.
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 def redact(text: str) -> str:
