@@ -186,11 +186,11 @@ class XeroAuthManager:
         """Refresh under our claim, retrying lost answers; the new access token, or None if the
         claim was lost (it expired and another process took over)."""
         grant = claim.grant
-        refresh_token = self.cipher.decrypt(grant.refresh_token_encrypted or "")
         tokens: TokenSet | None = None
         failures = 0
         settled = False  # stored, or the claim already released
         try:
+            refresh_token = self.cipher.decrypt(grant.refresh_token_encrypted or "")
             while True:
                 try:
                     if tokens is None:
@@ -221,7 +221,7 @@ class XeroAuthManager:
                 except (ProviderUnavailable, SQLAlchemyError) as error:
                     failures += 1
                     if isinstance(error, ProviderUnavailable):
-                        problem = error.detail
+                        problem = error.detail.rstrip(".")
                     else:
                         problem = f"storing the new tokens failed ({type(error).__name__})"
                     delay = self._backoff(failures, error)
