@@ -13,6 +13,7 @@ import pytest
 from src.core.http import MAX_RETRY_AFTER_SECONDS
 from src.core.settings import Settings
 from src.domains.external_accounting.exceptions import (
+    ProviderDataInvalid,
     ProviderRateLimited,
     ProviderRejected,
     ProviderUnavailable,
@@ -159,3 +160,18 @@ async def test_a_malformed_connections_answer_is_temporary(body: Any) -> None:
     identity = _identity(httpx.Response(200, json=body))
     with pytest.raises(ProviderUnavailable, match="malformed"):
         await identity.connections("a")
+
+
+async def test_records_we_cannot_read_are_described_in_a_bounded_sentence() -> None:
+    invoice = {
+        "InvoiceID": "11111111-1111-4111-8111-111111111111",
+        "Type": "ACCREC",
+        "Status": "PAID",
+        "UpdatedDateUTC": "not a date " + "y" * 50_000,
+    }
+    handler, _ = _sequence(httpx.Response(200, json={"Invoices": [invoice]}))
+    client, _, _ = _client(handler)
+    with pytest.raises(ProviderDataInvalid) as raised:
+        await client.get_invoices(_connection())
+    assert "records we cannot read" in raised.value.detail
+    assert len(raised.value.detail) < 500

@@ -324,7 +324,8 @@ class XeroAccountingClient:
                 response, problem = None, type(error).__name__
             except XeroDataInvalid as error:
                 raise ProviderDataInvalid(
-                    f"Xero answered {path} with records we cannot read ({error}); nothing from "
+                    f"Xero answered {path} with records we cannot read "
+                    f"({_clean(str(error), MAX_XERO_MESSAGE_CHARS)}); nothing from "
                     "that response was stored."
                 ) from None
             except ValueError:
