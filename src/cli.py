@@ -8,8 +8,10 @@ import typer
 import uvicorn
 from pydantic_settings import DotEnvSettingsSource, EnvSettingsSource
 
+from src.core.crypto import TokenCipher
+from src.core.logging import uvicorn_log_config
 from src.core.migrations import upgrade_database
-from src.core.settings import Settings, get_settings
+from src.core.settings import ConfigurationError, Settings, get_settings
 from src.domains.external_accounting.cli import revocations_app
 from src.domains.organizations.cli import keys_app, orgs_app, users_app
 from src.xero_sandbox.cli import app as sandbox_app
@@ -58,7 +60,21 @@ def serve(
     get_settings.cache_clear()
     if sandbox:
         typer.echo(f"Xero: the sandbox at {sandbox}", err=True)
-    uvicorn.run("src.main:create_app", factory=True, host=host, port=port, workers=workers)
+    settings = get_settings()
+    try:  # refuse here, with one clear line, rather than in a worker's traceback
+        settings.require_service_settings()
+        TokenCipher.from_settings(settings)
+    except ConfigurationError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(
+        "src.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=uvicorn_log_config(json_lines=settings.log_json),
+    )
 
 
 @app.command()

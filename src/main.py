@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await engine.dispose()
 
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    settings.require_service_settings()  # refuses to start without XERO_CLIENT_ID in production
     cipher = TokenCipher.from_settings(settings)  # refuses to start without a key in production
     app = FastAPI(
         title="ledgersync",

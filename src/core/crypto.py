@@ -2,8 +2,9 @@
 
 Keys come from `TOKEN_ENCRYPTION_KEYS` (comma-separated Fernet keys): the first encrypts, all
 decrypt, so a key is rotated by putting the new one first and running
-`ledgersync keys rotate-encryption`. On the embedded development default a key file is created on
-first use; anywhere else a missing key refuses to start."""
+`ledgersync keys rotate-encryption`. In development (ENVIRONMENT=development, or ENVIRONMENT unset
+on embedded SQLite) a key file is created on first use; anywhere else a missing key refuses to
+start: a server database with a throwaway key file loses every token with that file."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ import os
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from src.core.errors import LedgersyncError
-from src.core.settings import Settings
+from src.core.settings import ConfigurationError, Settings
 
 logger = logging.getLogger(__name__)
 
 
-class EncryptionKeyMissing(RuntimeError):
+class EncryptionKeyMissing(ConfigurationError):
     """Raised at start-up outside development when no encryption key is configured."""
 
 
@@ -45,10 +46,16 @@ class TokenCipher:
         if keys:
             return cls(keys)
         if settings.environment != "development":
+            why = (
+                f"ENVIRONMENT is {settings.environment}"
+                if "environment" in settings.model_fields_set
+                else "DATABASE_URL is a server database, so ENVIRONMENT defaults to production"
+            )
             raise EncryptionKeyMissing(
-                "TOKEN_ENCRYPTION_KEYS is required outside development "
-                "(generate one with: python -c 'from cryptography.fernet import Fernet; "
-                "print(Fernet.generate_key().decode())')"
+                f"TOKEN_ENCRYPTION_KEYS is required ({why}). Generate a key with: "
+                "python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())' "
+                "(or set ENVIRONMENT=development for a throwaway key file)."
             )
         return cls([_development_key(settings)])
 

@@ -160,6 +160,9 @@ def create_engine(database_url: str, *, echo: bool = False) -> AsyncEngine:
     url = make_url(database_url)
     kwargs: dict[str, Any] = {
         "echo": echo,
+        # Bound parameters are customer data (invoices, contacts) and secrets (token
+        # ciphertexts, state hashes): never in error messages or the echo log.
+        "hide_parameters": True,
         "json_serializer": json_dumps,
         "json_deserializer": json_loads,
     }

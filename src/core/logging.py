@@ -9,24 +9,57 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-# Anything that looks like a bearer token, a JWT or a `*_token=` pair is masked before output:
-# a last line of defence, the code itself never logs secrets on purpose.
+# Anything that looks like a bearer token, a JWT, one of our API keys or a secret-named field
+# (`access_token=...`, `"refresh_token": "..."`, `'code': '...'`) is masked before output: a last
+# line of defence, the code itself never logs secrets on purpose.
+_SECRET_NAMES = (
+    r"access_token|refresh_token|id_token|client_secret|code_verifier|api_key|code|state"
+)
+# A key or value may be quoted, and inside a JSON line a quote is escaped (`\"`).
+_QUOTE = r"(?:\\?[\"'])?"
+_VALUE = r"[^\s\"'&,}\\]+"
 _SECRET_PATTERNS = [
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
-    re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"),
-    re.compile(
-        r"(?i)((?:access|refresh)_token|client_secret|code_verifier|api_key)([=:]\s*\"?)[^\s\"&,]+"
+    (re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1***"),
+    (re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"), "***"),
+    # Our API keys, `lsk_<prefix>_<secret>`: the prefix identifies the key and is not secret.
+    (re.compile(r"\b(lsk_[0-9a-f]{12}_)[A-Za-z0-9_-]{8,}"), r"\1***"),
+    # An Authorization header or field, whatever its scheme (Basic carries the client secret).
+    (
+        re.compile(
+            rf"(?i)(\bauthorization{_QUOTE}\s*[=:]\s*{_QUOTE})(?:(?:bearer|basic)\s+)?{_VALUE}"
+        ),
+        r"\1***",
+    ),
+    (
+        re.compile(rf"(?i)(\b(?:{_SECRET_NAMES}){_QUOTE}\s*[=:]\s*{_QUOTE}){_VALUE}"),
+        r"\1***",
     ),
 ]
 
-_RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+# `color_message` is uvicorn's ANSI-coloured copy of the message.
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 def redact(text: str) -> str:
     """Mask token-like substrings."""
-    text = _SECRET_PATTERNS[0].sub(r"\1***", text)
-    text = _SECRET_PATTERNS[1].sub("***", text)
-    return _SECRET_PATTERNS[2].sub(r"\1\2***", text)
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class AccessLogFilter(logging.Filter):
+    """uvicorn's access log line without the query string: the OAuth callback's carries the
+    authorization code and the state, and other routes' carry customer data (contact ids)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
+        return True
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -73,3 +106,33 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     root.setLevel(level.upper())
     # httpx logs every request URL at INFO; keep it quiet unless debugging.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # However uvicorn was started (`ledgersync serve` or by hand), its access log drops queries.
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, AccessLogFilter) for f in access.filters):
+        access.addFilter(AccessLogFilter())
+
+
+def uvicorn_log_config(*, json_lines: bool = False) -> dict[str, Any]:
+    """uvicorn's logging through our formatters (so redaction applies to its lines too), with
+    the access log's query strings dropped."""
+    formatter = "src.core.logging.JsonFormatter" if json_lines else "src.core.logging.TextFormatter"
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": "ledgersync",
+        "stream": "ext://sys.stderr",
+    }
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"ledgersync": {"()": formatter}},
+        "filters": {"no_query": {"()": "src.core.logging.AccessLogFilter"}},
+        "handlers": {
+            "default": handler,
+            "access": {**handler, "filters": ["no_query"]},
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"level": "INFO"},
+            "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+        },
+    }

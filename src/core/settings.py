@@ -14,11 +14,17 @@ VAR_DIR = Path("var")
 XERO_CALLBACK_PATH = "/external-accounting/xero/callback"
 
 
+class ConfigurationError(RuntimeError):
+    """The configuration cannot run the service safely; the message says what to set."""
+
+
 class Settings(BaseSettings):
     """Configuration for the service, the CLI and the demo."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
+    # Unset, it is `development` on embedded SQLite and `production` on a server database: a
+    # deployment that forgets it must not get development's throwaway encryption key.
     environment: Literal["development", "test", "production"] = "development"
     log_level: str = "INFO"
     log_json: bool = False
@@ -100,6 +106,26 @@ class Settings(BaseSettings):
         if not self.xero_redirect_uri:
             self.xero_redirect_uri = self.public_base_url.rstrip("/") + XERO_CALLBACK_PATH
         return self
+
+    @model_validator(mode="after")
+    def _environment_from_database(self) -> Settings:
+        if "environment" not in self.model_fields_set and not self.is_sqlite:
+            # Not through setattr: the field stays "unset", so errors can say why it is this.
+            self.__dict__["environment"] = "production"
+        return self
+
+    def require_service_settings(self) -> None:
+        """Refuse to run the service outside development without what it cannot work without."""
+        if self.environment != "development" and not self.xero_client_id.strip():
+            raise ConfigurationError(
+                f"XERO_CLIENT_ID is required (ENVIRONMENT is {self.environment}"
+                + (
+                    ""
+                    if "environment" in self.model_fields_set
+                    else ", since DATABASE_URL is a server database"
+                )
+                + "): set XERO_CLIENT_ID and XERO_CLIENT_SECRET to your Xero app's credentials."
+            )
 
     @property
     def is_sqlite(self) -> bool:

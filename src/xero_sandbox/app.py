@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from src.xero_sandbox import accounting, control, data_control, identity
+from src.xero_sandbox import accounting, control, data_control, identity, token_faults
 from src.xero_sandbox.config import SandboxConfig
 from src.xero_sandbox.guard import PREFIX, AccountingGuard
 from src.xero_sandbox.paths import XeroPathCase
@@ -29,6 +29,7 @@ def create_sandbox_app(
     app.include_router(accounting.router, prefix=PREFIX)
     app.include_router(control.router, prefix="/_sandbox")
     app.include_router(data_control.router, prefix="/_sandbox")
+    app.include_router(token_faults.router, prefix="/_sandbox")
     app.add_middleware(AccountingGuard, runtime_holder=app.state)
     # Added last, so it runs first: the guard must see Xero's path in the route's spelling.
     xero_paths = [r.path for r in identity.router.routes if isinstance(r, APIRoute)] + [

@@ -62,7 +62,7 @@ def serve(
     latency_ms: float = typer.Option(0.0, help="Added latency per accounting call, in ms."),
     access_token_ttl: int = typer.Option(1800, help="Access token lifetime in seconds."),
     refresh_grace: float = typer.Option(
-        0.0, help="Seconds a spent refresh token may be retried (Xero: 1800)."
+        1800.0, help="Seconds a spent refresh token may be retried (Xero's grace period)."
     ),
     client_id: str = typer.Option(
         "sandbox-client-id", help="The one OAuth client the sandbox knows."

@@ -19,7 +19,8 @@ class SandboxConfig(BaseModel):
     time_scale: float = Field(default=1.0, gt=0, le=100_000)
     latency_ms: float = Field(default=0.0, ge=0)
     access_token_ttl_s: int = Field(default=1800, ge=1)
-    refresh_grace_s: float = Field(default=0.0, ge=0)
+    # Xero accepts a spent refresh token again for 30 minutes (its answer may have been lost).
+    refresh_grace_s: float = Field(default=1800.0, ge=0)
     client_id: str = "sandbox-client-id"
     client_secret: str = "sandbox-client-secret"
     day_limit: int = Field(default=5000, ge=1)

@@ -6,6 +6,7 @@ Xero's JWTs (header.payload.signature) because real clients decode the payload."
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import html
@@ -22,7 +23,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from src.xero_sandbox.config import SandboxConfig
+from src.xero_sandbox.render import dumps
 from src.xero_sandbox.responses import JsonResponse, problem
+from src.xero_sandbox.token_faults import DroppedResponse, TokenFaultPlan
 
 router = APIRouter()
 
@@ -93,6 +96,7 @@ class IdentityState:
     refresh_tokens: dict[str, RefreshRecord] = field(default_factory=dict)
     connections: dict[str, ConnectionRecord] = field(default_factory=dict)
     token_calls: dict[str, int] = field(default_factory=dict)
+    token_faults: TokenFaultPlan = field(default_factory=TokenFaultPlan)
 
     def expire_access_tokens(self) -> None:
         """Every access token issued so far expires now (refresh tokens stay valid)."""
@@ -110,6 +114,7 @@ class IdentityState:
             self.token_calls,
         ):
             table.clear()
+        self.token_faults = TokenFaultPlan()
 
     # -- grants and tokens -------------------------------------------------------------------
 
@@ -339,6 +344,15 @@ async def token(request: Request) -> Response:
     state.token_calls[grant_type or "missing"] = (
         state.token_calls.get(grant_type or "missing", 0) + 1
     )
+    faults = state.token_faults
+    if faults.settings.latency_ms:
+        await asyncio.sleep(faults.settings.latency_ms / 1000)
+    failure = faults.next_error()
+    if failure is not None:
+        response = JsonResponse({"error": "server_error"}, status_code=failure)
+        if faults.settings.error_retry_after is not None:
+            response.headers["Retry-After"] = faults.settings.error_retry_after
+        return response
     client_id, secret = _client_credentials(request, form)
     if client_id != state.config.client_id:
         return _oauth_error("invalid_client")
@@ -348,7 +362,13 @@ async def token(request: Request) -> Response:
         return _exchange_code(state, form, secret is not None)
     if grant_type == "refresh_token":
         result = state.refresh(form.get("refresh_token", ""), client_id)
-        return _oauth_error(result) if isinstance(result, str) else JsonResponse(result)
+        if isinstance(result, str):
+            return _oauth_error(result)
+        if faults.take("lost"):
+            return DroppedResponse(dumps(result), media_type="application/json")
+        if faults.take("without_refresh_token"):
+            return JsonResponse({k: v for k, v in result.items() if k != "refresh_token"})
+        return JsonResponse(result)
     return _oauth_error("unsupported_grant_type")
 
 

@@ -18,6 +18,7 @@ async def test_healthz_reports_unreachable_database() -> None:
         database_url="postgresql://nobody@127.0.0.1:1/none",
         environment="test",
         token_encryption_keys=Fernet.generate_key().decode(),
+        xero_client_id="app-id",  # outside development the service refuses to start without it
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):

@@ -79,6 +79,9 @@ def test_code_flow_with_pkce_issues_rotating_tokens(fresh_sandbox: RunningSandbo
     )
     assert refreshed.status_code == 200
     assert refreshed.json()["refresh_token"] != tokens["refresh_token"]
+    # Past Xero's 30-minute grace period a spent refresh token is dead.
+    record = fresh_sandbox.runtime.identity.refresh_tokens[tokens["refresh_token"]]
+    record.spent_at = (record.spent_at or 0) - fresh_sandbox.runtime.config.refresh_grace_s - 1
     spent = _token(fresh_sandbox, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
     assert spent.status_code == 400
     assert spent.json() == {"error": "invalid_grant"}
@@ -159,17 +162,11 @@ def test_authorize_refuses_unknown_client_and_plain_http_redirects(
 
 
 def test_refresh_grace_period_returns_the_same_tokens(fresh_sandbox: RunningSandbox) -> None:
-    fresh_sandbox.runtime.config.refresh_grace_s = 60
-    try:
-        tokens = mint_tokens(fresh_sandbox)
-        first = _token(
-            fresh_sandbox, grant_type="refresh_token", refresh_token=tokens["refresh_token"]
-        )
-        retry = _token(
-            fresh_sandbox, grant_type="refresh_token", refresh_token=tokens["refresh_token"]
-        )
-    finally:
-        fresh_sandbox.runtime.config.refresh_grace_s = 0
+    # Like Xero, by default: the spent token may be retried for 30 minutes.
+    assert fresh_sandbox.runtime.config.refresh_grace_s == 1800
+    tokens = mint_tokens(fresh_sandbox)
+    first = _token(fresh_sandbox, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
+    retry = _token(fresh_sandbox, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
     assert retry.json() == first.json()
 
 

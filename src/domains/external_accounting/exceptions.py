@@ -97,6 +97,14 @@ class ProviderUnavailable(LedgersyncError):
     status_code = 502
 
 
+class TokenRefreshFailed(ProviderUnavailable):
+    """Refreshing the token set failed for a temporary reason, after retries; the stored refresh
+    token is kept (Xero accepts it again for 30 minutes after a refresh whose answer was lost),
+    so the connection stays active and a later call tries again."""
+
+    code = "token_refresh_failed"
+
+
 class ProviderRejected(LedgersyncError):
     """The provider refused a request for a reason we cannot fix by retrying."""
 

@@ -45,6 +45,10 @@ class OAuthGrant(Base):
     refresh_token_encrypted: Mapped[str | None] = mapped_column(Text, default=None)
     access_token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     token_version: Mapped[int] = mapped_column(Integer, default=0)
+    # Who is refreshing the token set right now, and until when the claim holds (a process that
+    # died mid-refresh loses it then); no lock is held across the call to Xero.
+    refresh_claim_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    refresh_claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

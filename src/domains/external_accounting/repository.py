@@ -7,10 +7,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from src.core.database import utcnow
 from src.domains.external_accounting.exceptions import ConnectionNotFound
 from src.domains.external_accounting.ledger_models import SyncRun
 from src.domains.external_accounting.models import (
@@ -24,6 +25,7 @@ from src.domains.external_accounting.models import (
 
 
 def _rowcount(result: Any) -> int:
+    """Rows an UPDATE matched (`execute` returns a CursorResult for DML)."""
     return cast(CursorResult[Any], result).rowcount
 
 
@@ -190,24 +192,112 @@ class GrantRepository:
         self.session.add(grant)
         await self.session.flush()
 
-    async def lock(self, grant_id: uuid.UUID) -> OAuthGrant | None:
-        """The grant row, locked for this transaction against every other process.
-
-        PostgreSQL: `SELECT ... FOR UPDATE`. SQLite has no row locks; a no-op UPDATE takes the
-        database's write lock, which other writers wait for (busy_timeout) until we commit."""
-        if self.session.get_bind().dialect.name == "sqlite":
-            await self.session.execute(
-                update(OAuthGrant)
-                .where(OAuthGrant.id == grant_id)
-                .values(token_version=OAuthGrant.token_version)
-            )
+    async def read(self, grant_id: uuid.UUID) -> OAuthGrant | None:
+        """The grant as committed now (not as this session last saw it)."""
         result = await self.session.execute(
             select(OAuthGrant)
             .where(OAuthGrant.id == grant_id)
-            .with_for_update()
             .execution_options(populate_existing=True)
         )
         return result.scalar_one_or_none()
+
+    async def claim_refresh(
+        self, grant_id: uuid.UUID, *, version: int, claim_id: uuid.UUID, until: datetime
+    ) -> bool:
+        """Claim the right to refresh token set `version`, unless someone holds a live claim.
+
+        A conditional UPDATE, so it is atomic on every database (SQLite has no row locks) and
+        the transaction around it stays short: no lock is held across the call to Xero."""
+        now = utcnow()
+        result = await self.session.execute(
+            update(OAuthGrant)
+            .where(
+                OAuthGrant.id == grant_id,
+                OAuthGrant.token_version == version,
+                or_(
+                    OAuthGrant.refresh_claimed_until.is_(None),
+                    OAuthGrant.refresh_claimed_until < now,
+                ),
+            )
+            .values(refresh_claim_id=claim_id, refresh_claimed_until=until)
+            .execution_options(synchronize_session=False)
+        )
+        return _rowcount(result) == 1
+
+    async def store_refreshed(
+        self,
+        grant_id: uuid.UUID,
+        *,
+        version: int,
+        claim_id: uuid.UUID,
+        access_token_encrypted: str,
+        refresh_token_encrypted: str,
+        expires_at: datetime,
+    ) -> bool:
+        """Write the new token set as version `version + 1` and release the claim; False when
+        the claim was lost (it expired and another process took over)."""
+        result = await self.session.execute(
+            update(OAuthGrant)
+            .where(
+                OAuthGrant.id == grant_id,
+                OAuthGrant.token_version == version,
+                OAuthGrant.refresh_claim_id == claim_id,
+            )
+            .values(
+                access_token_encrypted=access_token_encrypted,
+                refresh_token_encrypted=refresh_token_encrypted,
+                access_token_expires_at=expires_at,
+                token_version=version + 1,
+                refresh_claim_id=None,
+                refresh_claimed_until=None,
+                updated_at=utcnow(),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return _rowcount(result) == 1
+
+    async def release_claim(self, grant_id: uuid.UUID, claim_id: uuid.UUID) -> None:
+        """Give up a refresh claim (the refresh failed; the stored token set is unchanged)."""
+        await self.session.execute(
+            update(OAuthGrant)
+            .where(OAuthGrant.id == grant_id, OAuthGrant.refresh_claim_id == claim_id)
+            .values(refresh_claim_id=None, refresh_claimed_until=None)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def mark_needs_reauth(self, grant_id: uuid.UUID) -> None:
+        """Xero refused the refresh token: the grant and every connection of it need consent."""
+        await self.session.execute(
+            update(OAuthGrant)
+            .where(OAuthGrant.id == grant_id)
+            .values(
+                status=ConnectionStatus.NEEDS_REAUTH.value,
+                refresh_claim_id=None,
+                refresh_claimed_until=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        await self.set_connections_status(grant_id, ConnectionStatus.NEEDS_REAUTH)
+
+    async def reencrypt(
+        self,
+        grant_id: uuid.UUID,
+        *,
+        version: int,
+        access_token_encrypted: str | None,
+        refresh_token_encrypted: str | None,
+    ) -> bool:
+        """Replace the ciphertexts of token set `version` (same secrets, another key); False
+        when a refresh wrote a newer version meanwhile."""
+        result = await self.session.execute(
+            update(OAuthGrant)
+            .where(OAuthGrant.id == grant_id, OAuthGrant.token_version == version)
+            .values(
+                access_token_encrypted=access_token_encrypted,
+                refresh_token_encrypted=refresh_token_encrypted,
+            )
+        )
+        return _rowcount(result) == 1
 
     async def set_connections_status(self, grant_id: uuid.UUID, status: ConnectionStatus) -> None:
         """Give every connection of the grant the same status (a grant fails for all of them)."""
@@ -227,6 +317,9 @@ class GrantRepository:
 
     async def list_all(self) -> list[OAuthGrant]:
         return list((await self.session.execute(select(OAuthGrant))).scalars())
+
+    async def list_ids(self) -> list[uuid.UUID]:
+        return list((await self.session.execute(select(OAuthGrant.id))).scalars())
 
 
 class OAuthStateRepository:

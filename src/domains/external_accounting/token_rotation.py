@@ -9,14 +9,25 @@ from src.domains.external_accounting.repository import GrantRepository, OAuthSta
 
 
 async def rotate_encryption(session: AsyncSession, cipher: TokenCipher) -> int:
-    """Re-encrypt every token and PKCE verifier with the primary key; returns how many."""
+    """Re-encrypt every token and PKCE verifier with the primary key; returns how many.
+
+    The service keeps refreshing tokens meanwhile, so a token set is rewritten only if it is
+    still the version we read (compare-and-set on `token_version`); when a refresh committed in
+    between, the new token set is read and re-encrypted instead, never overwritten with the old."""
     count = 0
-    for grant in await GrantRepository(session).list_all():
-        for field in ("access_token_encrypted", "refresh_token_encrypted"):
-            value = getattr(grant, field)
-            if value:
-                setattr(grant, field, cipher.rotate(value))
-                count += 1
+    grants = GrantRepository(session)
+    for grant_id in await grants.list_ids():
+        while (grant := await grants.read(grant_id)) is not None:
+            secrets = [grant.access_token_encrypted, grant.refresh_token_encrypted]
+            rotated = [cipher.rotate(value) if value else value for value in secrets]
+            if await grants.reencrypt(
+                grant_id,
+                version=grant.token_version,
+                access_token_encrypted=rotated[0],
+                refresh_token_encrypted=rotated[1],
+            ):
+                count += sum(1 for value in secrets if value)
+                break
     for state in await OAuthStateRepository(session).list_all():
         state.code_verifier_encrypted = cipher.rotate(state.code_verifier_encrypted)
         count += 1

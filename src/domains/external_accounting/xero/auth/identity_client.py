@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
 
 from src.core.database import utcnow
+from src.core.http import retry_after_seconds
 from src.core.settings import Settings
 from src.domains.external_accounting.exceptions import ProviderRejected, ProviderUnavailable
 
 logger = logging.getLogger(__name__)
+
+_OAUTH_ERROR = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,14 @@ class TokenEndpointError(Exception):
         super().__init__(error)
         self.error = error
         self.status_code = status_code
+
+
+def _oauth_error_code(value: object) -> str:
+    """Xero's OAuth error code, if it looks like one (it is echoed in our errors and logs, so
+    anything else in the body stays out)."""
+    if isinstance(value, str) and _OAUTH_ERROR.fullmatch(value):
+        return value
+    return "unknown_error"
 
 
 class XeroIdentityClient:
@@ -72,6 +84,9 @@ class XeroIdentityClient:
         )
 
     async def _token_request(self, form: dict[str, str]) -> TokenSet:
+        """One call to the token endpoint. Temporary failures (network, 5xx, 429, an answer we
+        cannot read or one without a refresh token) are ProviderUnavailable; the caller decides
+        whether to retry (XeroAuthManager does, within Xero's grace period)."""
         try:
             response = await self.http.post(
                 self.settings.xero_token_url, data=form, auth=self._auth
@@ -80,19 +95,34 @@ class XeroIdentityClient:
             raise ProviderUnavailable(
                 f"Xero's token endpoint is unreachable ({type(error).__name__})."
             ) from error
-        if response.status_code >= 500:
-            raise ProviderUnavailable(f"Xero's token endpoint answered {response.status_code}.")
+        if response.status_code >= 500 or response.status_code == 429:
+            extra = {}
+            if "retry-after" in response.headers:
+                extra["retry_after_seconds"] = retry_after_seconds(response.headers["retry-after"])
+            raise ProviderUnavailable(
+                f"Xero's token endpoint answered {response.status_code}.", **extra
+            )
         try:
             body = response.json()
         except ValueError as error:
             raise ProviderUnavailable("Xero's token endpoint sent a malformed answer.") from error
+        if not isinstance(body, dict):
+            raise ProviderUnavailable("Xero's token endpoint sent a malformed answer.")
         if response.status_code != 200 or "access_token" not in body:
-            raise TokenEndpointError(str(body.get("error", "unknown_error")), response.status_code)
+            raise TokenEndpointError(_oauth_error_code(body.get("error")), response.status_code)
+        if not body.get("refresh_token") or not isinstance(body["access_token"], str):
+            # Xero rotated (or not) without telling us the new refresh token: the old one stays
+            # usable for the grace period, so this is temporary, never a reason to reconnect.
+            raise ProviderUnavailable("Xero's token endpoint answered without a refresh token.")
+        try:
+            lifetime = min(max(int(body.get("expires_in", 1800)), 0), 86_400)
+        except (TypeError, ValueError):
+            lifetime = 1800
         return TokenSet(
             access_token=body["access_token"],
-            refresh_token=body["refresh_token"],
-            expires_at=utcnow() + timedelta(seconds=int(body.get("expires_in", 1800))),
-            scope=str(body.get("scope", "")),
+            refresh_token=str(body["refresh_token"]),
+            expires_at=utcnow() + timedelta(seconds=lifetime),
+            scope=str(body.get("scope", ""))[:1000],
         )
 
     async def revoke(self, refresh_token: str) -> None:
@@ -117,6 +147,16 @@ class XeroIdentityClient:
             raise ProviderUnavailable("Xero's connections endpoint is unreachable.") from error
         if response.status_code != 200:
             raise ProviderRejected(f"Xero's connections endpoint answered {response.status_code}.")
+        try:
+            items = response.json()
+        except ValueError as error:
+            raise ProviderUnavailable(
+                "Xero's connections endpoint sent a malformed answer."
+            ) from error
+        if not isinstance(items, list) or not all(
+            isinstance(item, dict) and "id" in item and "tenantId" in item for item in items
+        ):
+            raise ProviderUnavailable("Xero's connections endpoint sent a malformed answer.")
         return [
             XeroTenantConnection(
                 id=item["id"],
@@ -125,7 +165,7 @@ class XeroIdentityClient:
                 tenant_type=item.get("tenantType") or "ORGANISATION",
                 auth_event_id=item.get("authEventId"),
             )
-            for item in response.json()
+            for item in items
         ]
 
     async def delete_connection(self, access_token: str, connection_id: str) -> None:

@@ -1,23 +1,36 @@
 """`XeroAuthManager`: valid access tokens for connections, refreshing exactly once however many
-callers (tasks or processes) find the token expired at the same moment."""
+callers (tasks or processes) find the token expired at the same moment, and never losing the
+token set to a refresh whose answer went missing."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 import uuid
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.crypto import TokenCipher
 from src.core.database import utcnow
+from src.core.errors import LedgersyncError
 from src.core.settings import Settings
-from src.domains.external_accounting.exceptions import ProviderRejected, ReauthorisationRequired
+from src.domains.external_accounting.exceptions import (
+    ProviderRejected,
+    ProviderUnavailable,
+    ReauthorisationRequired,
+    TokenRefreshFailed,
+)
 from src.domains.external_accounting.models import Connection, ConnectionStatus, OAuthGrant
 from src.domains.external_accounting.repository import GrantRepository
 from src.domains.external_accounting.xero.auth.identity_client import (
     TokenEndpointError,
+    TokenSet,
     XeroIdentityClient,
 )
 
@@ -29,15 +42,31 @@ def connect_url(settings: Settings, organization_id: uuid.UUID) -> str:
     return f"{settings.public_base_url}/external-accounting/xero/connect?org_id={organization_id}"
 
 
+@dataclass(frozen=True)
+class _Claim:
+    """This caller's right to refresh one version of a token set, until `until`."""
+
+    grant: OAuthGrant
+    claim_id: uuid.UUID
+    until: datetime
+
+
 class XeroAuthManager:
     """Hands out access tokens; serialises refreshes per grant (token set).
 
     Refresh tokens are single use, so two refreshes of the same token set would strand the
-    connection. Within a process an asyncio lock per grant queues callers; across processes the
-    grant row is locked (`SELECT ... FOR UPDATE` on PostgreSQL, the write lock on SQLite) for the
-    refresh, and whoever gets the lock second finds a fresh token and does not refresh. The new
-    refresh token is committed before the new access token is handed out, so a crash can never
-    leave us holding only a spent refresh token."""
+    connection. Within a process an asyncio lock per grant queues callers; across processes a
+    refresh is *claimed* on the grant row by a conditional UPDATE in a short transaction (no row
+    or database lock is held across the call to Xero, which on SQLite would block every other
+    writer), and whoever finds a live claim waits for the new token instead of refreshing.
+
+    A refresh whose answer is lost (network error, 5xx, an answer without a refresh token, a
+    failed commit of the new tokens) is retried here, the one place refreshes retry, with
+    backoff: Xero accepts the spent refresh token again for 30 minutes and answers with the same
+    new tokens, and the claim (well under those 30 minutes) bounds the retries. Only Xero's
+    `invalid_grant` means the consent is gone (`needs_reauth`); anything else that still fails
+    is a TokenRefreshFailed and the stored refresh token is kept for the next try. The new
+    refresh token is committed before the new access token is handed out."""
 
     def __init__(
         self,
@@ -45,12 +74,25 @@ class XeroAuthManager:
         session_factory: async_sessionmaker[AsyncSession],
         identity: XeroIdentityClient,
         cipher: TokenCipher,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.settings = settings
         self.session_factory = session_factory
         self.identity = identity
         self.cipher = cipher
+        self.sleep = sleep
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
+
+    @property
+    def claim_seconds(self) -> float:
+        """How long a refresh claim holds: every attempt timing out, plus the backoff between
+        them. With the defaults about four minutes, far inside Xero's 30-minute grace, so a
+        process that died holding a claim leaves a refresh token the next claimer can still use."""
+        s = self.settings
+        attempt = (
+            s.http_timeout_seconds + s.http_connect_timeout_seconds + s.xero_retry_max_delay_seconds
+        )
+        return s.xero_retry_attempts * attempt + 10.0
 
     def _fresh(self, grant: OAuthGrant) -> bool:
         margin = timedelta(seconds=self.settings.token_refresh_margin_seconds)
@@ -90,9 +132,37 @@ class XeroAuthManager:
     async def _refresh(self, connection: Connection, rejected_token: str | None) -> str:
         assert connection.grant_id is not None
         lock = self._locks.setdefault(connection.grant_id, asyncio.Lock())
-        async with lock, self.session_factory() as session:
+        async with lock:
+            poll = 0.05
+            give_up = time.monotonic() + self.claim_seconds + 5.0
+            while True:
+                outcome = await self._claim_or_current(connection, rejected_token)
+                if isinstance(outcome, str):
+                    return outcome
+                if outcome is not None:
+                    token = await self._refresh_claimed(connection, outcome)
+                    if token is not None:
+                        return token
+                    continue  # our claim ran out and another process took over: see its result
+                # Another process is refreshing this token set: wait for its new token.
+                if time.monotonic() > give_up:
+                    raise TokenRefreshFailed(
+                        "Another process has been refreshing this Xero connection's tokens for "
+                        "too long; try again in a minute.",
+                        connection_id=str(connection.id),
+                    )
+                await self.sleep(poll)
+                poll = min(poll * 2, 0.5)
+
+    async def _claim_or_current(
+        self, connection: Connection, rejected_token: str | None
+    ) -> str | _Claim | None:
+        """The access token someone else just refreshed, or our claim to refresh, or None when
+        another process holds a live claim."""
+        assert connection.grant_id is not None
+        async with self.session_factory() as session:
             grants = GrantRepository(session)
-            grant = await grants.lock(connection.grant_id)
+            grant = await grants.read(connection.grant_id)
             if grant is None or grant.status != ConnectionStatus.ACTIVE.value:
                 raise self._reauthorise(connection)
             current = (
@@ -103,34 +173,131 @@ class XeroAuthManager:
             if current is not None and (
                 current != rejected_token if rejected_token else self._fresh(grant)
             ):
-                await session.commit()  # someone else refreshed while we waited for the lock
-                return current
-            try:
-                tokens = await self.identity.refresh(
-                    self.cipher.decrypt(grant.refresh_token_encrypted or "")
-                )
-            except TokenEndpointError as error:
-                if error.error != "invalid_grant":
+                return current  # someone else refreshed while we waited
+            claim_id = uuid.uuid4()
+            until = utcnow() + timedelta(seconds=self.claim_seconds)
+            claimed = await grants.claim_refresh(
+                grant.id, version=grant.token_version, claim_id=claim_id, until=until
+            )
+            await session.commit()
+        return _Claim(grant, claim_id, until) if claimed else None
+
+    async def _refresh_claimed(self, connection: Connection, claim: _Claim) -> str | None:
+        """Refresh under our claim, retrying lost answers; the new access token, or None if the
+        claim was lost (it expired and another process took over)."""
+        grant = claim.grant
+        tokens: TokenSet | None = None
+        failures = 0
+        settled = False  # stored, or the claim already released
+        try:
+            refresh_token = self.cipher.decrypt(grant.refresh_token_encrypted or "")
+            while True:
+                try:
+                    if tokens is None:
+                        tokens = await self.identity.refresh(refresh_token)
+                    # Kept across a failed commit: storing them again needs no call to Xero.
+                    stored = await self._store(claim, tokens)
+                    settled = True
+                    if not stored:
+                        logger.warning(
+                            "xero token refresh claim lost; re-reading the token set",
+                            extra={"grant_id": str(grant.id)},
+                        )
+                        return None
+                    logger.info(
+                        "xero token refreshed",
+                        extra={"grant_id": str(grant.id), "token_version": grant.token_version + 1},
+                    )
+                    return tokens.access_token
+                except TokenEndpointError as error:
+                    if error.error == "invalid_grant":
+                        await self._needs_reauth(connection, grant.id, error)
+                        settled = True
+                        raise self._reauthorise(connection) from None
                     raise ProviderRejected(
                         f"Xero's token endpoint refused the refresh ({error.error}); check "
                         "XERO_CLIENT_ID and XERO_CLIENT_SECRET."
                     ) from error
-                grant.status = ConnectionStatus.NEEDS_REAUTH.value
-                await grants.set_connections_status(grant.id, ConnectionStatus.NEEDS_REAUTH)
-                await session.commit()
-                connection.status = ConnectionStatus.NEEDS_REAUTH.value
-                logger.warning(
-                    "xero refused the refresh token; the connection needs reauthorisation",
-                    extra={"grant_id": str(grant.id), "oauth_error": error.error},
-                )
-                raise self._reauthorise(connection) from None
-            grant.access_token_encrypted = self.cipher.encrypt(tokens.access_token)
-            grant.refresh_token_encrypted = self.cipher.encrypt(tokens.refresh_token)
-            grant.access_token_expires_at = tokens.expires_at
-            grant.token_version += 1
-            await session.commit()
-            logger.info(
-                "xero token refreshed",
-                extra={"grant_id": str(grant.id), "token_version": grant.token_version},
+                except (ProviderUnavailable, SQLAlchemyError) as error:
+                    failures += 1
+                    if isinstance(error, ProviderUnavailable):
+                        problem = error.detail.rstrip(".")
+                    else:
+                        problem = f"storing the new tokens failed ({type(error).__name__})"
+                    delay = self._backoff(failures, error)
+                    out_of_time = utcnow() + timedelta(
+                        seconds=delay + self.settings.http_timeout_seconds
+                    )
+                    if failures >= self.settings.xero_retry_attempts or out_of_time >= claim.until:
+                        raise TokenRefreshFailed(
+                            f"Refreshing the Xero connection's tokens failed: {problem} "
+                            f"({failures} attempts). The connection stays active; try again "
+                            "shortly.",
+                            connection_id=str(connection.id),
+                        ) from error
+                    logger.warning(
+                        "xero token refresh failed; retrying",
+                        extra={
+                            "grant_id": str(grant.id),
+                            "problem": problem,
+                            "attempt": failures,
+                            "delay_s": round(delay, 2),
+                        },
+                    )
+                    await self.sleep(delay)
+        finally:
+            if not settled:
+                await self._release(claim)
+
+    async def _store(self, claim: _Claim, tokens: TokenSet) -> bool:
+        async with self.session_factory() as session:
+            stored = await GrantRepository(session).store_refreshed(
+                claim.grant.id,
+                version=claim.grant.token_version,
+                claim_id=claim.claim_id,
+                access_token_encrypted=self.cipher.encrypt(tokens.access_token),
+                refresh_token_encrypted=self.cipher.encrypt(tokens.refresh_token),
+                expires_at=tokens.expires_at,
             )
-            return tokens.access_token
+            await session.commit()
+        return stored
+
+    async def _release(self, claim: _Claim) -> None:
+        """Let the next caller refresh at once (best effort: the claim expires anyway)."""
+        try:
+            async with self.session_factory() as session:
+                await GrantRepository(session).release_claim(claim.grant.id, claim.claim_id)
+                await session.commit()
+        except SQLAlchemyError:
+            logger.warning(
+                "could not release a token refresh claim; it expires by itself",
+                extra={"grant_id": str(claim.grant.id)},
+            )
+
+    async def _needs_reauth(
+        self, connection: Connection, grant_id: uuid.UUID, error: TokenEndpointError
+    ) -> None:
+        async with self.session_factory() as session:
+            await GrantRepository(session).mark_needs_reauth(grant_id)
+            await session.commit()
+        connection.status = ConnectionStatus.NEEDS_REAUTH.value
+        logger.warning(
+            "xero refused the refresh token; the connection needs reauthorisation",
+            extra={"grant_id": str(grant_id), "oauth_error": error.error},
+        )
+
+    def jitter(self, delay: float) -> float:
+        """Random spread added to a backoff delay (its own method so tests can pin it)."""
+        return random.uniform(0, delay / 2)
+
+    def _backoff(self, attempt: int, error: Exception) -> float:
+        """Delay before retry `attempt` (1-based), at least what Xero's Retry-After asked."""
+        s = self.settings
+        delay: float = min(
+            s.xero_retry_max_delay_seconds, s.xero_retry_base_delay_seconds * 2.0 ** (attempt - 1)
+        )
+        delay += self.jitter(delay)
+        asked = (
+            error.extra.get("retry_after_seconds") if isinstance(error, LedgersyncError) else None
+        )
+        return max(delay, float(asked)) if isinstance(asked, int | float) else delay

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import httpx
 
 from src.core.database import JsonText
+from src.core.http import MAX_RETRY_AFTER_SECONDS, retry_after_seconds
 from src.core.settings import Settings
 from src.domains.external_accounting.base.tokens import AccessTokenProvider
 from src.domains.external_accounting.exceptions import (
@@ -323,7 +324,8 @@ class XeroAccountingClient:
                 response, problem = None, type(error).__name__
             except XeroDataInvalid as error:
                 raise ProviderDataInvalid(
-                    f"Xero answered {path} with records we cannot read ({error}); nothing from "
+                    f"Xero answered {path} with records we cannot read "
+                    f"({_clean(str(error), MAX_XERO_MESSAGE_CHARS)}); nothing from "
                     "that response was stored."
                 ) from None
             except ValueError:
@@ -363,7 +365,7 @@ class XeroAccountingClient:
                     connection_id=str(connection.id),
                 )
             if response is not None and 400 <= response.status_code < 500:
-                raise ProviderRejected(f"Xero refused the request: {_xero_message(response)}")
+                raise ProviderRejected(f"Xero refused the request ({_xero_message(response)}).")
             failures += 1
             if failures >= self.retry.max_attempts:
                 raise ProviderUnavailable(
@@ -383,6 +385,7 @@ class XeroAccountingClient:
 
 
 def _pause_for(seconds: float, detail: str, **extra: Any) -> ProviderRateLimited:
+    seconds = min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)  # a resume time that exists
     resume_after = (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
     return ProviderRateLimited(
         detail, retry_after_seconds=seconds, resume_after=resume_after, **extra
@@ -390,23 +393,48 @@ def _pause_for(seconds: float, detail: str, **extra: Any) -> ProviderRateLimited
 
 
 def _retry_after(response: httpx.Response) -> float:
-    value = response.headers.get("retry-after", "")
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return 1.0
+    """Xero's Retry-After in seconds, clamped to a day (a huge or garbled one must neither
+    overflow a timestamp nor park a sync for years)."""
+    return retry_after_seconds(response.headers.get("retry-after"))
+
+
+# Xero's error bodies reach every member of the organisation (a run's `error_detail`) and our
+# logs: only Xero's own message and code go there, bounded, never the body itself.
+MAX_XERO_MESSAGE_CHARS = 300
 
 
 def _xero_message(response: httpx.Response) -> str:
+    """`HTTP 400, ValidationException 10: <Xero's messages>` from an error response."""
+    summary = f"HTTP {response.status_code}"
     try:
         body = response.json()
     except ValueError:
-        return f"HTTP {response.status_code}"
+        return summary
+    if not isinstance(body, dict):
+        return summary
+    code = " ".join(
+        _clean(str(part), 60)
+        for part in (body.get("Type") or body.get("Title"), body.get("ErrorNumber"))
+        if isinstance(part, str | int) and not isinstance(part, bool)
+    )
+    if code:
+        summary += f", {code}"
+    elements = body.get("Elements")
     messages = [
         error.get("Message")
-        for element in body.get("Elements", []) or []
-        for error in element.get("ValidationErrors", []) or []
+        for element in (elements if isinstance(elements, list) else [])
+        if isinstance(element, dict) and isinstance(element.get("ValidationErrors"), list)
+        for error in element["ValidationErrors"]
+        if isinstance(error, dict)
     ]
-    return "; ".join(m for m in messages if m) or str(
-        body.get("Message") or body.get("Detail") or body
-    )
+    texts = [m for m in messages if isinstance(m, str) and m.strip()]
+    if not texts:
+        texts = [t for t in (body.get("Message"), body.get("Detail")) if isinstance(t, str)][:1]
+    message = _clean("; ".join(texts), MAX_XERO_MESSAGE_CHARS)
+    return f"{summary}: {message}" if message else summary
+
+
+def _clean(text: str, limit: int) -> str:
+    """One line of at most `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
