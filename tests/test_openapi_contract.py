@@ -40,7 +40,7 @@ from tests.factories import bearer, create_org_with_user
 
 # The document is the app's own, read once at import so that each operation is its own test.
 DOCUMENT = create_app(
-    Settings(environment="test", token_encryption_keys=TEST_ENCRYPTION_KEY)
+    Settings(environment="test", token_encryption_keys=TEST_ENCRYPTION_KEY, xero_client_id="app-id")
 ).openapi()
 SCHEMA = schemathesis.openapi.from_dict(DOCUMENT)
 

@@ -23,7 +23,11 @@ from tests.conftest import TEST_ENCRYPTION_KEY
 @pytest.fixture(scope="module")
 def spec_app() -> FastAPI:
     """The app as built for production, only to read its routes and document."""
-    return create_app(Settings(environment="test", token_encryption_keys=TEST_ENCRYPTION_KEY))
+    return create_app(
+        Settings(
+            environment="test", token_encryption_keys=TEST_ENCRYPTION_KEY, xero_client_id="app-id"
+        )
+    )
 
 
 def _parameters(dependant: Dependant, kind: str) -> list[Any]:
@@ -77,7 +81,11 @@ def test_every_route_declares_the_statuses_it_can_send(spec_app: FastAPI) -> Non
 
 
 def test_a_route_added_without_its_statuses_is_caught() -> None:
-    app = create_app(Settings(environment="test", token_encryption_keys=TEST_ENCRYPTION_KEY))
+    app = create_app(
+        Settings(
+            environment="test", token_encryption_keys=TEST_ENCRYPTION_KEY, xero_client_id="app-id"
+        )
+    )
     router = APIRouter()
 
     @router.post("/connect-sessions")
