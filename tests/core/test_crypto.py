@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.crypto import DecryptionFailed, EncryptionKeyMissing, TokenCipher
 from src.core.settings import Settings
-from src.domains.external_accounting.models import OAuthGrant
+from src.domains.external_accounting.models import OAuthGrant, PendingRevocation
 from src.domains.external_accounting.token_rotation import rotate_encryption
 from tests.factories import create_org_with_user
 
@@ -38,12 +38,17 @@ async def test_key_rotation_re_encrypts_every_token(
                 refresh_token_encrypted=before.encrypt("r"),
             )
         )
+        session.add(
+            PendingRevocation(reason="replaced", refresh_token_encrypted=before.encrypt("spent"))
+        )
         await session.commit()
-        assert await rotate_encryption(session, TokenCipher([new, old])) == 2
+        assert await rotate_encryption(session, TokenCipher([new, old])) == 3
         await session.commit()
         grant = (await session.execute(select(OAuthGrant))).scalar_one()
+        revocation = (await session.execute(select(PendingRevocation))).scalar_one()
     assert grant is not None
     assert TokenCipher([new]).decrypt(grant.refresh_token_encrypted or "") == "r"
+    assert TokenCipher([new]).decrypt(revocation.refresh_token_encrypted) == "spent"
     with pytest.raises(DecryptionFailed):
         TokenCipher([old]).decrypt(grant.refresh_token_encrypted or "")
 

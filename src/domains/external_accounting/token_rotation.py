@@ -5,11 +5,16 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from src.core.crypto import TokenCipher
-from src.domains.external_accounting.repository import GrantRepository, OAuthStateRepository
+from src.domains.external_accounting.repository import (
+    GrantRepository,
+    OAuthStateRepository,
+    RevocationRepository,
+)
 
 
 async def rotate_encryption(session: AsyncSession, cipher: TokenCipher) -> int:
-    """Re-encrypt every token and PKCE verifier with the primary key; returns how many.
+    """Re-encrypt every token (pending revocations' too) and PKCE verifier with the primary key;
+    returns how many.
 
     The service keeps refreshing tokens meanwhile, so a token set is rewritten only if it is
     still the version we read (compare-and-set on `token_version`); when a refresh committed in
@@ -30,5 +35,9 @@ async def rotate_encryption(session: AsyncSession, cipher: TokenCipher) -> int:
                 break
     for state in await OAuthStateRepository(session).list_all():
         state.code_verifier_encrypted = cipher.rotate(state.code_verifier_encrypted)
+        count += 1
+    # A revocation still waiting for Xero must stay readable once the old key is retired.
+    for revocation in await RevocationRepository(session).list_all():
+        revocation.refresh_token_encrypted = cipher.rotate(revocation.refresh_token_encrypted)
         count += 1
     return count
