@@ -247,8 +247,8 @@ class XeroSyncService:
             cursor = await repository.get_cursor(connection.id, scope)
             previous = await repository.latest_run(connection.id, "invoices")
             if previous is not None and previous.paused_until and previous.paused_until > utcnow():
-                await session.rollback()  # no run: nothing will be called
                 paused = self._still_paused(connection, previous)
+                await session.rollback()  # no run: nothing will be called
                 return StartedSync(run_id=None, run=lambda: _ready(paused))
             mode = "incremental" if incremental and cursor is not None else "full"
             checkpoint = previous.checkpoint if previous is not None else None
