@@ -48,9 +48,12 @@ async def test_a_full_sync_never_hides_a_change_to_an_old_invoice(
         assert httpx.post(f"{base}/{old['InvoiceID']}/pay").status_code == 200
         clock.advance(5)
         created = httpx.post(
-            base, json={"type": "ACCREC", "status": "AUTHORISED", "date": str(datetime.now(UTC).date())}
+            base,
+            json={"type": "ACCREC", "status": "AUTHORISED", "date": str(datetime.now(UTC).date())},
         ).json()
-        full = await sync(client, key, org_id, connection_id=str(connection.id), incremental="false")
+        full = await sync(
+            client, key, org_id, connection_id=str(connection.id), incremental="false"
+        )
         assert full["connections"][0]["mode"] == "full"
         incremental = await sync(client, key, org_id, connection_id=str(connection.id))
         assert incremental["connections"][0]["mode"] == "incremental"
