@@ -84,9 +84,9 @@ async def test_a_purge_while_a_sync_runs_leaves_nothing_behind(
     )
     assert purged.status_code == 204
     result = (await running).json()
+    assert await _invoice_count(session_factory, connection) == 0
     assert result["success"] is False
     assert result["error"] == "sync_lease_lost"
-    assert await _invoice_count(session_factory, connection) == 0
     (run,) = await _runs(session_factory)
     assert (run.status, run.error, run.lease) == ("cancelled", "connection_disconnected", None)
 
@@ -194,7 +194,12 @@ async def test_a_cancelled_sync_ends_as_cancelled_and_frees_its_lease(
         settings, session_factory, state.http_client, state.xero_auth_manager, state.xero_throttle
     )
     set_faults(fresh_sandbox, path_contains="/Invoices", next_slow=1, slow_seconds=2)
-    task = asyncio.create_task(factory.get_sync_service(connection).sync_invoices(connection))
+    service = factory.get_sync_service(connection)
+    task = asyncio.create_task(
+        service.sync_invoices(
+            connection, incremental=True, invoice_types=["ACCPAY", "ACCREC"], months_back=12
+        )
+    )
 
     async def started() -> bool:
         return len(await _runs(session_factory)) == 1
