@@ -137,7 +137,16 @@ class NoActiveConnection(Conflict):
 
 
 class SyncInProgress(Conflict):
+    """Another run holds the lease on (connection, object type); `sync_run_id` names it."""
+
     code = "sync_in_progress"
+
+
+class SyncLeaseLost(Conflict):
+    """The run no longer holds its lease (declared dead, or its connection was disconnected):
+    it stopped without writing the page in hand."""
+
+    code = "sync_lease_lost"
 
 
 class InvalidSyncParameter(ValidationFailed):

@@ -136,7 +136,11 @@ class Account(Base):
 
 class SyncRun(Base):
     """One sync of one connection and object type: the history, and (while `running`) the lease
-    that keeps two syncs of the same connection and object type from interleaving."""
+    that keeps two syncs of the same connection and object type from interleaving.
+
+    Statuses: `running`, `success`, `failed` (also a run found dead: `error="abandoned"`),
+    `paused` (Xero's daily limit) and `cancelled` (task cancelled, or its connection
+    disconnected while it ran)."""
 
     __tablename__ = "sync_runs"
     __table_args__ = (
@@ -178,6 +182,10 @@ class SyncRun(Base):
     checkpoint: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument, default=None)
     # Set when Xero's daily limit stopped the run: no call is made for this connection before it.
     paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # The fencing token of a running run: each page's transaction writes only while the row is
+    # still `running` with this token, so a run that lost its lease (declared dead, cancelled by
+    # a disconnect) stops instead of writing beside its successor.
+    lease: Mapped[uuid.UUID | None] = mapped_column(default=None)
 
 
 class SyncCursor(Base):

@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -114,8 +115,13 @@ def _as_params(records: Sequence[NamedTuple], json_columns: set[str]) -> list[di
 
 
 # A run whose heartbeat is older than this is taken to have died (crash, deploy) and its lease
-# is released; a live run beats at every page.
+# is released; a live run beats at every page and, while it waits (limiter, retries), from a
+# background task.
 STALE_RUN_AFTER = timedelta(minutes=15)
+
+
+def _rowcount(result: Any) -> int:
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 class LedgerRepository:
@@ -259,9 +265,16 @@ class LedgerRepository:
         await self._upsert(Account, rows)
 
     async def purge_connection(self, connection_id: uuid.UUID) -> None:
-        """Delete everything synced for a connection (line items go with their invoices)."""
+        """Delete everything synced for a connection (line items go with their invoices), and
+        the checkpoints that say how far its runs got: nothing of theirs is stored any more."""
         for table in (Invoice, Account, SyncCursor):
             await self.session.execute(delete(table).where(table.connection_id == connection_id))
+        await self.session.execute(
+            update(SyncRun)
+            .where(SyncRun.connection_id == connection_id)
+            .values(checkpoint=None)
+            .execution_options(synchronize_session=False)
+        )
 
     # -- cursors -----------------------------------------------------------------------------
 
@@ -283,7 +296,8 @@ class LedgerRepository:
 
     async def release_dead_runs(self, connection_id: uuid.UUID, object_type: str) -> None:
         """A `running` run that stopped beating died (crash, kill, deploy): mark it failed, so
-        its lease is free and its checkpoint can be resumed."""
+        its lease is free and its checkpoint can be resumed. Should it still be alive after all,
+        its next page's fence sees the lease gone and it stops."""
         await self.session.execute(
             update(SyncRun)
             .where(
@@ -297,21 +311,87 @@ class LedgerRepository:
                 error="abandoned",
                 error_detail="The run stopped beating (its process died).",
                 finished_at=utcnow(),
+                lease=None,
             )
         )
 
     async def start_run(self, run: SyncRun) -> None:
-        """Record a run as `running`; it is also the lease on (connection, object type)."""
+        """Record a run as `running` with a fresh lease token; it is also the lease on
+        (connection, object type). A run already holding it: `SyncInProgress` naming it."""
         await self.release_dead_runs(run.connection_id, run.object_type)
+        run.lease = uuid.uuid4()
         self.session.add(run)
         try:
             await self.session.flush()
         except IntegrityError:
             await self.session.rollback()
+            running = await self.running_run_id(run.connection_id, run.object_type)
             raise SyncInProgress(
                 f"A {run.object_type} sync of this connection is already running; "
-                "try again when it ends."
+                "try again when it ends.",
+                sync_run_id=str(running) if running else None,
             ) from None
+
+    async def running_run_id(self, connection_id: uuid.UUID, object_type: str) -> uuid.UUID | None:
+        """The run holding the lease on (connection, object type), if any."""
+        result = await self.session.execute(
+            select(SyncRun.id).where(
+                SyncRun.connection_id == connection_id,
+                SyncRun.object_type == object_type,
+                SyncRun.status == "running",
+            )
+        )
+        return result.scalar_one_or_none()
+
+    def _ours(self, run_id: uuid.UUID, lease: uuid.UUID) -> Any:
+        return and_(SyncRun.id == run_id, SyncRun.status == "running", SyncRun.lease == lease)
+
+    async def hold_lease(self, run_id: uuid.UUID, lease: uuid.UUID, **values: Any) -> bool:
+        """The fence: beat (and write `values`) only while the run is still `running` with this
+        lease. False means the run lost it (declared dead, cancelled by a disconnect) and must
+        write nothing more. On PostgreSQL the row stays locked to the end of the transaction, so
+        a disconnect's fence waits for the page in flight, or the page for the disconnect."""
+        return await self._update_ours(run_id, lease, {"heartbeat_at": utcnow(), **values})
+
+    async def finish_run(self, run_id: uuid.UUID, lease: uuid.UUID, **values: Any) -> bool:
+        """End a run that still holds its lease (releasing it); a run no longer ours (abandoned,
+        cancelled) keeps the status it was given. False when it was not ours."""
+        return await self._update_ours(
+            run_id, lease, {"heartbeat_at": utcnow(), **values, "lease": None}
+        )
+
+    async def _update_ours(
+        self, run_id: uuid.UUID, lease: uuid.UUID, values: dict[str, Any]
+    ) -> bool:
+        result = await self.session.execute(
+            update(SyncRun)
+            .where(self._ours(run_id, lease))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        return _rowcount(result) == 1
+
+    async def discard_run(self, run_id: uuid.UUID, lease: uuid.UUID) -> None:
+        """Give back a lease taken for a sync that never ran (another connection of the same
+        request was busy): the run leaves no trace."""
+        await self.session.execute(delete(SyncRun).where(self._ours(run_id, lease)))
+
+    async def cancel_running_runs(self, connection_id: uuid.UUID, detail: str) -> None:
+        """Fence off every running run of a connection (disconnect, purge): each stops at its
+        next page's transaction instead of writing after the connection's data is gone."""
+        await self.session.execute(
+            update(SyncRun)
+            .where(SyncRun.connection_id == connection_id, SyncRun.status == "running")
+            .values(
+                status="cancelled",
+                error="connection_disconnected",
+                error_detail=detail,
+                finished_at=utcnow(),
+                lease=None,
+                checkpoint=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
 
     async def latest_run(self, connection_id: uuid.UUID, object_type: str) -> SyncRun | None:
         """The connection's most recent finished (or paused, or failed) run of an object type."""

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import date, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from src.core.settings import Settings
-from src.domains.external_accounting.base.sync import ConnectionSyncResult, SyncResult
+from src.domains.external_accounting.base.sync import (
+    ConnectionSyncResult,
+    StartedSync,
+    SyncResult,
+)
 from src.domains.external_accounting.exceptions import (
     ConnectionNotFound,
     InvalidSyncParameter,
@@ -84,17 +88,17 @@ class ExternalAccountingService:
         invoice_types: Sequence[str],
         months_back: int,
     ) -> SyncResult:
-        """Sync invoices of each connection (in parallel: each Xero tenant has its own limits)."""
+        """Sync invoices of each connection (in parallel: each Xero tenant has its own limits);
+        all or nothing: `SyncInProgress` when any connection's sync is already running."""
         started = time.monotonic()
         await self.session.commit()  # hold no transaction open for the length of a sync
-        parts = await asyncio.gather(
-            *(
-                factory.get_sync_service(c).sync_invoices(
-                    c, incremental=incremental, invoice_types=invoice_types, months_back=months_back
-                )
-                for c in connections
-            )
+        runs = await self._start_all(
+            connections,
+            lambda c: factory.get_sync_service(c).start_invoices(
+                c, incremental=incremental, invoice_types=invoice_types, months_back=months_back
+            ),
         )
+        parts = await asyncio.gather(*(run.run() for run in runs))
         return self._combine("invoices", connections, parts, started)
 
     async def sync_accounts(
@@ -104,16 +108,34 @@ class ExternalAccountingService:
         *,
         account_types: Sequence[str] | None,
     ) -> SyncResult:
-        """Sync the chart of accounts of each connection."""
+        """Sync the chart of accounts of each connection (all or nothing, as invoices)."""
         started = time.monotonic()
         await self.session.commit()
-        parts = await asyncio.gather(
-            *(
-                factory.get_sync_service(c).sync_accounts(c, account_types=account_types)
-                for c in connections
-            )
+        runs = await self._start_all(
+            connections,
+            lambda c: factory.get_sync_service(c).start_accounts(c, account_types=account_types),
         )
+        parts = await asyncio.gather(*(run.run() for run in runs))
         return self._combine("accounts", connections, parts, started)
+
+    async def _start_all(
+        self,
+        connections: Sequence[Connection],
+        start: Callable[[Connection], Awaitable[StartedSync]],
+    ) -> list[StartedSync]:
+        """Every connection's lease, or none: a request answers for exactly what it started, so
+        one busy connection (409) must not leave the others' runs going. Leases are taken in
+        one order (by connection id) so concurrent requests over the same connections cannot
+        each hold a part."""
+        taken: dict[uuid.UUID, StartedSync] = {}
+        try:
+            for connection in sorted(connections, key=lambda c: c.id):
+                taken[connection.id] = await start(connection)
+        except BaseException:
+            for run in taken.values():
+                await run.release()
+            raise
+        return [taken[c.id] for c in connections]
 
     def _combine(
         self,

@@ -3,11 +3,16 @@ sandbox's ground truth."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from unittest.mock import patch
 
 import httpx
 from sqlalchemy import select
@@ -219,3 +224,49 @@ async def local_accounts(
 
 def recent(delta_days: int) -> str:
     return (datetime.now(UTC).date() - timedelta(days=delta_days)).isoformat()
+
+
+class SandboxClock:
+    """The clock the sandbox stamps every edit's `UpdatedDateUTC` with, moved by the test: real
+    time plus an offset, or frozen at one instant (the sandbox runs in this process)."""
+
+    def __init__(self) -> None:
+        self.offset_ms = 0
+        self.frozen_ms: int | None = None
+
+    def __call__(self) -> int:
+        if self.frozen_ms is not None:
+            return self.frozen_ms
+        return time.time_ns() // 1_000_000 + self.offset_ms
+
+    def advance(self, seconds: float) -> None:
+        """Let `seconds` pass at once (more than Xero's one-second resolution apart)."""
+        if self.frozen_ms is not None:
+            self.frozen_ms += int(seconds * 1000)
+        else:
+            self.offset_ms += int(seconds * 1000)
+
+    def freeze(self, moment: datetime) -> None:
+        """Stamp every edit from now on at `moment` (plus the sandbox's 1 ms per repeat)."""
+        self.frozen_ms = int(moment.timestamp() * 1000)
+
+
+@contextmanager
+def sandbox_clock() -> Iterator[SandboxClock]:
+    """The sandbox's clock under the test's control for the length of the block."""
+    clock = SandboxClock()
+    with patch("src.xero_sandbox.store.now_ms", clock):
+        yield clock
+
+
+def set_faults(sandbox: RunningSandbox, **faults: Any) -> None:
+    """Replace the sandbox's fault settings."""
+    httpx.put(f"{sandbox.base_url}/_sandbox/faults", json=faults).raise_for_status()
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll `condition` until it holds (a concurrent sync reaching a point)."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.02)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
@@ -76,8 +77,40 @@ class SyncResult(BaseModel):
         )
 
 
+async def _nothing_to_release() -> None:
+    return None
+
+
+@dataclass
+class StartedSync:
+    """A sync of one connection whose lease is taken (or that needs none: still paused). `run`
+    does the work; `release` gives the lease back unused, leaving no run behind, so a request
+    that could not take every lease it needs starts nothing."""
+
+    run_id: uuid.UUID | None
+    run: Callable[[], Awaitable[ConnectionSyncResult]]
+    release: Callable[[], Awaitable[None]] = _nothing_to_release
+
+
 class SyncService(Protocol):
     """What a provider's sync service does for one connection."""
+
+    async def start_invoices(
+        self,
+        connection: Connection,
+        *,
+        incremental: bool,
+        invoice_types: Sequence[str],
+        months_back: int,
+    ) -> StartedSync:
+        """Take the connection's invoice lease (`SyncInProgress` when held) without syncing."""
+        ...
+
+    async def start_accounts(
+        self, connection: Connection, *, account_types: Sequence[str] | None
+    ) -> StartedSync:
+        """Take the connection's accounts lease (`SyncInProgress` when held) without syncing."""
+        ...
 
     async def sync_invoices(
         self,

@@ -351,6 +351,10 @@ async def disconnect(
     except NotAMember:
         raise ConnectionNotFound(f"Connection {connection_id} does not exist.") from None
     await XeroConnectService(session, settings, cipher, identity).disconnect(connection, auth)
+    # Running syncs are fenced off in the purge's transaction: each stops at its next page
+    # instead of writing back what the purge deletes.
+    ledger = LedgerRepository(session)
+    await ledger.cancel_running_runs(connection.id, "The connection was disconnected.")
     if purge:
-        await LedgerRepository(session).purge_connection(connection.id)
+        await ledger.purge_connection(connection.id)
     return Response(status_code=204)

@@ -99,8 +99,13 @@ def where_filter(
     types: Sequence[str] | None = None,
     date_from: date | None = None,
     date_to: date | None = None,
+    updated_from: datetime | None = None,
+    updated_before: datetime | None = None,
+    invoice_id_after: str | None = None,
 ) -> str | None:
-    """Xero's `where` for the given criteria (statuses go in `Statuses`, which Xero prefers)."""
+    """Xero's `where` for the given criteria (statuses go in `Statuses`, which Xero prefers).
+    `updated_from`/`updated_before` bound `UpdatedDateUTC` to whole seconds, `invoice_id_after`
+    pages a busy second by `InvoiceID` (see `iter_invoice_pages`)."""
     clauses: list[str] = []
     if types:
         quoted = [f'Type=="{_quote(t)}"' for t in types]
@@ -111,7 +116,25 @@ def where_filter(
         )
     if date_to is not None:
         clauses.append(f"Date<=DateTime({date_to.year},{date_to.month:02d},{date_to.day:02d})")
+    if updated_from is not None:
+        clauses.append(f"UpdatedDateUTC>={_date_time(updated_from)}")
+    if updated_before is not None:
+        clauses.append(f"UpdatedDateUTC<{_date_time(updated_before)}")
+    if invoice_id_after is not None:
+        clauses.append(f'InvoiceID>Guid("{_quote(invoice_id_after)}")')
     return " AND ".join(clauses) or None
+
+
+def _date_time(moment: datetime) -> str:
+    """Xero's `DateTime(y,m,d,h,mi,s)` literal of an instant, in UTC to the second."""
+    m = moment.astimezone(UTC)
+    return (
+        f"DateTime({m.year},{m.month:02d},{m.day:02d},{m.hour:02d},{m.minute:02d},{m.second:02d})"
+    )
+
+
+def _second(moment: datetime) -> datetime:
+    return moment.replace(microsecond=0)
 
 
 def _quote(value: str) -> str:
@@ -157,10 +180,20 @@ class XeroAccountingClient:
         page: int = 1,
         page_size: int = MAX_PAGE_SIZE,
         order: str = "UpdatedDateUTC ASC",
+        updated_from: datetime | None = None,
+        updated_before: datetime | None = None,
+        invoice_id_after: str | None = None,
     ) -> InvoicePage:
         """One page of invoices (with line items: Xero only sends them when `page` is given)."""
         params: dict[str, str | int] = {"page": page, "pageSize": min(page_size, MAX_PAGE_SIZE)}
-        where = where_filter(types=types, date_from=date_from, date_to=date_to)
+        where = where_filter(
+            types=types,
+            date_from=date_from,
+            date_to=date_to,
+            updated_from=updated_from,
+            updated_before=updated_before,
+            invoice_id_after=invoice_id_after,
+        )
         if where:
             params["where"] = where
         if statuses:
@@ -185,63 +218,73 @@ class XeroAccountingClient:
     ) -> AsyncIterator[InvoicePage]:
         """Every matching invoice, oldest change first, as pages of *new* invoices.
 
-        Paging is by `If-Modified-Since` (keyset on `UpdatedDateUTC`) rather than by page number:
-        an invoice edited while we page moves to the end instead of shifting the pages under us,
-        so nothing is skipped. Each request restarts one second before the newest change already
-        seen (Xero's header has one-second resolution and its inclusiveness is undocumented);
-        invoices seen in that overlap are dropped here, so callers get each invoice once."""
+        Paging is a keyset, never page numbers: an invoice edited while we page moves to the end
+        instead of shifting the pages under us, so nothing is skipped. Each request restarts one
+        second before the newest change already seen (`If-Modified-Since` has one-second
+        resolution and undocumented inclusiveness); invoices seen in that overlap are dropped
+        here, so callers get each invoice once. A full page inside those seconds cannot move the
+        keyset: those seconds are then paged by `InvoiceID` (a `where` bounding `UpdatedDateUTC`
+        to them, `order=InvoiceID`, `InvoiceID>Guid(last)`), and paging goes on after them."""
+        filters: dict[str, Any] = {
+            "types": types,
+            "statuses": statuses,
+            "date_from": date_from,
+            "date_to": date_to,
+        }
         since = modified_since
-        page = 1
+        floor: datetime | None = None  # every change before this second is behind us
         overlap: dict[str, datetime] = {}
         while True:
             result = await self.get_invoices(
                 connection,
-                types=types,
-                statuses=statuses,
-                date_from=date_from,
-                date_to=date_to,
+                **filters,
                 modified_since=since,
-                page=page,
+                updated_from=floor,
                 page_size=page_size,
             )
-            fresh = [
-                (invoice, raw)
-                for invoice, raw in zip(result.invoices, result.raw, strict=True)
-                if overlap.get(invoice.invoice_id) != invoice.updated_date_utc
-            ]
+            fresh = _unseen(result, overlap)
+            last = _is_last(result, page_size)
+            newest = (
+                _second(max(i.updated_date_utc for i in result.invoices))
+                if result.invoices
+                else None
+            )
+            next_since = newest - timedelta(seconds=1) if newest is not None else None
             if fresh:
-                yield InvoicePage(
-                    invoices=[i for i, _ in fresh],
-                    raw=[r for _, r in fresh],
-                    page=result.page,
-                    page_count=result.page_count,
-                    item_count=result.item_count,
-                )
-            # A short page is the last; so is a full one when Xero's `pagination` says no page
-            # follows (that saves the call that would only confirm the end).
-            if len(result.invoices) < page_size or (
-                result.page_count is not None and result.page >= result.page_count
-            ):
+                yield _page_of(result, fresh, resume_from=next_since)
+            if last or newest is None or next_since is None:
                 return
-            newest = max(i.updated_date_utc for i in result.invoices if i.updated_date_utc)
-            next_since = newest.replace(microsecond=0) - timedelta(seconds=1)
-            if fresh and next_since != since:
-                since, page = next_since, 1
+            if since is None or next_since > since:
+                since = next_since
                 overlap = {
                     i.invoice_id: i.updated_date_utc
                     for i in result.invoices
-                    if i.updated_date_utc and i.updated_date_utc >= next_since
+                    if i.updated_date_utc >= next_since
                 }
-            else:
-                # A full page inside one second: keyset cannot move, so page within it.
-                page += 1
-                overlap.update(
-                    {
-                        i.invoice_id: i.updated_date_utc
-                        for i in result.invoices
-                        if i.updated_date_utc
-                    }
-                )  # noqa: E501
+                continue
+            # A full page inside [since, newest]: page those seconds by InvoiceID.
+            overlap.update({i.invoice_id: i.updated_date_utc for i in result.invoices})
+            window_from = max(_second(since), floor) if floor else _second(since)
+            window_to = newest + timedelta(seconds=1)
+            after: str | None = None
+            while True:
+                busy = await self.get_invoices(
+                    connection,
+                    **filters,
+                    updated_from=window_from,
+                    updated_before=window_to,
+                    invoice_id_after=after,
+                    order="InvoiceID ASC",
+                    page_size=page_size,
+                )
+                fresh = _unseen(busy, overlap)
+                if fresh:
+                    # Until the window is done, a restart must page it again from its start.
+                    yield _page_of(busy, fresh, resume_from=window_from - timedelta(seconds=1))
+                if _is_last(busy, page_size) or not busy.invoices:
+                    break
+                after = busy.invoices[-1].invoice_id
+            floor, overlap = window_to, {}
 
     async def get_accounts(
         self,
@@ -382,6 +425,36 @@ class XeroAccountingClient:
                 },
             )
             await self.sleep(delay)
+
+
+def _unseen(page: InvoicePage, overlap: dict[str, datetime]) -> list[tuple[Any, JsonText]]:
+    """The page's invoices not already returned in the same version."""
+    return [
+        (invoice, raw)
+        for invoice, raw in zip(page.invoices, page.raw, strict=True)
+        if overlap.get(invoice.invoice_id) != invoice.updated_date_utc
+    ]
+
+
+def _is_last(page: InvoicePage, page_size: int) -> bool:
+    """A short page is the last; so is a full one when Xero's `pagination` says no page follows
+    (that saves the call that would only confirm the end)."""
+    return len(page.invoices) < page_size or (
+        page.page_count is not None and page.page >= page.page_count
+    )
+
+
+def _page_of(
+    page: InvoicePage, fresh: list[tuple[Any, JsonText]], *, resume_from: datetime | None
+) -> InvoicePage:
+    return InvoicePage(
+        invoices=[i for i, _ in fresh],
+        raw=[r for _, r in fresh],
+        page=page.page,
+        page_count=page.page_count,
+        item_count=page.item_count,
+        resume_from=resume_from,
+    )
 
 
 def _pause_for(seconds: float, detail: str, **extra: Any) -> ProviderRateLimited:

@@ -171,6 +171,9 @@ class InvoicePage:
     page: int
     page_count: int | None
     item_count: int | None
+    # Where paging can restart (an If-Modified-Since) without missing anything once this page
+    # and those before it are stored: a checkpoint's position, and an incremental cursor.
+    resume_from: datetime | None = None
 
 
 _invoice_decoder = msgspec.json.Decoder(XeroInvoice)

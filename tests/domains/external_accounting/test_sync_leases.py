@@ -1,0 +1,242 @@
+"""Leases with fencing, against real concurrent syncs: a run that lost its lease (taken for dead,
+cancelled by a disconnect) writes nothing more, a cancelled task ends its run, a request answers
+for exactly the runs it started."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from src.core.database import utcnow
+from src.core.settings import Settings
+from src.domains.external_accounting.factory import IntegrationFactory
+from src.domains.external_accounting.ledger_models import Invoice, SyncRun
+from src.domains.external_accounting.models import Connection
+from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
+from src.domains.external_accounting.xero.data import sync_service
+from src.xero_sandbox.server import RunningSandbox
+from tests.domains.external_accounting.sync_helpers import (
+    assert_complete,
+    connected_org,
+    connected_to_new_tenant,
+    set_faults,
+    sync,
+    wait_for,
+)
+from tests.factories import bearer
+
+
+async def _runs(session_factory: async_sessionmaker[AsyncSession]) -> list[SyncRun]:
+    async with session_factory() as session:
+        return list((await session.execute(select(SyncRun))).scalars())
+
+
+async def _invoice_count(
+    session_factory: async_sessionmaker[AsyncSession], connection: Connection
+) -> int:
+    async with session_factory() as session:
+        query = select(func.count()).select_from(Invoice)
+        query = query.where(Invoice.connection_id == connection.id)
+        return int((await session.execute(query)).scalar_one())
+
+
+def _post_sync(
+    client: httpx.AsyncClient, key: str, org_id: uuid.UUID, **params: str
+) -> asyncio.Task[httpx.Response]:
+    return asyncio.create_task(
+        client.post(
+            "/external-accounting/invoices/sync",
+            params={"org_id": str(org_id), **params},
+            headers=bearer(key),
+        )
+    )
+
+
+async def test_a_purge_while_a_sync_runs_leaves_nothing_behind(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """The purge answers while the sync still fetches; the sync's next page finds its run
+    cancelled and writes nothing."""
+    org_id, key, connection = await connected_to_new_tenant(
+        client, fresh_sandbox, session_factory, "Purged Ltd", 2500
+    )
+    # The first page comes at once, the second takes a while: the purge lands in between.
+    set_faults(
+        fresh_sandbox, path_contains="/Invoices", skip_first=1, next_slow=1, slow_seconds=1.5
+    )
+    running = _post_sync(client, key, org_id, connection_id=str(connection.id), months_back="120")
+
+    async def first_page_stored() -> bool:
+        return await _invoice_count(session_factory, connection) > 0
+
+    await wait_for(first_page_stored)
+    purged = await client.delete(
+        f"/external-accounting/connections/{connection.id}?purge=true", headers=bearer(key)
+    )
+    assert purged.status_code == 204
+    result = (await running).json()
+    assert await _invoice_count(session_factory, connection) == 0
+    assert result["success"] is False
+    assert result["error"] == "sync_lease_lost"
+    (run,) = await _runs(session_factory)
+    assert (run.status, run.error, run.lease) == ("cancelled", "connection_disconnected", None)
+
+
+async def test_a_sync_that_ends_while_a_purge_is_under_way_leaves_nothing_behind(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The other order: the purge has started (it is disconnecting at Xero) when the sync
+    finishes and commits; what the purge deletes afterwards includes the sync's last pages."""
+    org_id, key, connection = await connected_to_new_tenant(
+        client, fresh_sandbox, session_factory, "Purged Later Ltd", 2500
+    )
+    sync_done = asyncio.Event()
+    at_xero = asyncio.Event()
+    delete_connection = XeroIdentityClient.delete_connection
+
+    async def slow_delete(self: XeroIdentityClient, token: str, connection_id: str) -> None:
+        at_xero.set()
+        await sync_done.wait()
+        await delete_connection(self, token, connection_id)
+
+    monkeypatch.setattr(XeroIdentityClient, "delete_connection", slow_delete)
+    set_faults(fresh_sandbox, path_contains="/Invoices", next_slow=1, slow_seconds=0.5)
+    running = _post_sync(client, key, org_id, connection_id=str(connection.id), months_back="120")
+    purging = asyncio.create_task(
+        client.delete(
+            f"/external-accounting/connections/{connection.id}?purge=true", headers=bearer(key)
+        )
+    )
+    await asyncio.wait_for(at_xero.wait(), 10)
+    result = (await running).json()
+    sync_done.set()
+    assert result["success"] is True, result
+    assert (await purging).status_code == 204
+    assert await _invoice_count(session_factory, connection) == 0
+    (run,) = await _runs(session_factory)
+    assert run.status == "success"
+
+
+async def test_a_run_taken_for_dead_stops_writing_and_stays_abandoned(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """A page that waits past the stale limit: a second sync takes over; when the first one's
+    page finally arrives it is fenced off (nothing written, `abandoned` not overwritten)."""
+    org_id, key, connections = await connected_org(client, session_factory)
+    connection = connections[0]
+    set_faults(fresh_sandbox, path_contains="/Invoices", next_slow=1, slow_seconds=1.5)
+    first = _post_sync(client, key, org_id, connection_id=str(connection.id))
+
+    async def started() -> bool:
+        return len(await _runs(session_factory)) == 1
+
+    await wait_for(started)
+    async with session_factory() as session:
+        await session.execute(update(SyncRun).values(heartbeat_at=utcnow() - timedelta(hours=1)))
+        await session.commit()
+    second = await sync(client, key, org_id, connection_id=str(connection.id))
+    assert second["success"] is True
+    late = (await first).json()
+    assert (late["success"], late["error"]) == (False, "sync_lease_lost")
+    async with session_factory() as session:
+        dead = await session.get(SyncRun, uuid.UUID(late["connections"][0]["sync_run_id"]))
+    assert dead is not None
+    assert (dead.status, dead.error, dead.count) == ("failed", "abandoned", 0)
+    await assert_complete(session_factory, fresh_sandbox, connection, months_back=12)
+
+
+async def test_a_run_waiting_on_a_slow_page_keeps_beating(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sync_service, "HEARTBEAT_EVERY_S", 0.1)
+    org_id, key, connections = await connected_org(client, session_factory)
+    set_faults(fresh_sandbox, path_contains="/Invoices", next_slow=1, slow_seconds=1.5)
+    running = _post_sync(client, key, org_id, connection_id=str(connections[0].id))
+
+    async def beat_while_waiting() -> bool:
+        runs = await _runs(session_factory)
+        return bool(runs) and runs[0].heartbeat_at > runs[0].started_at + timedelta(seconds=0.5)
+
+    await wait_for(beat_while_waiting, timeout=1.4)
+    (run,) = await _runs(session_factory)
+    assert (run.status, run.count) == ("running", 0)  # still waiting on its first page
+    assert (await running).json()["success"] is True
+
+
+async def test_a_cancelled_sync_ends_as_cancelled_and_frees_its_lease(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+) -> None:
+    org_id, key, connections = await connected_org(client, session_factory)
+    connection = connections[0]
+    state = app.state
+    factory = IntegrationFactory(
+        settings, session_factory, state.http_client, state.xero_auth_manager, state.xero_throttle
+    )
+    set_faults(fresh_sandbox, path_contains="/Invoices", next_slow=1, slow_seconds=2)
+    service = factory.get_sync_service(connection)
+    task = asyncio.create_task(
+        service.sync_invoices(
+            connection, incremental=True, invoice_types=["ACCPAY", "ACCREC"], months_back=12
+        )
+    )
+
+    async def started() -> bool:
+        return len(await _runs(session_factory)) == 1
+
+    await wait_for(started)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (run,) = await _runs(session_factory)
+    assert (run.status, run.error, run.lease) == ("cancelled", "cancelled", None)
+    assert run.finished_at is not None
+    # The lease is free: the next sync runs at once.
+    assert (await sync(client, key, org_id, connection_id=str(connection.id)))["success"]
+
+
+async def test_simultaneous_requests_answer_for_exactly_the_runs_they_started(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """Six requests over two connections: the 409s started nothing and name the running run."""
+    org_id, key, connections = await connected_org(client, session_factory)
+    set_faults(fresh_sandbox, path_contains="/Invoices", next_slow=2, slow_seconds=0.5)
+    responses = await asyncio.gather(*(_post_sync(client, key, org_id) for _ in range(6)))
+    statuses = sorted(r.status_code for r in responses)
+    assert set(statuses) <= {200, 409}, [r.text for r in responses]
+    assert 409 in statuses
+    answered = {
+        uuid.UUID(part["sync_run_id"])
+        for r in responses
+        if r.status_code == 200
+        for part in r.json()["connections"]
+    }
+    runs = await _runs(session_factory)
+    assert {run.id for run in runs} == answered
+    assert all(run.status == "success" for run in runs)
+    for refused in (r.json() for r in responses if r.status_code == 409):
+        assert refused["error"] == "sync_in_progress"
+        assert uuid.UUID(refused["sync_run_id"]) in answered
+    assert {run.connection_id for run in runs} == {c.id for c in connections}
