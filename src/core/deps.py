@@ -71,6 +71,8 @@ def get_http_client(request: Request) -> httpx.AsyncClient:
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# Scope "function": the commit happens before the response is sent, so a 2xx never goes out for
+# work whose commit then fails (with the default scope FastAPI commits after responding).
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 SessionFactoryDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_session_factory)]
 HttpClientDep = Annotated[httpx.AsyncClient, Depends(get_http_client)]

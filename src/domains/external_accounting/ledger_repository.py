@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from src.core.database import JsonText, utcnow
-from src.domains.external_accounting.exceptions import SyncInProgress
+from src.domains.external_accounting.exceptions import NoActiveConnection, SyncInProgress
 from src.domains.external_accounting.ledger_models import (
     Account,
     Invoice,
@@ -38,6 +38,7 @@ from src.domains.external_accounting.ledger_models import (
     SyncCursor,
     SyncRun,
 )
+from src.domains.external_accounting.models import Connection, ConnectionStatus
 
 _INVOICE_STAGE = "ledgersync_invoice_stage"
 
@@ -317,7 +318,11 @@ class LedgerRepository:
 
     async def start_run(self, run: SyncRun) -> None:
         """Record a run as `running` with a fresh lease token; it is also the lease on
-        (connection, object type). A run already holding it: `SyncInProgress` naming it."""
+        (connection, object type). A run already holding it: `SyncInProgress` naming it. A
+        connection disconnected meanwhile (the caller's copy may be stale): `NoActiveConnection`,
+        so no run starts after a disconnect fenced off the running ones."""
+        if not await self.connection_active(run.connection_id):
+            raise NoActiveConnection("The connection was disconnected; no sync was started.")
         await self.release_dead_runs(run.connection_id, run.object_type)
         run.lease = uuid.uuid4()
         self.session.add(run)
@@ -342,6 +347,17 @@ class LedgerRepository:
             )
         )
         return result.scalar_one_or_none()
+
+    async def connection_active(self, connection_id: uuid.UUID) -> bool:
+        """Whether the connection is still active, read under a share lock on PostgreSQL (a
+        disconnect's update waits for this transaction, or this read for the disconnect; SQLite
+        serialises writers anyway, and its dialect leaves the lock clause out)."""
+        result = await self.session.execute(
+            select(Connection.status)
+            .where(Connection.id == connection_id)
+            .with_for_update(read=True)
+        )
+        return result.scalar_one_or_none() == ConnectionStatus.ACTIVE.value
 
     def _ours(self, run_id: uuid.UUID, lease: uuid.UUID) -> Any:
         return and_(SyncRun.id == run_id, SyncRun.status == "running", SyncRun.lease == lease)

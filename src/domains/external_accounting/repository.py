@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any, cast
 
@@ -126,12 +126,15 @@ class RevocationRepository:
         self.session.add(revocation)
         await self.session.flush()
 
-    async def due(self, now: datetime, limit: int = 100) -> list[PendingRevocation]:
+    async def due(
+        self, now: datetime, limit: int = 100, ids: Collection[uuid.UUID] | None = None
+    ) -> list[PendingRevocation]:
+        """Revocations whose next attempt is due (of `ids` only, when given)."""
+        query = select(PendingRevocation).where(PendingRevocation.next_attempt_at <= now)
+        if ids is not None:
+            query = query.where(PendingRevocation.id.in_(list(ids)))
         result = await self.session.execute(
-            select(PendingRevocation)
-            .where(PendingRevocation.next_attempt_at <= now)
-            .order_by(PendingRevocation.next_attempt_at)
-            .limit(limit)
+            query.order_by(PendingRevocation.next_attempt_at).limit(limit)
         )
         return list(result.scalars())
 

@@ -163,6 +163,8 @@ class XeroConnectService:
         self.states = OAuthStateRepository(session)
         self.consent_tenants = ConsentTenantRepository(session)
         self.revocations = XeroRevocations(session, settings, cipher, identity)
+        # Revocations this service queued: the caller sends them once its transaction commits.
+        self.queued_revocations: list[uuid.UUID] = []
 
     async def start(self, user: User, organization_id: uuid.UUID) -> str:
         """A Xero authorize URL carrying a fresh single-use state and a PKCE challenge (the API
@@ -424,36 +426,45 @@ class XeroConnectService:
                     extra={"grant_id": str(grant_id), "tenants": len(shared)},
                 )
             else:
-                await self.revocations.revoke(
+                queued = await self.revocations.queue(
                     refresh_token_encrypted=grant.refresh_token_encrypted,
                     organization_id=grant.organization_id,
                     reason=reason,
                 )
+                self.queued_revocations.append(queued)
         await self.grants.delete_if_unused(grant_id)
 
-    async def disconnect(self, connection: Connection, auth: XeroAuthManager) -> None:
-        """Disconnect at Xero (best effort: a connection Xero already dropped still disconnects
-        here; never one another organisation also relies on), revoke the token set once no other
-        tenant uses it, erase local tokens."""
-        grant_id = connection.grant_id
+    async def leave_xero(self, connection: Connection, auth: XeroAuthManager) -> None:
+        """Delete the connection at Xero (best effort: a connection Xero already dropped still
+        disconnects here; never one another organisation also relies on). Called before any
+        local write, so no database lock is held across the call."""
+        if (
+            connection.status != ConnectionStatus.ACTIVE.value
+            or not connection.provider_connection_id
+        ):
+            return
         shared = await self.connections.tenants_held_elsewhere(
             connection.organization_id, connection.provider, [connection.tenant_id]
         )
-        if connection.status == ConnectionStatus.ACTIVE.value and connection.provider_connection_id:
-            if shared:
-                logger.warning(
-                    "not deleting the connection at Xero: another organisation relies on it",
-                    extra={"connection_id": str(connection.id)},
-                )
-            else:
-                try:
-                    token = await auth.get_access_token(connection)
-                    await self.identity.delete_connection(token, connection.provider_connection_id)
-                except LedgersyncError as failure:
-                    logger.warning(
-                        "could not delete the connection at Xero; disconnecting locally",
-                        extra={"connection_id": str(connection.id), "error": failure.code},
-                    )
+        if shared:
+            logger.warning(
+                "not deleting the connection at Xero: another organisation relies on it",
+                extra={"connection_id": str(connection.id)},
+            )
+            return
+        try:
+            token = await auth.get_access_token(connection)
+            await self.identity.delete_connection(token, connection.provider_connection_id)
+        except LedgersyncError as failure:
+            logger.warning(
+                "could not delete the connection at Xero; disconnecting locally",
+                extra={"connection_id": str(connection.id), "error": failure.code},
+            )
+
+    async def forget(self, connection: Connection) -> None:
+        """Disconnect here: erase the connection's tokens, and queue the revocation of its token
+        set once no other tenant uses it (sent after the caller commits)."""
+        grant_id = connection.grant_id
         connection.status = ConnectionStatus.DISCONNECTED.value
         connection.grant_id = None
         await self.session.flush()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -68,14 +69,17 @@ class XeroRevocations:
         seconds = min(base * 2 ** max(attempts - 1, 0), self.settings.revocation_retry_max_seconds)
         return timedelta(seconds=seconds)
 
-    async def revoke(
+    async def queue(
         self,
         *,
         refresh_token_encrypted: str,
         organization_id: uuid.UUID | None,
         reason: RevocationReason,
-    ) -> bool:
-        """Store the revocation, then attempt it; True when Xero confirmed it."""
+    ) -> uuid.UUID:
+        """Store a revocation in the caller's transaction; `send_revocations` sends it once that
+        has committed. Never call Xero inside a write transaction: it would hold SQLite's write
+        lock for the call, and an irreversible revocation must not precede a commit that may
+        still fail (the connection would stay active here on a token set Xero has dropped)."""
         pending = PendingRevocation(
             provider=Provider.XERO.value,
             organization_id=organization_id,
@@ -84,7 +88,7 @@ class XeroRevocations:
             next_attempt_at=utcnow(),
         )
         await self.repository.add(pending)
-        return await self.attempt(pending)
+        return pending.id
 
     async def attempt(self, pending: PendingRevocation) -> bool:
         """Call Xero once for `pending`: forget it when confirmed, else schedule the next try."""
@@ -137,18 +141,35 @@ async def run_maintenance(
     cipher: TokenCipher,
     identity: XeroIdentityClient,
 ) -> MaintenanceReport:
-    """Purge expired OAuth states and connect sessions; retry the revocations that are due.
-
-    Each revocation is claimed and committed before Xero is called, so the HTTP call never holds
-    a write transaction (SQLite's lock) and two processes do not send the same one."""
+    """Purge expired OAuth states and connect sessions; retry the revocations that are due."""
     async with session_factory() as session:
         cutoff = utcnow() - timedelta(seconds=settings.oauth_state_retention_seconds)
         purged = await OAuthStateRepository(session).purge_expired(cutoff)
         await session.commit()
+    revoked, still_pending = await send_revocations(session_factory, settings, cipher, identity)
+    if purged or revoked or still_pending:
+        logger.info(
+            "maintenance",
+            extra={"states_purged": purged, "revoked": revoked, "still_pending": still_pending},
+        )
+    return MaintenanceReport(states_purged=purged, revoked=revoked, still_pending=still_pending)
+
+
+async def send_revocations(
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    cipher: TokenCipher,
+    identity: XeroIdentityClient,
+    ids: Collection[uuid.UUID] | None = None,
+) -> tuple[int, int]:
+    """Send the revocations that are due (only `ids`, when given): (revoked, still pending).
+
+    Each is claimed and committed before Xero is called, so the HTTP call never holds a write
+    transaction (SQLite's lock) and two processes do not send the same one."""
     revoked = still_pending = 0
     async with session_factory() as session:
         revocations = XeroRevocations(session, settings, cipher, identity)
-        due = await revocations.repository.due(utcnow())
+        due = await revocations.repository.due(utcnow(), ids=ids)
         await session.commit()
         for pending in due:
             claimed_until = utcnow() + revocations.backoff(pending.attempts + 1)
@@ -162,12 +183,7 @@ async def run_maintenance(
             else:
                 still_pending += 1
             await session.commit()
-    if purged or revoked or still_pending:
-        logger.info(
-            "maintenance",
-            extra={"states_purged": purged, "revoked": revoked, "still_pending": still_pending},
-        )
-    return MaintenanceReport(states_purged=purged, revoked=revoked, still_pending=still_pending)
+    return revoked, still_pending
 
 
 async def maintenance_forever(

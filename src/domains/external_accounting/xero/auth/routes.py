@@ -9,7 +9,7 @@ from urllib.parse import urlencode, urlparse
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from src.core.deps import SessionDep, SettingsDep
+from src.core.deps import SessionDep, SessionFactoryDep, SettingsDep
 from src.core.errors import LedgersyncError, ValidationFailed
 from src.core.openapi import Responses, error_responses, merge_responses
 from src.core.settings import Settings
@@ -48,6 +48,7 @@ from src.domains.external_accounting.xero.auth.deps import (
     IdentityClientDep,
     XeroAuthManagerDep,
 )
+from src.domains.external_accounting.xero.auth.revocations import send_revocations
 from src.domains.organizations.deps import ADMIN_ERRORS, MEMBER_ERRORS, CurrentUserDep, OrgId
 from src.domains.organizations.exceptions import InsufficientRole, InvalidApiKey, NotAMember
 from src.domains.organizations.models import Role, User
@@ -233,6 +234,7 @@ async def open_connect_session(
 async def xero_callback(
     request: Request,
     session: SessionDep,
+    session_factory: SessionFactoryDep,
     settings: SettingsDep,
     cipher: CipherDep,
     identity: IdentityClientDep,
@@ -279,6 +281,10 @@ async def xero_callback(
         else:
             page = pages.failure_page(failure)
         return _forget_binding(page, state, settings)
+    # Committed before anything is said or sent: then the token sets this consent replaced are
+    # revoked at Xero, outside any write transaction.
+    await session.commit()
+    await send_revocations(session_factory, settings, cipher, identity, service.queued_revocations)
     if _wants_json(request):
         return ConnectResult(
             organization_id=outcome.organization_id,
@@ -332,6 +338,7 @@ async def disconnect(
     cipher: CipherDep,
     identity: IdentityClientDep,
     auth: XeroAuthManagerDep,
+    session_factory: SessionFactoryDep,
     purge: Annotated[
         bool,
         Query(
@@ -350,11 +357,16 @@ async def disconnect(
         )
     except NotAMember:
         raise ConnectionNotFound(f"Connection {connection_id} does not exist.") from None
-    await XeroConnectService(session, settings, cipher, identity).disconnect(connection, auth)
-    # Running syncs are fenced off in the purge's transaction: each stops at its next page
-    # instead of writing back what the purge deletes.
+    service = XeroConnectService(session, settings, cipher, identity)
+    await service.leave_xero(connection, auth)  # Xero first: no lock is held across the call
+    # One transaction fences off running syncs, disconnects and purges. The runs are locked
+    # first, as a finishing sync locks its run before the connection (no deadlock); each fenced
+    # run stops at its next page instead of writing back what the purge deletes.
     ledger = LedgerRepository(session)
     await ledger.cancel_running_runs(connection.id, "The connection was disconnected.")
+    await service.forget(connection)
     if purge:
         await ledger.purge_connection(connection.id)
+    await session.commit()
+    await send_revocations(session_factory, settings, cipher, identity, service.queued_revocations)
     return Response(status_code=204)

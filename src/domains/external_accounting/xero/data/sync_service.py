@@ -69,6 +69,7 @@ class RunProgress:
     run_id: uuid.UUID
     # The run's fencing token: every write of the run is conditional on still holding it.
     lease: uuid.UUID
+    connection_id: uuid.UUID
     # An incremental run re-reads the second before its cursor; those unchanged re-reads are
     # not news and do not count. A full run counts every invoice it covered.
     count_unchanged: bool = True
@@ -550,7 +551,7 @@ class XeroSyncService:
                 "mode": run.mode,
             },
         )
-        return RunProgress(run_id=run.id, lease=run.lease)
+        return RunProgress(run_id=run.id, lease=run.lease, connection_id=run.connection_id)
 
     async def _release(self, progress: RunProgress) -> None:
         """Give the lease back unused: the run never happened."""
@@ -605,8 +606,13 @@ class XeroSyncService:
                 return
 
     async def _fence(self, repository: LedgerRepository, progress: RunProgress) -> None:
-        """First statement of every write transaction of a run: it still holds its lease."""
-        if not await repository.hold_lease(progress.run_id, progress.lease):
+        """First statements of every write transaction of a run: it still holds its lease, and
+        its connection is still active (a run started from a stale copy of a connection that a
+        disconnect has since purged must not write it back). The run's row is locked before the
+        connection's, the order a disconnect takes them in too."""
+        if not await repository.hold_lease(
+            progress.run_id, progress.lease
+        ) or not await repository.connection_active(progress.connection_id):
             raise SyncLeaseLost(
                 "The sync stopped: it no longer holds its lease (its connection was "
                 "disconnected, or it was taken for dead and another sync took over)."
