@@ -12,7 +12,7 @@ from src.core.crypto import TokenCipher
 from src.core.logging import uvicorn_log_config
 from src.core.migrations import upgrade_database
 from src.core.settings import ConfigurationError, Settings, get_settings
-from src.domains.external_accounting.cli import revocations_app
+from src.domains.external_accounting.xero.auth.cli import revocations_app
 from src.domains.organizations.cli import keys_app, orgs_app, users_app
 from src.xero_sandbox.cli import app as sandbox_app
 from src.xero_sandbox.cli import environment_for

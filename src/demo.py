@@ -30,8 +30,8 @@ from sqlalchemy import func, select
 from src.core.database import create_engine, create_session_factory
 from src.core.migrations import upgrade_database
 from src.core.settings import Settings
-from src.domains.external_accounting.ledger_models import Account, Invoice, InvoiceLineItem
-from src.domains.external_accounting.models import Connection
+from src.domains.external_accounting.connections.models import Connection
+from src.domains.external_accounting.ledger.models import Account, Invoice, InvoiceLineItem
 from src.domains.organizations.service import OrganizationService
 from src.main import create_app
 from src.xero_sandbox.config import SandboxConfig

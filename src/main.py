@@ -18,8 +18,8 @@ from src.core.openapi import install_openapi
 from src.core.settings import Settings, get_settings
 from src.domains.external_accounting.routes import PREFIXES as external_accounting_prefixes
 from src.domains.external_accounting.routes import router as external_accounting_router
+from src.domains.external_accounting.xero.auth.auth_manager import XeroAuthManager
 from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
-from src.domains.external_accounting.xero.auth.manager import XeroAuthManager
 from src.domains.external_accounting.xero.auth.revocations import maintenance_forever
 from src.domains.external_accounting.xero.data.accounting_client import TenantThrottle
 from src.domains.external_accounting.xero.data.call_limiter import call_limiter_from_settings

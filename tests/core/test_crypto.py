@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.crypto import DecryptionFailed, EncryptionKeyMissing, TokenCipher
 from src.core.settings import Settings
-from src.domains.external_accounting.models import OAuthGrant, PendingRevocation
-from src.domains.external_accounting.token_rotation import rotate_encryption
+from src.domains.external_accounting.connections.encryption_keys import rotate_encryption
+from src.domains.external_accounting.connections.models import OAuthGrant, PendingRevocation
 from tests.factories import create_org_with_user
 
 

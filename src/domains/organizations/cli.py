@@ -14,7 +14,7 @@ from src.core.crypto import TokenCipher
 from src.core.database import create_engine, create_session_factory
 from src.core.errors import LedgersyncError
 from src.core.settings import get_settings
-from src.domains.external_accounting.token_rotation import rotate_encryption
+from src.domains.external_accounting.connections.encryption_keys import rotate_encryption
 from src.domains.organizations.models import Role
 from src.domains.organizations.service import OrganizationService
 

@@ -14,9 +14,9 @@ import httpx
 from src.core.crypto import TokenCipher
 from src.core.database import create_engine, create_session_factory
 from src.core.settings import Settings
-from src.domains.external_accounting.models import Connection
+from src.domains.external_accounting.connections.models import Connection
+from src.domains.external_accounting.xero.auth.auth_manager import XeroAuthManager
 from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
-from src.domains.external_accounting.xero.auth.manager import XeroAuthManager
 
 
 async def main(connection_id: uuid.UUID, callers: int) -> None:

@@ -14,10 +14,10 @@ import httpx
 from src.core.crypto import TokenCipher
 from src.core.database import create_engine, create_session_factory
 from src.core.settings import Settings
-from src.domains.external_accounting.factory import IntegrationFactory
-from src.domains.external_accounting.models import Connection
+from src.domains.external_accounting.base.factory import IntegrationFactory
+from src.domains.external_accounting.connections.models import Connection
+from src.domains.external_accounting.xero.auth.auth_manager import XeroAuthManager
 from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
-from src.domains.external_accounting.xero.auth.manager import XeroAuthManager
 from src.domains.external_accounting.xero.data.accounting_client import TenantThrottle
 from src.domains.external_accounting.xero.data.call_limiter import call_limiter_from_settings
 

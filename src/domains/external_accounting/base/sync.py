@@ -10,7 +10,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-from src.domains.external_accounting.models import Connection
+from src.domains.external_accounting.connections.models import Connection
 
 ObjectType = Literal["invoices", "accounts"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from src.domains.external_accounting.models import Connection
+from src.domains.external_accounting.connections.models import Connection
 
 
 class AccessTokenProvider(Protocol):

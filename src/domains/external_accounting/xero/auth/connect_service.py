@@ -26,6 +26,19 @@ from src.core.crypto import TokenCipher
 from src.core.database import utcnow
 from src.core.errors import LedgersyncError
 from src.core.settings import Settings
+from src.domains.external_accounting.connections.models import (
+    Connection,
+    ConnectionStatus,
+    OAuthGrant,
+    OAuthState,
+    Provider,
+)
+from src.domains.external_accounting.connections.repository import (
+    ConnectionRepository,
+    ConsentTenantRepository,
+    GrantRepository,
+    OAuthStateRepository,
+)
 from src.domains.external_accounting.exceptions import (
     AuthorizationDenied,
     ConnectLinkNotFound,
@@ -39,25 +52,12 @@ from src.domains.external_accounting.exceptions import (
     StateTampered,
     TenantHeldByAnotherOrganisation,
 )
-from src.domains.external_accounting.models import (
-    Connection,
-    ConnectionStatus,
-    OAuthGrant,
-    OAuthState,
-    Provider,
-)
-from src.domains.external_accounting.repository import (
-    ConnectionRepository,
-    ConsentTenantRepository,
-    GrantRepository,
-    OAuthStateRepository,
-)
+from src.domains.external_accounting.xero.auth.auth_manager import XeroAuthManager
 from src.domains.external_accounting.xero.auth.identity_client import (
     TokenEndpointError,
     XeroIdentityClient,
     XeroTenantConnection,
 )
-from src.domains.external_accounting.xero.auth.manager import XeroAuthManager
 from src.domains.external_accounting.xero.auth.revocations import (
     RevocationReason,
     XeroRevocations,

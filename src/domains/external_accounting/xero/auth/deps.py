@@ -8,8 +8,8 @@ from fastapi import Depends, Request
 
 from src.core.crypto import TokenCipher
 from src.core.deps import HttpClientDep, SettingsDep
+from src.domains.external_accounting.xero.auth.auth_manager import XeroAuthManager
 from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
-from src.domains.external_accounting.xero.auth.manager import XeroAuthManager
 
 
 def get_cipher(request: Request) -> TokenCipher:

@@ -21,8 +21,8 @@ from src.core.crypto import DecryptionFailed, TokenCipher
 from src.core.database import utcnow
 from src.core.errors import LedgersyncError
 from src.core.settings import Settings
-from src.domains.external_accounting.models import PendingRevocation, Provider
-from src.domains.external_accounting.repository import (
+from src.domains.external_accounting.connections.models import PendingRevocation, Provider
+from src.domains.external_accounting.connections.repository import (
     OAuthStateRepository,
     RevocationRepository,
 )

@@ -13,6 +13,14 @@ from src.core.deps import SessionDep, SessionFactoryDep, SettingsDep
 from src.core.errors import LedgersyncError, ValidationFailed
 from src.core.openapi import Responses, error_responses, merge_responses
 from src.core.settings import Settings
+from src.domains.external_accounting.connections.repository import ConnectionRepository
+from src.domains.external_accounting.connections.schemas import (
+    AuthorizeUrl,
+    ConnectionOut,
+    ConnectResult,
+    ConnectSessionOut,
+    RefusedTenantOut,
+)
 from src.domains.external_accounting.exceptions import (
     AuthorizationDenied,
     ConnectionNotFound,
@@ -29,15 +37,7 @@ from src.domains.external_accounting.exceptions import (
     StateTampered,
     TenantHeldByAnotherOrganisation,
 )
-from src.domains.external_accounting.ledger_repository import LedgerRepository
-from src.domains.external_accounting.repository import ConnectionRepository
-from src.domains.external_accounting.schemas import (
-    AuthorizeUrl,
-    ConnectionOut,
-    ConnectResult,
-    ConnectSessionOut,
-    RefusedTenantOut,
-)
+from src.domains.external_accounting.ledger.repository import LedgerRepository
 from src.domains.external_accounting.xero.auth import pages
 from src.domains.external_accounting.xero.auth.connect_service import (
     XeroConnectService,

@@ -21,6 +21,7 @@ from src.core.database import JsonText
 from src.core.http import MAX_RETRY_AFTER_SECONDS, retry_after_seconds
 from src.core.settings import Settings
 from src.domains.external_accounting.base.tokens import AccessTokenProvider
+from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.exceptions import (
     ProviderDataInvalid,
     ProviderRateLimited,
@@ -28,7 +29,6 @@ from src.domains.external_accounting.exceptions import (
     ProviderUnavailable,
     TenantAccessRevoked,
 )
-from src.domains.external_accounting.models import Connection
 from src.domains.external_accounting.xero.data.call_limiter import (
     CallLimiter,
     CallLimits,

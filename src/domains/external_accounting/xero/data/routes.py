@@ -14,6 +14,7 @@ from pydantic import WithJsonSchema
 
 from src.core.deps import SessionDep, SettingsDep, UtcDatetime
 from src.core.openapi import error_responses, merge_responses
+from src.domains.external_accounting.base.factory import IntegrationFactory
 from src.domains.external_accounting.base.sync import SyncResult
 from src.domains.external_accounting.exceptions import (
     ConnectionNotFound,
@@ -25,8 +26,7 @@ from src.domains.external_accounting.exceptions import (
     SyncInProgress,
     SyncRateLimited,
 )
-from src.domains.external_accounting.factory import IntegrationFactory
-from src.domains.external_accounting.ledger_schemas import (
+from src.domains.external_accounting.ledger.schemas import (
     SYNC_RESULT_EXAMPLE,
     AccountOut,
     InvoiceDetail,
@@ -35,8 +35,8 @@ from src.domains.external_accounting.ledger_schemas import (
     LineItemOut,
     SyncRunOut,
 )
-from src.domains.external_accounting.service import ExternalAccountingService
-from src.domains.external_accounting.sync_policy import (
+from src.domains.external_accounting.ledger.service import ExternalAccountingService
+from src.domains.external_accounting.ledger.sync_policy import (
     IncrementalQuery,
     invoice_sync_allowed,
     sync_allowed,

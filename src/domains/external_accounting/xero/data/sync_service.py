@@ -19,19 +19,19 @@ from src.core.aio import prefetch
 from src.core.database import JsonText, utcnow
 from src.core.errors import LedgersyncError
 from src.domains.external_accounting.base.sync import ConnectionSyncResult, StartedSync
+from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.exceptions import (
     ProviderRateLimited,
     SyncCrashed,
     SyncLeaseLost,
 )
-from src.domains.external_accounting.ledger_models import SyncRun
-from src.domains.external_accounting.ledger_repository import (
+from src.domains.external_accounting.ledger.models import SyncRun
+from src.domains.external_accounting.ledger.repository import (
     InvoiceRecord,
     LedgerRepository,
     LineRecord,
     StoredVersion,
 )
-from src.domains.external_accounting.models import Connection
 from src.domains.external_accounting.xero.data.accounting_client import XeroAccountingClient
 from src.domains.external_accounting.xero.data.xero_models import (
     XeroAccount,

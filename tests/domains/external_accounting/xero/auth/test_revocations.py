@@ -16,7 +16,11 @@ from src.cli import app as cli
 from src.core.crypto import TokenCipher
 from src.core.database import utcnow
 from src.core.settings import Settings, get_settings
-from src.domains.external_accounting.models import OAuthGrant, OAuthState, PendingRevocation
+from src.domains.external_accounting.connections.models import (
+    OAuthGrant,
+    OAuthState,
+    PendingRevocation,
+)
 from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
 from src.domains.external_accounting.xero.auth.revocations import run_maintenance
 from src.main import create_app

@@ -20,14 +20,18 @@ from src.core.crypto import TokenCipher
 from src.core.database import utcnow
 from src.core.errors import LedgersyncError
 from src.core.settings import Settings
+from src.domains.external_accounting.connections.models import (
+    Connection,
+    ConnectionStatus,
+    OAuthGrant,
+)
+from src.domains.external_accounting.connections.repository import GrantRepository
 from src.domains.external_accounting.exceptions import (
     ProviderRejected,
     ProviderUnavailable,
     ReauthorisationRequired,
     TokenRefreshFailed,
 )
-from src.domains.external_accounting.models import Connection, ConnectionStatus, OAuthGrant
-from src.domains.external_accounting.repository import GrantRepository
 from src.domains.external_accounting.xero.auth.identity_client import (
     TokenEndpointError,
     TokenSet,

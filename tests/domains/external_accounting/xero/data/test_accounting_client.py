@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from src.core.settings import Settings
+from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.exceptions import (
     ProviderDataInvalid,
     ProviderRateLimited,
@@ -20,7 +21,6 @@ from src.domains.external_accounting.exceptions import (
     ProviderUnavailable,
     TenantAccessRevoked,
 )
-from src.domains.external_accounting.models import Connection
 from src.domains.external_accounting.xero.data.accounting_client import (
     RetryPolicy,
     TenantThrottle,

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from src.core.crypto import TokenCipher
 from src.core.database import utcnow
 from src.core.settings import Settings
-from src.domains.external_accounting.models import Connection, OAuthGrant, OAuthState
+from src.domains.external_accounting.connections.models import Connection, OAuthGrant, OAuthState
 from src.domains.organizations.models import Role
 from src.xero_sandbox.server import RunningSandbox
 from tests.domains.external_accounting.connect_helpers import (

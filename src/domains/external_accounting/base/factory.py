@@ -8,8 +8,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from src.core.settings import Settings
 from src.domains.external_accounting.base.sync import SyncService
 from src.domains.external_accounting.base.tokens import AccessTokenProvider
+from src.domains.external_accounting.connections.models import Connection, Provider
 from src.domains.external_accounting.exceptions import UnsupportedProvider
-from src.domains.external_accounting.models import Connection, Provider
 from src.domains.external_accounting.xero.data.accounting_client import (
     RetryPolicy,
     TenantThrottle,

@@ -24,7 +24,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from src.core.database import Base, ExactDecimal, UTCDateTime, new_id, utcnow
-from src.domains.external_accounting import models as _connections  # noqa: F401  (FK targets)
+from src.domains.external_accounting.connections import models as _connections  # noqa: F401  (FK targets)
 
 # Exact on every backend (SQLite keeps the digits as text, see ExactDecimal).
 Money = ExactDecimal(19, 4)

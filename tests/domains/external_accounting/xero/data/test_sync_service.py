@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.database import utcnow
 from src.core.settings import Settings
-from src.domains.external_accounting.ledger_models import Invoice, SyncRun
+from src.domains.external_accounting.ledger.models import Invoice, SyncRun
 from src.domains.external_accounting.xero.data.accounting_client import XeroAccountingClient
 from src.domains.external_accounting.xero.data.sync_service import XeroSyncService
 from src.domains.external_accounting.xero.data.xero_models import InvoicePage, decode_invoices

@@ -30,15 +30,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from src.core.database import JsonText, utcnow
+from src.domains.external_accounting.connections.models import Connection, ConnectionStatus
 from src.domains.external_accounting.exceptions import NoActiveConnection, SyncInProgress
-from src.domains.external_accounting.ledger_models import (
+from src.domains.external_accounting.ledger.models import (
     Account,
     Invoice,
     InvoiceLineItem,
     SyncCursor,
     SyncRun,
 )
-from src.domains.external_accounting.models import Connection, ConnectionStatus
 
 _INVOICE_STAGE = "ledgersync_invoice_stage"
 

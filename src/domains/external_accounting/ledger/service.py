@@ -11,11 +11,14 @@ from datetime import date, datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from src.core.settings import Settings
+from src.domains.external_accounting.base.factory import IntegrationFactory
 from src.domains.external_accounting.base.sync import (
     ConnectionSyncResult,
     StartedSync,
     SyncResult,
 )
+from src.domains.external_accounting.connections.models import Connection, ConnectionStatus
+from src.domains.external_accounting.connections.repository import ConnectionRepository
 from src.domains.external_accounting.exceptions import (
     ConnectionNotFound,
     InvalidSyncParameter,
@@ -23,17 +26,14 @@ from src.domains.external_accounting.exceptions import (
     ReauthorisationRequired,
     RecordNotFound,
 )
-from src.domains.external_accounting.factory import IntegrationFactory
-from src.domains.external_accounting.ledger_models import (
+from src.domains.external_accounting.ledger.models import (
     Account,
     Invoice,
     InvoiceLineItem,
     SyncRun,
 )
-from src.domains.external_accounting.ledger_repository import LedgerRepository
-from src.domains.external_accounting.models import Connection, ConnectionStatus
-from src.domains.external_accounting.repository import ConnectionRepository
-from src.domains.external_accounting.xero.auth.manager import connect_url
+from src.domains.external_accounting.ledger.repository import LedgerRepository
+from src.domains.external_accounting.xero.auth.auth_manager import connect_url
 
 
 class ExternalAccountingService:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from src.core.crypto import TokenCipher
-from src.domains.external_accounting.repository import (
+from src.domains.external_accounting.connections.repository import (
     GrantRepository,
     OAuthStateRepository,
     RevocationRepository,

@@ -10,7 +10,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from src.domains.external_accounting.ledger_models import Invoice
+from src.domains.external_accounting.ledger.models import Invoice
 from src.xero_sandbox.server import RunningSandbox
 from tests.domains.external_accounting.sync_helpers import assert_complete, connected_org, sync
 from tests.factories import bearer

@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from src.core.database import utcnow
 from src.core.deps import SessionDep, SettingsDep
 from src.core.settings import Settings
+from src.domains.external_accounting.connections.repository import SyncRequestRepository
 from src.domains.external_accounting.exceptions import FullSyncRequiresAdmin, SyncRateLimited
-from src.domains.external_accounting.repository import SyncRequestRepository
 from src.domains.organizations.deps import CurrentUserDep, OrgId
 from src.domains.organizations.models import Role, User
 from src.domains.organizations.service import ROLE_RANK, OrganizationService

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from src.domains.external_accounting.ledger_models import Invoice
+from src.domains.external_accounting.ledger.models import Invoice
 from src.models_registry import metadata
 from src.xero_sandbox.server import RunningSandbox
 from src.xero_sandbox.xero_dates import parse_xero_date

@@ -12,9 +12,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from src.core.database import utcnow
-from src.domains.external_accounting.exceptions import ConnectionNotFound
-from src.domains.external_accounting.ledger_models import SyncRun
-from src.domains.external_accounting.models import (
+from src.domains.external_accounting.connections.models import (
     Connection,
     ConnectionStatus,
     ConsentTenant,
@@ -22,6 +20,8 @@ from src.domains.external_accounting.models import (
     OAuthState,
     PendingRevocation,
 )
+from src.domains.external_accounting.exceptions import ConnectionNotFound
+from src.domains.external_accounting.ledger.models import SyncRun
 
 
 def _rowcount(result: Any) -> int:

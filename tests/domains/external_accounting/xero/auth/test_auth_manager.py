@@ -26,11 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from src.core.crypto import DecryptionFailed, TokenCipher
 from src.core.database import utcnow
 from src.core.settings import Settings
+from src.domains.external_accounting.connections.encryption_keys import rotate_encryption
+from src.domains.external_accounting.connections.models import Connection, OAuthGrant
 from src.domains.external_accounting.exceptions import ReauthorisationRequired, TokenRefreshFailed
-from src.domains.external_accounting.models import Connection, OAuthGrant
-from src.domains.external_accounting.token_rotation import rotate_encryption
+from src.domains.external_accounting.xero.auth.auth_manager import XeroAuthManager
 from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
-from src.domains.external_accounting.xero.auth.manager import XeroAuthManager
 from src.models_registry import metadata
 from src.xero_sandbox.server import RunningSandbox
 from tests.domains.external_accounting.connect_helpers import connect

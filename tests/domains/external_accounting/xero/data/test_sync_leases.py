@@ -16,9 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.database import utcnow
 from src.core.settings import Settings
-from src.domains.external_accounting.factory import IntegrationFactory
-from src.domains.external_accounting.ledger_models import Invoice, SyncRun
-from src.domains.external_accounting.models import Connection
+from src.domains.external_accounting.base.factory import IntegrationFactory
+from src.domains.external_accounting.connections.models import Connection
+from src.domains.external_accounting.ledger.models import Invoice, SyncRun
 from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
 from src.domains.external_accounting.xero.data import sync_service
 from src.xero_sandbox.server import RunningSandbox

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.settings import Settings
-from src.domains.external_accounting.ledger_models import Invoice
+from src.domains.external_accounting.ledger.models import Invoice
 from src.domains.external_accounting.xero.data.accounting_client import XeroAccountingClient
 from src.xero_sandbox.server import RunningSandbox
 from src.xero_sandbox.xero_dates import parse_xero_date

@@ -22,7 +22,7 @@ from src.domains.external_accounting.xero.auth.identity_client import (
     TokenEndpointError,
     XeroIdentityClient,
 )
-from tests.domains.external_accounting.xero.test_accounting_client import (
+from tests.domains.external_accounting.xero.data.test_accounting_client import (
     _client,
     _connection,
     _sequence,

@@ -29,8 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from src.core.database import create_session_factory
 from src.core.settings import Settings
-from src.domains.external_accounting.ledger_models import Account, Invoice, SyncRun
-from src.domains.external_accounting.models import Connection
+from src.domains.external_accounting.connections.models import Connection
+from src.domains.external_accounting.ledger.models import Account, Invoice, SyncRun
 from src.main import create_app
 from src.models_registry import metadata
 from src.xero_sandbox.server import RunningSandbox

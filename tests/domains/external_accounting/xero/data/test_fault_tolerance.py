@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.settings import Settings
-from src.domains.external_accounting.ledger_models import Invoice, SyncRun
+from src.domains.external_accounting.ledger.models import Invoice, SyncRun
 from src.main import create_app
 from src.xero_sandbox.server import RunningSandbox
 from tests.domains.external_accounting.sync_helpers import (
