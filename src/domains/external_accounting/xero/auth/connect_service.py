@@ -328,7 +328,8 @@ class XeroConnectService:
         sets this consent replaced revoked at Xero, outside any write transaction; when it
         fails, nothing but the spent state is kept."""
         try:
-            outcome = await self._store_consent(state, code, error, caller, cookies)
+            pending = await self._consume_state(state, caller, cookies)
+            outcome = await self._store_consent(pending, code=code, error=error)
         except BaseException:
             await self.session.rollback()
             raise
@@ -337,14 +338,8 @@ class XeroConnectService:
         return outcome
 
     async def _store_consent(
-        self,
-        state: str,
-        code: str | None,
-        error: str | None,
-        caller: User | None,
-        cookies: Mapping[str, str],
+        self, pending: OAuthState, *, code: str | None, error: str | None
     ) -> ConnectOutcome:
-        pending = await self._consume_state(state, caller, cookies)
         if error or not code:
             raise AuthorisationDenied(f"Xero did not grant access ({error or 'no code'}).")
         try:
