@@ -15,6 +15,7 @@ from src.domains.organizations.deps import CurrentUserDep
 
 
 def get_connection_service(session: SessionDep, factory: FactoryDep) -> ConnectionService:
+    """The connections service on the request's session."""
     return ConnectionService(session, factory)
 
 

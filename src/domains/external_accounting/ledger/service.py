@@ -169,7 +169,11 @@ class ExternalAccountingService:
         return invoice, await self.ledger.line_items(invoice.id)
 
     async def list_accounts(
-        self, organization_id: uuid.UUID, types: Sequence[str], connection_id: uuid.UUID | None
+        self,
+        organization_id: uuid.UUID,
+        *,
+        types: Sequence[str],
+        connection_id: uuid.UUID | None,
     ) -> list[Account]:
         """Synced accounts, by code."""
         return await self.ledger.list_accounts(

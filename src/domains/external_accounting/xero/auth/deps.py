@@ -42,6 +42,7 @@ def get_connect_service(
     session_factory: SessionFactoryDep,
     auth: XeroAuthManagerDep,
 ) -> XeroConnectService:
+    """The connect flow on the request's session and the process's shared clients."""
     return XeroConnectService(
         session, settings, cipher, identity, session_factory=session_factory, tokens=auth
     )

@@ -1,4 +1,5 @@
-"""Sync endpoints and reads of what was synced (thin: parse, authorise, call the service)."""
+"""Sync endpoints and reads of what was synced (thin: parse, call the service; who may call
+each route is declared, as a dependency)."""
 
 from __future__ import annotations
 
@@ -149,6 +150,14 @@ def listed_query(name: str, allowed: Collection[str], what: str) -> Any:
     return Depends(parse)
 
 
+def get_ledger_service(session: SessionDep, settings: SettingsDep) -> ExternalAccountingService:
+    """The read service on the request's session."""
+    return ExternalAccountingService(session, settings)
+
+
+LedgerServiceDep = Annotated[ExternalAccountingService, Depends(get_ledger_service)]
+
+
 InvoiceTypesQuery = Annotated[
     list[str], listed_query("invoice_types", INVOICE_TYPES, "Invoice types to sync (default both)")
 ]
@@ -283,12 +292,10 @@ InvoiceFiltersQuery = Annotated[InvoiceFilters, Depends(invoice_filters)]
 
 @router.get("/invoices", responses=LIST_RESPONSES)
 async def list_invoices(
-    access: MemberOfOrg, session: SessionDep, settings: SettingsDep, filters: InvoiceFiltersQuery
+    access: MemberOfOrg, ledger: LedgerServiceDep, filters: InvoiceFiltersQuery
 ) -> InvoicePage:
     """Synced invoices, newest first; filter by type, status, contact, dates; keyset paging."""
-    invoices = await ExternalAccountingService(session, settings).list_invoices(
-        access.organization_id, filters
-    )
+    invoices = await ledger.list_invoices(access.organization_id, filters)
     items = [InvoiceOut.model_validate(i) for i in invoices]
     next_cursor = _encode_cursor(items[-1]) if len(items) == filters.limit else None
     return InvoicePage(items=items, next_cursor=next_cursor)
@@ -304,13 +311,10 @@ async def get_invoice(
         ),
     ],
     access: MemberOfOrg,
-    session: SessionDep,
-    settings: SettingsDep,
+    ledger: LedgerServiceDep,
 ) -> InvoiceDetail:
     """One synced invoice with its line items."""
-    invoice, lines = await ExternalAccountingService(session, settings).get_invoice(
-        access.organization_id, invoice_id
-    )
+    invoice, lines = await ledger.get_invoice(access.organization_id, invoice_id)
     return InvoiceDetail(
         **InvoiceOut.model_validate(invoice).model_dump(),
         line_items=[LineItemOut.model_validate(line) for line in lines],
@@ -320,14 +324,13 @@ async def get_invoice(
 @router.get("/accounts", responses=LIST_RESPONSES)
 async def list_accounts(
     access: MemberOfOrg,
-    session: SessionDep,
-    settings: SettingsDep,
+    ledger: LedgerServiceDep,
     types: AccountTypeFilter,
     connection_id: ConnectionFilter = None,
 ) -> list[AccountOut]:
     """The synced chart of accounts, optionally only some types (`type=BANK`)."""
-    accounts = await ExternalAccountingService(session, settings).list_accounts(
-        access.organization_id, types, connection_id
+    accounts = await ledger.list_accounts(
+        access.organization_id, types=types, connection_id=connection_id
     )
     return [AccountOut.model_validate(a) for a in accounts]
 
@@ -342,14 +345,11 @@ def _run_out(run: object) -> SyncRunOut:
 @router.get("/sync-runs", responses=LIST_RESPONSES)
 async def list_sync_runs(
     access: MemberOfOrg,
-    session: SessionDep,
-    settings: SettingsDep,
+    ledger: LedgerServiceDep,
     limit: Annotated[int, Query(ge=1, le=500, description="How many runs", examples=[50])] = 50,
 ) -> list[SyncRunOut]:
     """Sync history, newest first: parameters, status, counts, API calls, duration, error."""
-    runs = await ExternalAccountingService(session, settings).list_runs(
-        access.organization_id, limit
-    )
+    runs = await ledger.list_runs(access.organization_id, limit)
     return [_run_out(run) for run in runs]
 
 
@@ -360,10 +360,7 @@ async def get_sync_run(
         Path(description="The sync run's id", examples=["0b9c8d7e-6f5a-4b3c-8d2e-1f0a9b8c7d6e"]),
     ],
     access: MemberOfOrg,
-    session: SessionDep,
-    settings: SettingsDep,
+    ledger: LedgerServiceDep,
 ) -> SyncRunOut:
     """One sync run."""
-    return _run_out(
-        await ExternalAccountingService(session, settings).get_run(access.organization_id, run_id)
-    )
+    return _run_out(await ledger.get_run(access.organization_id, run_id))
