@@ -340,6 +340,7 @@ class XeroConnectService:
     async def _store_consent(
         self, pending: OAuthState, *, code: str | None, error: str | None
     ) -> ConnectOutcome:
+        """Exchange the code and store a connection per accepted tenant, in this transaction."""
         if error or not code:
             raise AuthorisationDenied(f"Xero did not grant access ({error or 'no code'}).")
         try:
