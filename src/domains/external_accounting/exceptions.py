@@ -59,7 +59,7 @@ class ConnectLinkUsed(BadRequest):
     code = "connect_link_used"
 
 
-class TenantHeldByAnotherOrganisation(Conflict):
+class TenantHeldByAnotherOrganization(Conflict):
     """Another organisation already holds an active connection to this Xero organisation."""
 
     code = "tenant_connected_elsewhere"
@@ -80,7 +80,7 @@ class SyncRateLimited(RateLimited):
         self.headers = {"Retry-After": str(retry_after_seconds)}
 
 
-class AuthorizationDenied(BadRequest):
+class AuthorisationDenied(BadRequest):
     code = "authorization_denied"
 
 

@@ -7,10 +7,10 @@ from typing import Literal
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from src.core.deps import SessionFactoryDep
+from src.domains.health.repository import HealthRepository
 
 router = APIRouter(tags=["health"])
 
@@ -43,7 +43,7 @@ async def healthz(session_factory: SessionFactoryDep) -> JSONResponse:
     """Report whether the service can reach its database."""
     try:
         async with session_factory() as session:
-            await session.execute(text("SELECT 1"))
+            await HealthRepository(session).ping()
     except (SQLAlchemyError, OSError):
         return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
     return JSONResponse({"status": "ok", "database": "ok"})

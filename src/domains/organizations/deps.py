@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import Depends, Query
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from src.core.deps import SessionDep
@@ -16,8 +16,8 @@ from src.domains.organizations.exceptions import (
     NotAMember,
     OrganizationNotFound,
 )
-from src.domains.organizations.models import User
-from src.domains.organizations.service import OrganizationService
+from src.domains.organizations.models import Role, User
+from src.domains.organizations.service import OrgAccess, OrganizationService
 
 # Declared as a security scheme so that the OpenAPI document says which routes need a key; it
 # does not refuse by itself (auto_error=False), so a missing key gets our own 401 body.
@@ -41,6 +41,18 @@ async def current_user(
 
 CurrentUserDep = Annotated[User, Depends(current_user)]
 
+
+async def optional_user(request: Request, session: SessionDep) -> User | None:
+    """The caller's user when the request carries an API key (a browser's request does not);
+    a key that is sent must be valid. Not declared as a security scheme: the route is public."""
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        return None
+    return await OrganizationService(session).authenticate(key.strip())
+
+
+OptionalUserDep = Annotated[User | None, Depends(optional_user)]
+
 # The organisation a request acts for, declared once: routes and their dependencies share it, so
 # the OpenAPI document describes it the same way wherever it appears.
 OrgId = Annotated[
@@ -50,8 +62,23 @@ OrgId = Annotated[
     ),
 ]
 
-# What a route guarded by `require_role(user, org_id, ...)` can answer besides its own errors:
-# pass them to `error_responses` so the OpenAPI document lists every status.
+
+async def member_of_org(user: CurrentUserDep, org_id: OrgId, session: SessionDep) -> OrgAccess:
+    """The caller's access to `org_id`, as a member or higher."""
+    return await OrganizationService(session).require_role(user, org_id, Role.MEMBER)
+
+
+async def admin_of_org(user: CurrentUserDep, org_id: OrgId, session: SessionDep) -> OrgAccess:
+    """The caller's access to `org_id`, as an admin or owner."""
+    return await OrganizationService(session).require_role(user, org_id, Role.ADMIN)
+
+
+# Declared on a route, these are its access check: the body never checks roles.
+MemberOfOrg = Annotated[OrgAccess, Depends(member_of_org)]
+AdminOfOrg = Annotated[OrgAccess, Depends(admin_of_org)]
+
+# What a route declaring `MemberOfOrg` or `AdminOfOrg` can answer besides its own errors: pass
+# them to `error_responses` so the OpenAPI document lists every status.
 MEMBER_ERRORS: tuple[type[LedgersyncError], ...] = (
     InvalidApiKey,
     NotAMember,

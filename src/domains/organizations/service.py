@@ -32,6 +32,19 @@ def hash_api_key(key: str) -> str:
 
 
 @dataclass(frozen=True)
+class OrgAccess:
+    """Who acts for which organisation, with which role: what an access check found."""
+
+    organization_id: uuid.UUID
+    user: User
+    role: Role
+
+    def at_least(self, role: Role) -> bool:
+        """Whether this role is `role` or higher."""
+        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+
+@dataclass(frozen=True)
 class IssuedKey:
     """A new API key: `key` is shown once and never stored."""
 
@@ -108,14 +121,15 @@ class OrganizationService:
             raise UserNotFound("The API key's user no longer exists.")
         return user
 
-    async def require_role(self, user: User, organization_id: uuid.UUID, role: Role) -> Membership:
-        """The user's membership of the organisation, if their role is at least `role`."""
+    async def require_role(self, user: User, organization_id: uuid.UUID, role: Role) -> OrgAccess:
+        """The user's access to the organisation, if their role is at least `role`."""
         if await self.repository.get_organization(organization_id) is None:
             raise OrganizationNotFound(f"Organisation {organization_id} does not exist.")
         membership = await self.repository.get_membership(organization_id, user.id)
         if membership is None:
             # 403 without details: a non-member learns nothing about the organisation.
             raise NotAMember("You are not a member of this organisation.")
-        if ROLE_RANK[Role(membership.role)] < ROLE_RANK[role]:
+        access = OrgAccess(organization_id=organization_id, user=user, role=Role(membership.role))
+        if not access.at_least(role):
             raise InsufficientRole(f"This needs the {role.value} role or higher.")
-        return membership
+        return access

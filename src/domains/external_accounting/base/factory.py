@@ -1,15 +1,19 @@
-"""`IntegrationFactory`: the sync service for a connection's provider."""
+"""`IntegrationFactory`: the sync service, and the connect flow, for a connection's provider."""
 
 from __future__ import annotations
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from src.core.crypto import TokenCipher
 from src.core.settings import Settings
+from src.domains.external_accounting.base.connect import ConnectFlow
 from src.domains.external_accounting.base.sync import SyncService
 from src.domains.external_accounting.base.tokens import AccessTokenProvider
 from src.domains.external_accounting.connections.models import Connection, Provider
 from src.domains.external_accounting.exceptions import UnsupportedProvider
+from src.domains.external_accounting.xero.auth.connect_service import XeroConnectService
+from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
 from src.domains.external_accounting.xero.data.accounting_client import (
     RetryPolicy,
     TenantThrottle,
@@ -28,12 +32,16 @@ class IntegrationFactory:
         http: httpx.AsyncClient,
         xero_tokens: AccessTokenProvider,
         xero_throttle: TenantThrottle,
+        *,
+        cipher: TokenCipher | None = None,
     ) -> None:
         self.settings = settings
         self.session_factory = session_factory
         self.http = http
         self.xero_tokens = xero_tokens
         self.xero_throttle = xero_throttle
+        # Only connect flows need it (they store and revoke tokens); a sync worker has none.
+        self.cipher = cipher
 
     def get_sync_service(self, connection: Connection) -> SyncService:
         """A fresh sync service (with its own API-call count) for the connection's provider."""
@@ -52,3 +60,20 @@ class IntegrationFactory:
                 return XeroSyncService(self.session_factory, client)
             case other:
                 raise UnsupportedProvider(f"No sync is available for provider {other!r}.")
+
+    def get_connect_flow(self, provider: str, session: AsyncSession) -> ConnectFlow:
+        """The provider's connect and disconnect steps, writing in the caller's `session`."""
+        if self.cipher is None:
+            raise RuntimeError("IntegrationFactory was built without a cipher: no connect flow.")
+        match provider:
+            case Provider.XERO.value:
+                return XeroConnectService(
+                    session,
+                    self.settings,
+                    self.cipher,
+                    XeroIdentityClient(self.http, self.settings),
+                    session_factory=self.session_factory,
+                    tokens=self.xero_tokens,
+                )
+            case other:
+                raise UnsupportedProvider(f"No connect flow is available for provider {other!r}.")

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from src.core.database import JsonText, utcnow
 from src.domains.external_accounting.connections.models import Connection, ConnectionStatus
 from src.domains.external_accounting.exceptions import NoActiveConnection, SyncInProgress
+from src.domains.external_accounting.ledger.filters import InvoiceFilters
 from src.domains.external_accounting.ledger.models import (
     Account,
     Invoice,
@@ -439,37 +440,26 @@ class LedgerRepository:
     # -- reading -----------------------------------------------------------------------------
 
     async def list_invoices(
-        self,
-        organization_id: uuid.UUID,
-        *,
-        connection_id: uuid.UUID | None,
-        types: Sequence[str],
-        statuses: Sequence[str],
-        contact_id: str | None,
-        date_from: date | None,
-        date_to: date | None,
-        updated_since: datetime | None,
-        after: tuple[date | None, uuid.UUID] | None,
-        limit: int,
+        self, organization_id: uuid.UUID, filters: InvoiceFilters
     ) -> list[Invoice]:
         """Invoices newest date first, keyset-paged by (date, id)."""
         query: Select[Invoice] = select(Invoice).where(Invoice.organization_id == organization_id)
-        if connection_id:
-            query = query.where(Invoice.connection_id == connection_id)
-        if types:
-            query = query.where(Invoice.type.in_(types))
-        if statuses:
-            query = query.where(Invoice.status.in_(statuses))
-        if contact_id:
-            query = query.where(Invoice.contact_id == contact_id)
-        if date_from:
-            query = query.where(Invoice.date >= date_from)
-        if date_to:
-            query = query.where(Invoice.date <= date_to)
-        if updated_since:
-            query = query.where(Invoice.provider_updated_at >= updated_since)
-        if after is not None:
-            after_date, after_id = after
+        if filters.connection_id:
+            query = query.where(Invoice.connection_id == filters.connection_id)
+        if filters.types:
+            query = query.where(Invoice.type.in_(filters.types))
+        if filters.statuses:
+            query = query.where(Invoice.status.in_(filters.statuses))
+        if filters.contact_id:
+            query = query.where(Invoice.contact_id == filters.contact_id)
+        if filters.date_from:
+            query = query.where(Invoice.date >= filters.date_from)
+        if filters.date_to:
+            query = query.where(Invoice.date <= filters.date_to)
+        if filters.updated_since:
+            query = query.where(Invoice.provider_updated_at >= filters.updated_since)
+        if filters.after is not None:
+            after_date, after_id = filters.after
             if after_date is None:
                 query = query.where(and_(Invoice.date.is_(None), Invoice.id < after_id))
             else:
@@ -480,8 +470,8 @@ class LedgerRepository:
                         Invoice.date.is_(None),
                     )
                 )
-        query = query.order_by(Invoice.date.desc().nulls_last(), Invoice.id.desc()).limit(limit)
-        return list((await self.session.execute(query)).scalars())
+        query = query.order_by(Invoice.date.desc().nulls_last(), Invoice.id.desc())
+        return list((await self.session.execute(query.limit(filters.limit))).scalars())
 
     async def get_invoice(
         self, organization_id: uuid.UUID, invoice_id: uuid.UUID
@@ -500,8 +490,13 @@ class LedgerRepository:
         return list(result.scalars())
 
     async def list_accounts(
-        self, organization_id: uuid.UUID, *, types: Sequence[str], connection_id: uuid.UUID | None
+        self,
+        organization_id: uuid.UUID,
+        *,
+        types: Sequence[str],
+        connection_id: uuid.UUID | None,
     ) -> list[Account]:
+        """Accounts by code, optionally only some types or one connection's."""
         query = select(Account).where(Account.organization_id == organization_id)
         if types:
             query = query.where(Account.type.in_(types))

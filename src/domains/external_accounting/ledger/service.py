@@ -6,7 +6,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import date, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,6 +25,7 @@ from src.domains.external_accounting.exceptions import (
     ReauthorisationRequired,
     RecordNotFound,
 )
+from src.domains.external_accounting.ledger.filters import InvoiceFilters
 from src.domains.external_accounting.ledger.models import (
     Account,
     Invoice,
@@ -154,32 +154,10 @@ class ExternalAccountingService:
     # -- reading -------------------------------------------------------------------------------
 
     async def list_invoices(
-        self,
-        organization_id: uuid.UUID,
-        *,
-        connection_id: uuid.UUID | None,
-        types: Sequence[str],
-        statuses: Sequence[str],
-        contact_id: str | None,
-        date_from: date | None,
-        date_to: date | None,
-        updated_since: datetime | None,
-        after: tuple[date | None, uuid.UUID] | None,
-        limit: int,
+        self, organization_id: uuid.UUID, filters: InvoiceFilters
     ) -> list[Invoice]:
         """A page of synced invoices, newest first."""
-        return await self.ledger.list_invoices(
-            organization_id,
-            connection_id=connection_id,
-            types=types,
-            statuses=statuses,
-            contact_id=contact_id,
-            date_from=date_from,
-            date_to=date_to,
-            updated_since=updated_since,
-            after=after,
-            limit=limit,
-        )
+        return await self.ledger.list_invoices(organization_id, filters)
 
     async def get_invoice(
         self, organization_id: uuid.UUID, invoice_id: uuid.UUID
@@ -191,7 +169,11 @@ class ExternalAccountingService:
         return invoice, await self.ledger.line_items(invoice.id)
 
     async def list_accounts(
-        self, organization_id: uuid.UUID, types: Sequence[str], connection_id: uuid.UUID | None
+        self,
+        organization_id: uuid.UUID,
+        *,
+        types: Sequence[str],
+        connection_id: uuid.UUID | None,
     ) -> list[Account]:
         """Synced accounts, by code."""
         return await self.ledger.list_accounts(

@@ -1,5 +1,6 @@
-"""Connecting Xero: the authorization-code flow with PKCE and a single-use `state`, storing one
-connection per Xero tenant; listing and disconnecting connections.
+"""Connecting Xero: the authorisation-code flow with PKCE and a single-use `state`, storing one
+connection per Xero tenant; and Xero's steps of disconnecting one (the `ConnectFlow` the
+connections service drives).
 
 A state is bound to whoever started the flow: a connect session's state to the browser that
 opened the link (a cookie), an API-started state to the API key that started it. A Xero
@@ -20,12 +21,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.crypto import TokenCipher
 from src.core.database import utcnow
 from src.core.errors import LedgersyncError
 from src.core.settings import Settings
+from src.domains.external_accounting.base.tokens import AccessTokenProvider
 from src.domains.external_accounting.connections.models import (
     Connection,
     ConnectionStatus,
@@ -40,7 +42,8 @@ from src.domains.external_accounting.connections.repository import (
     OAuthStateRepository,
 )
 from src.domains.external_accounting.exceptions import (
-    AuthorizationDenied,
+    AuthorisationDenied,
+    ConnectionNotFound,
     ConnectLinkNotFound,
     ConnectLinkUsed,
     InvalidState,
@@ -50,9 +53,8 @@ from src.domains.external_accounting.exceptions import (
     StateMismatch,
     StateNotBound,
     StateTampered,
-    TenantHeldByAnotherOrganisation,
+    TenantHeldByAnotherOrganization,
 )
-from src.domains.external_accounting.xero.auth.auth_manager import XeroAuthManager
 from src.domains.external_accounting.xero.auth.identity_client import (
     TokenEndpointError,
     XeroIdentityClient,
@@ -61,6 +63,7 @@ from src.domains.external_accounting.xero.auth.identity_client import (
 from src.domains.external_accounting.xero.auth.revocations import (
     RevocationReason,
     XeroRevocations,
+    send_revocations,
 )
 from src.domains.organizations.models import User
 from src.domains.organizations.repository import OrganizationRepository
@@ -89,13 +92,15 @@ def _auth_event_id(access_token: str) -> str | None:
         return None
 
 
-CONNECT_COOKIE_PREFIX = "ledgersync_connect_"
+def _cookie_name(state_id: uuid.UUID) -> str:
+    """The cookie that binds the state `state_id` to the browser that opened its connect link."""
+    return f"ledgersync_connect_{state_id.hex}"
 
 
 def connect_cookie_name(state_text: str) -> str | None:
-    """The cookie that binds the state `state_text` names to a browser (None if malformed)."""
+    """The binding cookie of the state `state_text` names (None if malformed)."""
     try:
-        return CONNECT_COOKIE_PREFIX + uuid.UUID(hex=state_text.partition(".")[0]).hex
+        return _cookie_name(uuid.UUID(hex=state_text.partition(".")[0]))
     except ValueError:
         return None
 
@@ -145,7 +150,7 @@ def _held_elsewhere_detail(names: Iterable[str]) -> str:
 
 
 class XeroConnectService:
-    """The connect flow and the lifecycle of connections."""
+    """The connect flow, and Xero's steps of disconnecting (a `ConnectFlow`)."""
 
     def __init__(
         self,
@@ -153,11 +158,17 @@ class XeroConnectService:
         settings: Settings,
         cipher: TokenCipher,
         identity: XeroIdentityClient,
+        *,
+        session_factory: async_sessionmaker[AsyncSession],
+        tokens: AccessTokenProvider,
     ) -> None:
         self.session = session
         self.settings = settings
         self.cipher = cipher
         self.identity = identity
+        # Revocations are sent in sessions of their own, after the caller's has committed.
+        self.session_factory = session_factory
+        self.tokens = tokens
         self.connections = ConnectionRepository(session)
         self.grants = GrantRepository(session)
         self.states = OAuthStateRepository(session)
@@ -245,7 +256,7 @@ class XeroConnectService:
             raise ConnectLinkUsed("This connect link has already been opened; ask for a new one.")
         return OpenedLink(
             authorize_url=self._authorize_url(state, secret, challenge),
-            cookie_name=CONNECT_COOKIE_PREFIX + state.id.hex,
+            cookie_name=_cookie_name(state.id),
             cookie_value=cookie,
             max_age=ttl,
         )
@@ -255,7 +266,7 @@ class XeroConnectService:
     ) -> None:
         """Only the browser (or API key) that started the flow may finish it."""
         if state.link_secret_hash is not None:
-            cookie = cookies.get(CONNECT_COOKIE_PREFIX + state.id.hex, "")
+            cookie = cookies.get(_cookie_name(state.id), "")
             if (
                 not cookie
                 or state.browser_binding_hash is None
@@ -313,10 +324,25 @@ class XeroConnectService:
         cookies: Mapping[str, str],
     ) -> ConnectOutcome:
         """Finish the flow Xero redirected back from: one connection per authorised tenant that
-        no other organisation holds."""
-        pending = await self._consume_state(state, caller, cookies)
+        no other organisation holds. Committed before it returns, and only then are the token
+        sets this consent replaced revoked at Xero, outside any write transaction; when it
+        fails, nothing but the spent state is kept."""
+        try:
+            pending = await self._consume_state(state, caller, cookies)
+            outcome = await self._store_consent(pending, code=code, error=error)
+        except BaseException:
+            await self.session.rollback()
+            raise
+        await self.session.commit()
+        await self.send_queued_revocations()
+        return outcome
+
+    async def _store_consent(
+        self, pending: OAuthState, *, code: str | None, error: str | None
+    ) -> ConnectOutcome:
+        """Exchange the code and store a connection per accepted tenant, in this transaction."""
         if error or not code:
-            raise AuthorizationDenied(f"Xero did not grant access ({error or 'no code'}).")
+            raise AuthorisationDenied(f"Xero did not grant access ({error or 'no code'}).")
         try:
             tokens = await self.identity.exchange_code(
                 code, self.cipher.decrypt(pending.code_verifier_encrypted)
@@ -346,7 +372,7 @@ class XeroConnectService:
         if outcome.refused and not accepted:
             # Neither stored nor revoked: revoking this consent would remove the Xero connection
             # the other organisation now shares.
-            raise TenantHeldByAnotherOrganisation(
+            raise TenantHeldByAnotherOrganization(
                 _held_elsewhere_detail(r.tenant_name or r.tenant_id for r in outcome.refused),
                 tenant_ids=[r.tenant_id for r in outcome.refused],
             )
@@ -386,6 +412,8 @@ class XeroConnectService:
         await self.session.flush()
         for old in replaced_grants:
             await self._retire_grant(old, RevocationReason.REPLACED)
+        if not outcome.connections:
+            raise ConnectionNotFound("Xero granted access to no organisation.")
         logger.info(
             "xero connected",
             extra={
@@ -401,7 +429,7 @@ class XeroConnectService:
         return RefusedTenant(
             tenant_id=tenant.tenant_id,
             tenant_name=tenant.tenant_name,
-            error=TenantHeldByAnotherOrganisation.code,
+            error=TenantHeldByAnotherOrganization.code,
             detail=_held_elsewhere_detail([tenant.tenant_name or tenant.tenant_id]),
         )
 
@@ -434,7 +462,7 @@ class XeroConnectService:
                 self.queued_revocations.append(queued)
         await self.grants.delete_if_unused(grant_id)
 
-    async def leave_xero(self, connection: Connection, auth: XeroAuthManager) -> None:
+    async def leave(self, connection: Connection) -> None:
         """Delete the connection at Xero (best effort: a connection Xero already dropped still
         disconnects here; never one another organisation also relies on). Called before any
         local write, so no database lock is held across the call."""
@@ -453,7 +481,7 @@ class XeroConnectService:
             )
             return
         try:
-            token = await auth.get_access_token(connection)
+            token = await self.tokens.get_access_token(connection)
             await self.identity.delete_connection(token, connection.provider_connection_id)
         except LedgersyncError as failure:
             logger.warning(
@@ -472,3 +500,9 @@ class XeroConnectService:
             await self._retire_grant(
                 grant_id, RevocationReason.DISCONNECTED, [connection.tenant_id]
             )
+
+    async def send_queued_revocations(self) -> None:
+        """Send the revocations this service queued (the caller's transaction has committed)."""
+        await send_revocations(
+            self.session_factory, self.settings, self.cipher, self.identity, self.queued_revocations
+        )

@@ -1,19 +1,17 @@
-"""Connecting Xero and managing connections."""
+"""Connecting Xero: the API's connect step, connect links for a browser, and Xero's callback."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 from urllib.parse import urlencode, urlparse
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from src.core.deps import SessionDep, SessionFactoryDep, SettingsDep
+from src.core.deps import SettingsDep
 from src.core.errors import LedgersyncError, ValidationFailed
 from src.core.openapi import Responses, error_responses, merge_responses
 from src.core.settings import Settings
-from src.domains.external_accounting.connections.repository import ConnectionRepository
 from src.domains.external_accounting.connections.schemas import (
     AuthorizeUrl,
     ConnectionOut,
@@ -22,7 +20,7 @@ from src.domains.external_accounting.connections.schemas import (
     RefusedTenantOut,
 )
 from src.domains.external_accounting.exceptions import (
-    AuthorizationDenied,
+    AuthorisationDenied,
     ConnectionNotFound,
     ConnectLinkNotFound,
     ConnectLinkUsed,
@@ -35,24 +33,13 @@ from src.domains.external_accounting.exceptions import (
     StateMismatch,
     StateNotBound,
     StateTampered,
-    TenantHeldByAnotherOrganisation,
+    TenantHeldByAnotherOrganization,
 )
-from src.domains.external_accounting.ledger.repository import LedgerRepository
 from src.domains.external_accounting.xero.auth import pages
-from src.domains.external_accounting.xero.auth.connect_service import (
-    XeroConnectService,
-    connect_cookie_name,
-)
-from src.domains.external_accounting.xero.auth.deps import (
-    CipherDep,
-    IdentityClientDep,
-    XeroAuthManagerDep,
-)
-from src.domains.external_accounting.xero.auth.revocations import send_revocations
-from src.domains.organizations.deps import ADMIN_ERRORS, MEMBER_ERRORS, CurrentUserDep, OrgId
-from src.domains.organizations.exceptions import InsufficientRole, InvalidApiKey, NotAMember
-from src.domains.organizations.models import Role, User
-from src.domains.organizations.service import OrganizationService
+from src.domains.external_accounting.xero.auth.connect_service import connect_cookie_name
+from src.domains.external_accounting.xero.auth.deps import ConnectServiceDep
+from src.domains.organizations.deps import ADMIN_ERRORS, AdminOfOrg, OptionalUserDep
+from src.domains.organizations.exceptions import InvalidApiKey
 
 router = APIRouter(tags=["connections"])
 
@@ -68,14 +55,6 @@ def with_html_pages(responses: Responses) -> Responses:
     return responses
 
 
-async def _optional_user(request: Request, session: SessionDep) -> User | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        return None
-    return await OrganizationService(session).authenticate(key.strip())
-
-
 @router.get(
     "/xero/connect",
     response_model=None,
@@ -88,12 +67,8 @@ async def _optional_user(request: Request, session: SessionDep) -> User | None:
     ),
 )
 async def connect_xero(
-    user: CurrentUserDep,
-    org_id: OrgId,
-    session: SessionDep,
-    settings: SettingsDep,
-    cipher: CipherDep,
-    identity: IdentityClientDep,
+    access: AdminOfOrg,
+    service: ConnectServiceDep,
     mode: Annotated[
         str,
         Query(
@@ -104,8 +79,7 @@ async def connect_xero(
     ] = "redirect",
 ) -> Response | AuthorizeUrl:
     """Start connecting Xero: redirect to Xero's consent page (admins and owners only)."""
-    await OrganizationService(session).require_role(user, org_id, Role.ADMIN)
-    url = await XeroConnectService(session, settings, cipher, identity).start(user, org_id)
+    url = await service.start(access.user, access.organization_id)
     if mode == "json":
         return AuthorizeUrl(authorize_url=url)
     return RedirectResponse(url, status_code=302)
@@ -130,16 +104,10 @@ def _cookie_path(settings: Settings) -> str:
     responses=error_responses(*ADMIN_ERRORS),
 )
 async def create_connect_session(
-    user: CurrentUserDep,
-    org_id: OrgId,
-    session: SessionDep,
-    settings: SettingsDep,
-    cipher: CipherDep,
-    identity: IdentityClientDep,
+    access: AdminOfOrg, service: ConnectServiceDep
 ) -> ConnectSessionOut:
     """A single-use link to connect Xero from a browser (admins and owners only)."""
-    await OrganizationService(session).require_role(user, org_id, Role.ADMIN)
-    link = await XeroConnectService(session, settings, cipher, identity).create_link(user, org_id)
+    link = await service.create_link(access.user, access.organization_id)
     return ConnectSessionOut(url=link.url, expires_at=link.expires_at)
 
 
@@ -166,10 +134,8 @@ async def open_connect_session(
             examples=["3f2b9c1d8e7a4b6c9d0e1f2a3b4c5d6e"],
         ),
     ],
-    session: SessionDep,
+    service: ConnectServiceDep,
     settings: SettingsDep,
-    cipher: CipherDep,
-    identity: IdentityClientDep,
     secret: Annotated[
         str,
         Query(
@@ -181,7 +147,6 @@ async def open_connect_session(
     ],
 ) -> Response:
     """Open a connect link: bind this browser to the flow (a cookie) and go to Xero's consent."""
-    service = XeroConnectService(session, settings, cipher, identity)
     try:
         opened = await service.open_link(session_id, secret)
     except LedgersyncError as failure:
@@ -217,12 +182,12 @@ async def open_connect_session(
                 StateTampered,
                 StateExpired,
                 StateAlreadyUsed,
-                AuthorizationDenied,
+                AuthorisationDenied,
                 OAuthExchangeFailed,
                 InvalidApiKey,
                 StateMismatch,
                 StateNotBound,
-                TenantHeldByAnotherOrganisation,
+                TenantHeldByAnotherOrganization,
                 ConnectionNotFound,
                 ValidationFailed,
                 ProviderUnavailable,
@@ -233,11 +198,9 @@ async def open_connect_session(
 )
 async def xero_callback(
     request: Request,
-    session: SessionDep,
-    session_factory: SessionFactoryDep,
+    caller: OptionalUserDep,
+    service: ConnectServiceDep,
     settings: SettingsDep,
-    cipher: CipherDep,
-    identity: IdentityClientDep,
     state: Annotated[
         str,
         Query(
@@ -261,18 +224,13 @@ async def xero_callback(
 ) -> Response | ConnectResult:
     """Where Xero sends the user back: verify the state is this browser's (or this API key's),
     exchange the code, store connections. JSON for API clients; a page or redirect otherwise."""
-    caller = await _optional_user(request, session)
-    service = XeroConnectService(session, settings, cipher, identity)
     try:
         outcome = await service.complete(
             state=state, code=code, error=error, caller=caller, cookies=request.cookies
         )
-        if not outcome.connections:
-            raise ConnectionNotFound("Xero granted access to no organisation.")
     except LedgersyncError as failure:
         if _wants_json(request):
             raise
-        await session.rollback()
         if settings.xero_connect_failure_url:
             query = urlencode({"error": failure.code})
             page: Response = RedirectResponse(
@@ -281,10 +239,6 @@ async def xero_callback(
         else:
             page = pages.failure_page(failure)
         return _forget_binding(page, state, settings)
-    # Committed before anything is said or sent: then the token sets this consent replaced are
-    # revoked at Xero, outside any write transaction.
-    await session.commit()
-    await send_revocations(session_factory, settings, cipher, identity, service.queued_revocations)
     if _wants_json(request):
         return ConnectResult(
             organization_id=outcome.organization_id,
@@ -307,66 +261,3 @@ def _forget_binding(response: Response, state: str, settings: Settings) -> Respo
     if name is not None:
         response.delete_cookie(name, path=_cookie_path(settings), httponly=True, samesite="lax")
     return response
-
-
-@router.get("/connections", responses=error_responses(*MEMBER_ERRORS))
-async def list_connections(
-    user: CurrentUserDep, org_id: OrgId, session: SessionDep
-) -> list[ConnectionOut]:
-    """The organisation's connections with their status and last sync."""
-    await OrganizationService(session).require_role(user, org_id, Role.MEMBER)
-    connections = await ConnectionRepository(session).list_for_org(org_id)
-    return [ConnectionOut.model_validate(c) for c in connections]
-
-
-@router.delete(
-    "/connections/{connection_id}",
-    status_code=204,
-    # Another organisation's connection is a 404, not a 403: nothing is learnt about it.
-    responses=error_responses(
-        InvalidApiKey, InsufficientRole, ConnectionNotFound, ValidationFailed
-    ),
-)
-async def disconnect(
-    connection_id: Annotated[
-        uuid.UUID,
-        Path(description="The connection's id", examples=["2d3e4f50-6172-4839-a4b5-c6d7e8f90a1b"]),
-    ],
-    user: CurrentUserDep,
-    session: SessionDep,
-    settings: SettingsDep,
-    cipher: CipherDep,
-    identity: IdentityClientDep,
-    auth: XeroAuthManagerDep,
-    session_factory: SessionFactoryDep,
-    purge: Annotated[
-        bool,
-        Query(
-            description="Also delete the connection's synced invoices and accounts",
-            examples=[False],
-        ),
-    ] = False,
-) -> Response:
-    """Disconnect at Xero and erase its tokens here; synced data is kept unless `purge=true`."""
-    connection = await ConnectionRepository(session).get(connection_id)
-    if connection is None:
-        raise ConnectionNotFound(f"Connection {connection_id} does not exist.")
-    try:
-        await OrganizationService(session).require_role(
-            user, connection.organization_id, Role.ADMIN
-        )
-    except NotAMember:
-        raise ConnectionNotFound(f"Connection {connection_id} does not exist.") from None
-    service = XeroConnectService(session, settings, cipher, identity)
-    await service.leave_xero(connection, auth)  # Xero first: no lock is held across the call
-    # One transaction fences off running syncs, disconnects and purges. The runs are locked
-    # first, as a finishing sync locks its run before the connection (no deadlock); each fenced
-    # run stops at its next page instead of writing back what the purge deletes.
-    ledger = LedgerRepository(session)
-    await ledger.cancel_running_runs(connection.id, "The connection was disconnected.")
-    await service.forget(connection)
-    if purge:
-        await ledger.purge_connection(connection.id)
-    await session.commit()
-    await send_revocations(session_factory, settings, cipher, identity, service.queued_revocations)
-    return Response(status_code=204)

@@ -1,4 +1,5 @@
-"""Sync endpoints and reads of what was synced (thin: parse, authorise, call the service)."""
+"""Sync endpoints and reads of what was synced (thin: parse, call the service; who may call
+each route is declared, as a dependency)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from collections.abc import Collection
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import WithJsonSchema
 
 from src.core.deps import SessionDep, SettingsDep, UtcDatetime
 from src.core.openapi import error_responses, merge_responses
-from src.domains.external_accounting.base.factory import IntegrationFactory
 from src.domains.external_accounting.base.sync import SyncResult
+from src.domains.external_accounting.deps import FactoryDep
 from src.domains.external_accounting.exceptions import (
     ConnectionNotFound,
     FullSyncRequiresAdmin,
@@ -26,6 +27,7 @@ from src.domains.external_accounting.exceptions import (
     SyncInProgress,
     SyncRateLimited,
 )
+from src.domains.external_accounting.ledger.filters import InvoiceFilters
 from src.domains.external_accounting.ledger.schemas import (
     SYNC_RESULT_EXAMPLE,
     AccountOut,
@@ -36,14 +38,12 @@ from src.domains.external_accounting.ledger.schemas import (
     SyncRunOut,
 )
 from src.domains.external_accounting.ledger.service import ExternalAccountingService
-from src.domains.external_accounting.ledger.sync_policy import (
+from src.domains.external_accounting.syncs.policy import (
     IncrementalQuery,
     invoice_sync_allowed,
     sync_allowed,
 )
-from src.domains.organizations.deps import MEMBER_ERRORS, CurrentUserDep, OrgId
-from src.domains.organizations.models import Role
-from src.domains.organizations.service import OrganizationService
+from src.domains.organizations.deps import MEMBER_ERRORS, MemberOfOrg
 
 router = APIRouter(tags=["sync"])
 
@@ -109,21 +109,6 @@ TenantFilter = Annotated[
 ]
 
 
-def get_factory(request: Request) -> IntegrationFactory:
-    """Provider services built on the process's shared client, token manager and throttle."""
-    state = request.app.state
-    return IntegrationFactory(
-        state.settings,
-        state.session_factory,
-        state.http_client,
-        state.xero_auth_manager,
-        state.xero_throttle,
-    )
-
-
-FactoryDep = Annotated[IntegrationFactory, Depends(get_factory)]
-
-
 def _listed(name: str, raw: list[str], allowed: Collection[str]) -> list[str]:
     values = [part.strip().upper() for item in raw for part in item.split(",") if part.strip()]
     unknown = sorted(set(values) - set(allowed))
@@ -165,6 +150,14 @@ def listed_query(name: str, allowed: Collection[str], what: str) -> Any:
     return Depends(parse)
 
 
+def get_ledger_service(session: SessionDep, settings: SettingsDep) -> ExternalAccountingService:
+    """The read service on the request's session."""
+    return ExternalAccountingService(session, settings)
+
+
+LedgerServiceDep = Annotated[ExternalAccountingService, Depends(get_ledger_service)]
+
+
 InvoiceTypesQuery = Annotated[
     list[str], listed_query("invoice_types", INVOICE_TYPES, "Invoice types to sync (default both)")
 ]
@@ -180,8 +173,7 @@ AccountTypeFilter = Annotated[list[str], listed_query("type", ACCOUNT_TYPES, "Ac
     "/invoices/sync", responses=SYNC_RESPONSES, dependencies=[Depends(invoice_sync_allowed)]
 )
 async def sync_invoices(
-    user: CurrentUserDep,
-    org_id: OrgId,
+    access: MemberOfOrg,
     session: SessionDep,
     settings: SettingsDep,
     factory: FactoryDep,
@@ -200,9 +192,10 @@ async def sync_invoices(
     tenant_id: TenantFilter = None,
 ) -> SyncResult:
     """Sync invoices from the organisation's accounting connections; returns a summary only."""
-    await OrganizationService(session).require_role(user, org_id, Role.MEMBER)
     service = ExternalAccountingService(session, settings)
-    connections = await service.connections_to_sync(org_id, connection_id, tenant_id)
+    connections = await service.connections_to_sync(
+        access.organization_id, connection_id, tenant_id
+    )
     return await service.sync_invoices(
         factory,
         connections,
@@ -214,8 +207,7 @@ async def sync_invoices(
 
 @router.post("/accounts/sync", responses=SYNC_RESPONSES, dependencies=[Depends(sync_allowed)])
 async def sync_accounts(
-    user: CurrentUserDep,
-    org_id: OrgId,
+    access: MemberOfOrg,
     session: SessionDep,
     settings: SettingsDep,
     factory: FactoryDep,
@@ -224,9 +216,10 @@ async def sync_accounts(
     tenant_id: TenantFilter = None,
 ) -> SyncResult:
     """Sync the chart of accounts (optionally only some account types); returns a summary only."""
-    await OrganizationService(session).require_role(user, org_id, Role.MEMBER)
     service = ExternalAccountingService(session, settings)
-    connections = await service.connections_to_sync(org_id, connection_id, tenant_id)
+    connections = await service.connections_to_sync(
+        access.organization_id, connection_id, tenant_id
+    )
     return await service.sync_accounts(factory, connections, account_types=types or None)
 
 
@@ -245,12 +238,7 @@ def _encode_cursor(invoice: InvoiceOut) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode()
 
 
-@router.get("/invoices", responses=LIST_RESPONSES)
-async def list_invoices(
-    user: CurrentUserDep,
-    org_id: OrgId,
-    session: SessionDep,
-    settings: SettingsDep,
+async def invoice_filters(
     types: InvoiceTypeFilter,
     statuses: InvoiceStatusFilter,
     connection_id: ConnectionFilter = None,
@@ -284,11 +272,9 @@ async def list_invoices(
         ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="Page size", examples=[100])] = 100,
-) -> InvoicePage:
-    """Synced invoices, newest first; filter by type, status, contact, dates; keyset paging."""
-    await OrganizationService(session).require_role(user, org_id, Role.MEMBER)
-    invoices = await ExternalAccountingService(session, settings).list_invoices(
-        org_id,
+) -> InvoiceFilters:
+    """The invoice list's query parameters, as one object (the cursor decoded)."""
+    return InvoiceFilters(
         connection_id=connection_id,
         types=types,
         statuses=statuses,
@@ -299,8 +285,19 @@ async def list_invoices(
         after=_decode_cursor(cursor) if cursor else None,
         limit=limit,
     )
+
+
+InvoiceFiltersQuery = Annotated[InvoiceFilters, Depends(invoice_filters)]
+
+
+@router.get("/invoices", responses=LIST_RESPONSES)
+async def list_invoices(
+    access: MemberOfOrg, ledger: LedgerServiceDep, filters: InvoiceFiltersQuery
+) -> InvoicePage:
+    """Synced invoices, newest first; filter by type, status, contact, dates; keyset paging."""
+    invoices = await ledger.list_invoices(access.organization_id, filters)
     items = [InvoiceOut.model_validate(i) for i in invoices]
-    next_cursor = _encode_cursor(items[-1]) if len(items) == limit else None
+    next_cursor = _encode_cursor(items[-1]) if len(items) == filters.limit else None
     return InvoicePage(items=items, next_cursor=next_cursor)
 
 
@@ -313,16 +310,11 @@ async def get_invoice(
             description="The invoice's id here", examples=["5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d"]
         ),
     ],
-    user: CurrentUserDep,
-    org_id: OrgId,
-    session: SessionDep,
-    settings: SettingsDep,
+    access: MemberOfOrg,
+    ledger: LedgerServiceDep,
 ) -> InvoiceDetail:
     """One synced invoice with its line items."""
-    await OrganizationService(session).require_role(user, org_id, Role.MEMBER)
-    invoice, lines = await ExternalAccountingService(session, settings).get_invoice(
-        org_id, invoice_id
-    )
+    invoice, lines = await ledger.get_invoice(access.organization_id, invoice_id)
     return InvoiceDetail(
         **InvoiceOut.model_validate(invoice).model_dump(),
         line_items=[LineItemOut.model_validate(line) for line in lines],
@@ -331,17 +323,14 @@ async def get_invoice(
 
 @router.get("/accounts", responses=LIST_RESPONSES)
 async def list_accounts(
-    user: CurrentUserDep,
-    org_id: OrgId,
-    session: SessionDep,
-    settings: SettingsDep,
+    access: MemberOfOrg,
+    ledger: LedgerServiceDep,
     types: AccountTypeFilter,
     connection_id: ConnectionFilter = None,
 ) -> list[AccountOut]:
     """The synced chart of accounts, optionally only some types (`type=BANK`)."""
-    await OrganizationService(session).require_role(user, org_id, Role.MEMBER)
-    accounts = await ExternalAccountingService(session, settings).list_accounts(
-        org_id, types, connection_id
+    accounts = await ledger.list_accounts(
+        access.organization_id, types=types, connection_id=connection_id
     )
     return [AccountOut.model_validate(a) for a in accounts]
 
@@ -355,15 +344,12 @@ def _run_out(run: object) -> SyncRunOut:
 
 @router.get("/sync-runs", responses=LIST_RESPONSES)
 async def list_sync_runs(
-    user: CurrentUserDep,
-    org_id: OrgId,
-    session: SessionDep,
-    settings: SettingsDep,
+    access: MemberOfOrg,
+    ledger: LedgerServiceDep,
     limit: Annotated[int, Query(ge=1, le=500, description="How many runs", examples=[50])] = 50,
 ) -> list[SyncRunOut]:
     """Sync history, newest first: parameters, status, counts, API calls, duration, error."""
-    await OrganizationService(session).require_role(user, org_id, Role.MEMBER)
-    runs = await ExternalAccountingService(session, settings).list_runs(org_id, limit)
+    runs = await ledger.list_runs(access.organization_id, limit)
     return [_run_out(run) for run in runs]
 
 
@@ -373,11 +359,8 @@ async def get_sync_run(
         uuid.UUID,
         Path(description="The sync run's id", examples=["0b9c8d7e-6f5a-4b3c-8d2e-1f0a9b8c7d6e"]),
     ],
-    user: CurrentUserDep,
-    org_id: OrgId,
-    session: SessionDep,
-    settings: SettingsDep,
+    access: MemberOfOrg,
+    ledger: LedgerServiceDep,
 ) -> SyncRunOut:
     """One sync run."""
-    await OrganizationService(session).require_role(user, org_id, Role.MEMBER)
-    return _run_out(await ExternalAccountingService(session, settings).get_run(org_id, run_id))
+    return _run_out(await ledger.get_run(access.organization_id, run_id))

@@ -6,7 +6,6 @@ database (`sync_runs`) so every process sees the same count."""
 from __future__ import annotations
 
 import math
-import uuid
 from datetime import timedelta
 from typing import Annotated
 
@@ -18,9 +17,9 @@ from src.core.deps import SessionDep, SettingsDep
 from src.core.settings import Settings
 from src.domains.external_accounting.connections.repository import SyncRequestRepository
 from src.domains.external_accounting.exceptions import FullSyncRequiresAdmin, SyncRateLimited
-from src.domains.organizations.deps import CurrentUserDep, OrgId
-from src.domains.organizations.models import Role, User
-from src.domains.organizations.service import ROLE_RANK, OrganizationService
+from src.domains.organizations.deps import MemberOfOrg
+from src.domains.organizations.models import Role
+from src.domains.organizations.service import OrgAccess
 
 # The route declares the same parameter; one declaration keeps the document's description.
 IncrementalQuery = Annotated[
@@ -38,12 +37,9 @@ class SyncRequestPolicy:
         self.session = session
         self.settings = settings
 
-    async def check(self, user: User, organization_id: uuid.UUID, *, full: bool) -> None:
-        """Raise unless `user` may start this sync for the organisation now."""
-        membership = await OrganizationService(self.session).require_role(
-            user, organization_id, Role.MEMBER
-        )
-        if full and ROLE_RANK[Role(membership.role)] < ROLE_RANK[Role.ADMIN]:
+    async def check(self, access: OrgAccess, *, full: bool) -> None:
+        """Raise unless the member `access` names may start this sync for the organisation now."""
+        if full and not access.at_least(Role.ADMIN):
             raise FullSyncRequiresAdmin(
                 "A full sync (incremental=false) needs the admin role; members can run "
                 "incremental syncs."
@@ -51,7 +47,7 @@ class SyncRequestPolicy:
         window = timedelta(seconds=self.settings.sync_rate_limit_window_seconds)
         now = utcnow()
         started, oldest = await SyncRequestRepository(self.session).started_since(
-            organization_id, now - window
+            access.organization_id, now - window
         )
         if started >= self.settings.sync_rate_limit_per_org:
             frees_at = (oldest or now) + window
@@ -64,18 +60,15 @@ class SyncRequestPolicy:
 
 
 async def invoice_sync_allowed(
-    user: CurrentUserDep,
-    org_id: OrgId,
+    access: MemberOfOrg,
     session: SessionDep,
     settings: SettingsDep,
     incremental: IncrementalQuery = True,
 ) -> None:
     """Dependency of the invoice sync route: admin for full syncs, and the rate limit."""
-    await SyncRequestPolicy(session, settings).check(user, org_id, full=not incremental)
+    await SyncRequestPolicy(session, settings).check(access, full=not incremental)
 
 
-async def sync_allowed(
-    user: CurrentUserDep, org_id: OrgId, session: SessionDep, settings: SettingsDep
-) -> None:
+async def sync_allowed(access: MemberOfOrg, session: SessionDep, settings: SettingsDep) -> None:
     """Dependency of the other sync routes: the rate limit."""
-    await SyncRequestPolicy(session, settings).check(user, org_id, full=False)
+    await SyncRequestPolicy(session, settings).check(access, full=False)

@@ -1,0 +1,61 @@
+"""Connections of an organisation, whatever their provider: listing, finding one for a caller,
+and disconnecting (the provider's own steps reached through the IntegrationFactory)."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from src.domains.external_accounting.base.factory import IntegrationFactory
+from src.domains.external_accounting.connections.models import Connection
+from src.domains.external_accounting.connections.repository import ConnectionRepository
+from src.domains.external_accounting.exceptions import ConnectionNotFound
+from src.domains.external_accounting.ledger.repository import LedgerRepository
+from src.domains.organizations.exceptions import NotAMember
+from src.domains.organizations.models import Role, User
+from src.domains.organizations.service import OrganizationService
+
+
+class ConnectionService:
+    """Reads and disconnects connections; the provider-specific steps are its `ConnectFlow`."""
+
+    def __init__(self, session: AsyncSession, factory: IntegrationFactory) -> None:
+        self.session = session
+        self.factory = factory
+        self.connections = ConnectionRepository(session)
+        self.ledger = LedgerRepository(session)
+
+    async def list(self, organization_id: uuid.UUID) -> list[Connection]:
+        """The organisation's connections, oldest first."""
+        return await self.connections.list_for_org(organization_id)
+
+    async def get_administered(self, user: User, connection_id: uuid.UUID) -> Connection:
+        """The connection, if `user` is an admin of the organisation holding it. Another
+        organisation's connection is a 404, never a 403: a caller learns nothing about it."""
+        connection = await self.connections.get(connection_id)
+        if connection is None:
+            raise ConnectionNotFound(f"Connection {connection_id} does not exist.")
+        try:
+            await OrganizationService(self.session).require_role(
+                user, connection.organization_id, Role.ADMIN
+            )
+        except NotAMember:
+            raise ConnectionNotFound(f"Connection {connection_id} does not exist.") from None
+        return connection
+
+    async def disconnect(self, connection: Connection, *, purge: bool) -> None:
+        """Disconnect at the provider and erase the tokens here; synced data is deleted too when
+        `purge`. Commits (a failing commit raises before anything is revoked), then revokes the
+        token sets nothing uses any more, outside the write transaction."""
+        flow = self.factory.get_connect_flow(connection.provider, self.session)
+        await flow.leave(connection)  # the provider first: no lock is held across the call
+        # One transaction fences off running syncs, disconnects and purges. The runs are locked
+        # first, as a finishing sync locks its run before the connection (no deadlock); each fenced
+        # run stops at its next page instead of writing back what the purge deletes.
+        await self.ledger.cancel_running_runs(connection.id, "The connection was disconnected.")
+        await flow.forget(connection)
+        if purge:
+            await self.ledger.purge_connection(connection.id)
+        await self.session.commit()
+        await flow.send_queued_revocations()
