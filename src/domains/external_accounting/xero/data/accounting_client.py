@@ -19,7 +19,7 @@ import httpx
 
 from src.core.database import JsonText
 from src.core.http import MAX_RETRY_AFTER_SECONDS, retry_after_seconds
-from src.core.settings import Settings
+from src.core.settings import Settings, setting_default
 from src.domains.external_accounting.base.tokens import AccessTokenProvider
 from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.exceptions import (
@@ -35,9 +35,9 @@ from src.domains.external_accounting.xero.data.call_limiter import (
     InProcessCallLimiter,
 )
 from src.domains.external_accounting.xero.data.xero_models import (
-    InvoicePage,
     XeroAccount,
     XeroDataInvalid,
+    XeroInvoicePage,
     decode_accounts,
     decode_invoices,
 )
@@ -83,15 +83,26 @@ class TenantThrottle:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Capped exponential backoff with jitter for transient failures."""
+    """Capped exponential backoff with jitter for transient failures, and the daily reserve.
+    The defaults are Settings' (`from_settings` is what the service uses)."""
 
-    max_attempts: int = 5
-    base_delay_s: float = 0.5
-    max_delay_s: float = 8.0
+    max_attempts: int = setting_default("xero_retry_attempts")
+    base_delay_s: float = setting_default("xero_retry_base_delay_seconds")
+    max_delay_s: float = setting_default("xero_retry_max_delay_seconds")
     max_rate_limit_waits: int = 10
     max_retry_after_s: float = 120.0
-    daily_reserve: int = 0
-    reserve_pause_s: int = 3600
+    daily_reserve: int = setting_default("xero_daily_reserve")
+    reserve_pause_s: int = setting_default("xero_reserve_pause_seconds")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(
+            max_attempts=settings.xero_retry_attempts,
+            base_delay_s=settings.xero_retry_base_delay_seconds,
+            max_delay_s=settings.xero_retry_max_delay_seconds,
+            daily_reserve=settings.xero_daily_reserve,
+            reserve_pause_s=settings.xero_reserve_pause_seconds,
+        )
 
 
 def where_filter(
@@ -162,7 +173,7 @@ class XeroAccountingClient:
         self.tokens = tokens
         self.base_url = settings.xero_accounting_url.rstrip("/")
         self.throttle = throttle or TenantThrottle()
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or RetryPolicy.from_settings(settings)
         self.sleep = sleep
         self.api_calls = 0
 
@@ -183,7 +194,7 @@ class XeroAccountingClient:
         updated_from: datetime | None = None,
         updated_before: datetime | None = None,
         invoice_id_after: str | None = None,
-    ) -> InvoicePage:
+    ) -> XeroInvoicePage:
         """One page of invoices (with line items: Xero only sends them when `page` is given)."""
         params: dict[str, str | int] = {"page": page, "pageSize": min(page_size, MAX_PAGE_SIZE)}
         where = where_filter(
@@ -215,7 +226,7 @@ class XeroAccountingClient:
         date_to: date | None = None,
         modified_since: datetime | None = None,
         page_size: int = MAX_PAGE_SIZE,
-    ) -> AsyncIterator[InvoicePage]:
+    ) -> AsyncIterator[XeroInvoicePage]:
         """Every matching invoice, oldest change first, as pages of *new* invoices.
 
         Paging is a keyset, never page numbers: an invoice edited while we page moves to the end
@@ -427,7 +438,7 @@ class XeroAccountingClient:
             await self.sleep(delay)
 
 
-def _unseen(page: InvoicePage, overlap: dict[str, datetime]) -> list[tuple[Any, JsonText]]:
+def _unseen(page: XeroInvoicePage, overlap: dict[str, datetime]) -> list[tuple[Any, JsonText]]:
     """The page's invoices not already returned in the same version."""
     return [
         (invoice, raw)
@@ -436,7 +447,7 @@ def _unseen(page: InvoicePage, overlap: dict[str, datetime]) -> list[tuple[Any, 
     ]
 
 
-def _is_last(page: InvoicePage, page_size: int) -> bool:
+def _is_last(page: XeroInvoicePage, page_size: int) -> bool:
     """A short page is the last; so is a full one when Xero's `pagination` says no page follows
     (that saves the call that would only confirm the end)."""
     return len(page.invoices) < page_size or (
@@ -445,9 +456,9 @@ def _is_last(page: InvoicePage, page_size: int) -> bool:
 
 
 def _page_of(
-    page: InvoicePage, fresh: list[tuple[Any, JsonText]], *, resume_from: datetime | None
-) -> InvoicePage:
-    return InvoicePage(
+    page: XeroInvoicePage, fresh: list[tuple[Any, JsonText]], *, resume_from: datetime | None
+) -> XeroInvoicePage:
+    return XeroInvoicePage(
         invoices=[i for i, _ in fresh],
         raw=[r for _, r in fresh],
         page=page.page,

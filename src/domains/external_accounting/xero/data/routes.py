@@ -15,7 +15,12 @@ from pydantic import WithJsonSchema
 from src.core.deps import SessionDep, SettingsDep, UtcDatetime
 from src.core.openapi import error_responses, merge_responses
 from src.domains.external_accounting.base.factory import IntegrationFactory
-from src.domains.external_accounting.base.sync import SyncResult
+from src.domains.external_accounting.base.sync import (
+    AccountSyncRequest,
+    InvoiceSyncRequest,
+    SyncResult,
+)
+from src.domains.external_accounting.connections.models import Provider
 from src.domains.external_accounting.exceptions import (
     ConnectionNotFound,
     FullSyncRequiresAdmin,
@@ -26,6 +31,7 @@ from src.domains.external_accounting.exceptions import (
     SyncInProgress,
     SyncRateLimited,
 )
+from src.domains.external_accounting.ledger.models import INVOICE_TYPES
 from src.domains.external_accounting.ledger.schemas import (
     SYNC_RESULT_EXAMPLE,
     AccountOut,
@@ -41,6 +47,7 @@ from src.domains.external_accounting.ledger.sync_policy import (
     invoice_sync_allowed,
     sync_allowed,
 )
+from src.domains.external_accounting.syncs.service import SyncsService
 from src.domains.organizations.deps import MEMBER_ERRORS, CurrentUserDep, OrgId
 from src.domains.organizations.models import Role
 from src.domains.organizations.service import OrganizationService
@@ -64,7 +71,6 @@ SYNC_RESPONSES = merge_responses(
     ),
 )
 
-INVOICE_TYPES = {"ACCREC", "ACCPAY"}
 ACCOUNT_TYPES = {
     "BANK",
     "CURRENT",
@@ -201,15 +207,16 @@ async def sync_invoices(
 ) -> SyncResult:
     """Sync invoices from the organisation's accounting connections; returns a summary only."""
     await OrganizationService(session).require_role(user, org_id, Role.MEMBER)
-    service = ExternalAccountingService(session, settings)
-    connections = await service.connections_to_sync(org_id, connection_id, tenant_id)
-    return await service.sync_invoices(
-        factory,
-        connections,
+    request = InvoiceSyncRequest(
+        organization_id=org_id,
+        provider=Provider.XERO,
+        connection_id=connection_id,
+        tenant_id=tenant_id,
         incremental=incremental,
         invoice_types=types or sorted(INVOICE_TYPES),
         months_back=months_back,
     )
+    return await SyncsService(session, factory).sync(request)
 
 
 @router.post("/accounts/sync", responses=SYNC_RESPONSES, dependencies=[Depends(sync_allowed)])
@@ -225,9 +232,14 @@ async def sync_accounts(
 ) -> SyncResult:
     """Sync the chart of accounts (optionally only some account types); returns a summary only."""
     await OrganizationService(session).require_role(user, org_id, Role.MEMBER)
-    service = ExternalAccountingService(session, settings)
-    connections = await service.connections_to_sync(org_id, connection_id, tenant_id)
-    return await service.sync_accounts(factory, connections, account_types=types or None)
+    request = AccountSyncRequest(
+        organization_id=org_id,
+        provider=Provider.XERO,
+        connection_id=connection_id,
+        tenant_id=tenant_id,
+        account_types=types or None,
+    )
+    return await SyncsService(session, factory).sync(request)
 
 
 def _decode_cursor(cursor: str) -> tuple[date | None, uuid.UUID]:
