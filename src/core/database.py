@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from sqlalchemy import DateTime, MetaData, Numeric, Text, event
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.engine import CursorResult, Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -119,6 +119,11 @@ class ExactDecimal(TypeDecorator[Decimal]):
             return value
         # SQLite: the exact text.
         return Decimal(value)
+
+
+def rows_matched(result: Any) -> int:
+    """Rows an UPDATE or DELETE matched (`execute` returns a CursorResult for DML)."""
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 def utcnow() -> datetime:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Iterable
 from datetime import datetime
-from typing import Any, cast
 
 from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from src.core.database import utcnow
+from src.core.database import rows_matched, utcnow
 from src.domains.external_accounting.connections.models import (
     Connection,
     ConnectionStatus,
@@ -22,11 +20,6 @@ from src.domains.external_accounting.connections.models import (
 )
 from src.domains.external_accounting.exceptions import ConnectionNotFound
 from src.domains.external_accounting.ledger.models import SyncRun
-
-
-def _rowcount(result: Any) -> int:
-    """Rows an UPDATE matched (`execute` returns a CursorResult for DML)."""
-    return cast(CursorResult[Any], result).rowcount
 
 
 class ConnectionRepository:
@@ -156,7 +149,7 @@ class RevocationRepository:
             .values(next_attempt_at=until)
             .execution_options(synchronize_session=False)
         )
-        return _rowcount(result) == 1
+        return rows_matched(result) == 1
 
     async def delete(self, revocation: PendingRevocation) -> None:
         await self.session.delete(revocation)
@@ -231,7 +224,7 @@ class GrantRepository:
             .values(refresh_claim_id=claim_id, refresh_claimed_until=until)
             .execution_options(synchronize_session=False)
         )
-        return _rowcount(result) == 1
+        return rows_matched(result) == 1
 
     async def store_refreshed(
         self,
@@ -263,7 +256,7 @@ class GrantRepository:
             )
             .execution_options(synchronize_session=False)
         )
-        return _rowcount(result) == 1
+        return rows_matched(result) == 1
 
     async def release_claim(self, grant_id: uuid.UUID, claim_id: uuid.UUID) -> None:
         """Give up a refresh claim (the refresh failed; the stored token set is unchanged)."""
@@ -306,7 +299,7 @@ class GrantRepository:
                 refresh_token_encrypted=refresh_token_encrypted,
             )
         )
-        return _rowcount(result) == 1
+        return rows_matched(result) == 1
 
     async def set_connections_status(self, grant_id: uuid.UUID, status: ConnectionStatus) -> None:
         """Give every connection of the grant the same status (a grant fails for all of them)."""
@@ -358,7 +351,7 @@ class OAuthStateRepository:
             .values(consumed_at=now)
             .execution_options(synchronize_session=False)
         )
-        return _rowcount(result) == 1
+        return rows_matched(result) == 1
 
     async def open_link(
         self,
@@ -387,14 +380,14 @@ class OAuthStateRepository:
             )
             .execution_options(synchronize_session=False)
         )
-        return _rowcount(result) == 1
+        return rows_matched(result) == 1
 
     async def purge_expired(self, before: datetime) -> int:
         """Delete states (and connect sessions) that expired before `before`."""
         result = await self.session.execute(
             delete(OAuthState).where(OAuthState.expires_at < before)
         )
-        return _rowcount(result)
+        return rows_matched(result)
 
     async def list_all(self) -> list[OAuthState]:
         return list((await self.session.execute(select(OAuthState))).scalars())

@@ -1,4 +1,8 @@
-"""All SQL about synced records and sync bookkeeping."""
+"""All SQL about synced records and sync bookkeeping (runs, leases, cursors).
+
+Over 400 lines on purpose: a page's transaction fences the run and writes its records through
+one repository on one session, and the PostgreSQL COPY path beside the portable one is most of
+the length. The order these statements run in is `ledger.runs`'s."""
 
 from __future__ import annotations
 
@@ -24,11 +28,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from src.core.database import utcnow
+from src.core.database import rows_matched, utcnow
 from src.domains.external_accounting.connections.models import Connection, ConnectionStatus
 from src.domains.external_accounting.ledger.models import (
     Account,
@@ -64,10 +67,6 @@ class StoredVersion(NamedTuple):
 # is released; a live run beats at every page and, while it waits (limiter, retries), from a
 # background task.
 STALE_RUN_AFTER = timedelta(minutes=15)
-
-
-def _rowcount(result: Any) -> int:
-    return int(cast(CursorResult[Any], result).rowcount)
 
 
 class LedgerRepository:
@@ -323,7 +322,7 @@ class LedgerRepository:
             .values(**values)
             .execution_options(synchronize_session=False)
         )
-        return _rowcount(result) == 1
+        return rows_matched(result) == 1
 
     async def discard_run(self, run_id: uuid.UUID, lease: uuid.UUID) -> None:
         """Give back a lease taken for a sync that never ran (another connection of the same

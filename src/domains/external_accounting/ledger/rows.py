@@ -108,7 +108,7 @@ def columns(row_type: type[Row]) -> list[str]:
 
 def as_records(rows: Sequence[Row]) -> list[tuple[Any, ...]]:
     """Rows as tuples in `columns` order (COPY's records)."""
-    return [msgspec.structs.astuple(row) for row in rows]
+    return list(map(msgspec.structs.astuple, rows))
 
 
 def as_params(rows: Sequence[Row], json_columns: Collection[str] = ()) -> list[dict[str, Any]]:

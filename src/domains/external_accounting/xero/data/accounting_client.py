@@ -12,13 +12,12 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from email.utils import format_datetime
 from typing import Any, TypeVar
 
 import httpx
 
 from src.core.database import JsonText
-from src.core.http import MAX_RETRY_AFTER_SECONDS, retry_after_seconds
+from src.core.http import MAX_RETRY_AFTER_SECONDS, capped_backoff, retry_after_seconds
 from src.core.settings import Settings, setting_default
 from src.domains.external_accounting.base.tokens import AccessTokenProvider
 from src.domains.external_accounting.connections.models import Connection
@@ -33,6 +32,16 @@ from src.domains.external_accounting.xero.data.call_limiter import (
     CallLimiter,
     CallLimits,
     InProcessCallLimiter,
+)
+from src.domains.external_accounting.xero.data.error_messages import (
+    MAX_XERO_MESSAGE_CHARS,
+    clean,
+    xero_message,
+)
+from src.domains.external_accounting.xero.data.query import (
+    if_modified_since,
+    quote,
+    where_filter,
 )
 from src.domains.external_accounting.xero.data.xero_models import (
     XeroAccount,
@@ -105,56 +114,8 @@ class RetryPolicy:
         )
 
 
-def where_filter(
-    *,
-    types: Sequence[str] | None = None,
-    date_from: date | None = None,
-    date_to: date | None = None,
-    updated_from: datetime | None = None,
-    updated_before: datetime | None = None,
-    invoice_id_after: str | None = None,
-) -> str | None:
-    """Xero's `where` for the given criteria (statuses go in `Statuses`, which Xero prefers).
-    `updated_from`/`updated_before` bound `UpdatedDateUTC` to whole seconds, `invoice_id_after`
-    pages a busy second by `InvoiceID` (see `iter_invoice_pages`)."""
-    clauses: list[str] = []
-    if types:
-        quoted = [f'Type=="{_quote(t)}"' for t in types]
-        clauses.append(quoted[0] if len(quoted) == 1 else "(" + " OR ".join(quoted) + ")")
-    if date_from is not None:
-        clauses.append(
-            f"Date>=DateTime({date_from.year},{date_from.month:02d},{date_from.day:02d})"
-        )
-    if date_to is not None:
-        clauses.append(f"Date<=DateTime({date_to.year},{date_to.month:02d},{date_to.day:02d})")
-    if updated_from is not None:
-        clauses.append(f"UpdatedDateUTC>={_date_time(updated_from)}")
-    if updated_before is not None:
-        clauses.append(f"UpdatedDateUTC<{_date_time(updated_before)}")
-    if invoice_id_after is not None:
-        clauses.append(f'InvoiceID>Guid("{_quote(invoice_id_after)}")')
-    return " AND ".join(clauses) or None
-
-
-def _date_time(moment: datetime) -> str:
-    """Xero's `DateTime(y,m,d,h,mi,s)` literal of an instant, in UTC to the second."""
-    m = moment.astimezone(UTC)
-    return (
-        f"DateTime({m.year},{m.month:02d},{m.day:02d},{m.hour:02d},{m.minute:02d},{m.second:02d})"
-    )
-
-
 def _second(moment: datetime) -> datetime:
     return moment.replace(microsecond=0)
-
-
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def if_modified_since(moment: datetime) -> str:
-    """The header value: RFC 1123 in GMT (Xero reads it to the second)."""
-    return format_datetime(moment.astimezone(UTC).replace(microsecond=0), usegmt=True)
 
 
 class XeroAccountingClient:
@@ -307,7 +268,7 @@ class XeroAccountingClient:
         """The chart of accounts (Xero does not paginate it), optionally only some types."""
         params: dict[str, str | int] = {}
         if types:
-            clauses = [f'Type=="{_quote(t)}"' for t in types]
+            clauses = [f'Type=="{quote(t)}"' for t in types]
             params["where"] = " OR ".join(clauses)
         headers = {"If-Modified-Since": if_modified_since(modified_since)} if modified_since else {}
         return await self._send(connection, "/Accounts", params, headers, decode_accounts)
@@ -337,7 +298,7 @@ class XeroAccountingClient:
 
     def backoff(self, attempt: int) -> float:
         """Delay before retry number `attempt` (1-based)."""
-        delay: float = min(self.retry.max_delay_s, self.retry.base_delay_s * 2.0 ** (attempt - 1))
+        delay = capped_backoff(attempt, base=self.retry.base_delay_s, cap=self.retry.max_delay_s)
         return delay + self.jitter(delay)
 
     async def _send(
@@ -379,7 +340,7 @@ class XeroAccountingClient:
             except XeroDataInvalid as error:
                 raise ProviderDataInvalid(
                     f"Xero answered {path} with records we cannot read "
-                    f"({_clean(str(error), MAX_XERO_MESSAGE_CHARS)}); nothing from "
+                    f"({clean(str(error), MAX_XERO_MESSAGE_CHARS)}); nothing from "
                     "that response was stored."
                 ) from None
             except ValueError:
@@ -419,7 +380,7 @@ class XeroAccountingClient:
                     connection_id=str(connection.id),
                 )
             if response is not None and 400 <= response.status_code < 500:
-                raise ProviderRejected(f"Xero refused the request ({_xero_message(response)}).")
+                raise ProviderRejected(f"Xero refused the request ({xero_message(response)}).")
             failures += 1
             if failures >= self.retry.max_attempts:
                 raise ProviderUnavailable(
@@ -480,45 +441,3 @@ def _retry_after(response: httpx.Response) -> float:
     """Xero's Retry-After in seconds, clamped to a day (a huge or garbled one must neither
     overflow a timestamp nor park a sync for years)."""
     return retry_after_seconds(response.headers.get("retry-after"))
-
-
-# Xero's error bodies reach every member of the organisation (a run's `error_detail`) and our
-# logs: only Xero's own message and code go there, bounded, never the body itself.
-MAX_XERO_MESSAGE_CHARS = 300
-
-
-def _xero_message(response: httpx.Response) -> str:
-    """`HTTP 400, ValidationException 10: <Xero's messages>` from an error response."""
-    summary = f"HTTP {response.status_code}"
-    try:
-        body = response.json()
-    except ValueError:
-        return summary
-    if not isinstance(body, dict):
-        return summary
-    code = " ".join(
-        _clean(str(part), 60)
-        for part in (body.get("Type") or body.get("Title"), body.get("ErrorNumber"))
-        if isinstance(part, str | int) and not isinstance(part, bool)
-    )
-    if code:
-        summary += f", {code}"
-    elements = body.get("Elements")
-    messages = [
-        error.get("Message")
-        for element in (elements if isinstance(elements, list) else [])
-        if isinstance(element, dict) and isinstance(element.get("ValidationErrors"), list)
-        for error in element["ValidationErrors"]
-        if isinstance(error, dict)
-    ]
-    texts = [m for m in messages if isinstance(m, str) and m.strip()]
-    if not texts:
-        texts = [t for t in (body.get("Message"), body.get("Detail")) if isinstance(t, str)][:1]
-    message = _clean("; ".join(texts), MAX_XERO_MESSAGE_CHARS)
-    return f"{summary}: {message}" if message else summary
-
-
-def _clean(text: str, limit: int) -> str:
-    """One line of at most `limit` characters."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

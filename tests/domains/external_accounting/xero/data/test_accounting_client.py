@@ -25,14 +25,13 @@ from src.domains.external_accounting.xero.data.accounting_client import (
     RetryPolicy,
     TenantThrottle,
     XeroAccountingClient,
-    if_modified_since,
-    where_filter,
 )
 from src.domains.external_accounting.xero.data.call_limiter import (
     CallLimits,
     InProcessCallLimiter,
 )
 from src.domains.external_accounting.xero.data.mapping import line_item_rows
+from src.domains.external_accounting.xero.data.query import if_modified_since, where_filter
 from src.domains.external_accounting.xero.data.xero_models import (
     decode_invoices,
     parse_xero_datetime,
