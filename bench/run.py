@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import tap_xero_baseline  # noqa: E402
-from src.domains.external_accounting.xero.data.sync_service import months_ago  # noqa: E402
+from src.domains.external_accounting.base.sync import months_ago  # noqa: E402
 from src.xero_sandbox.config import SandboxConfig  # noqa: E402
 from src.xero_sandbox.server import SandboxProcess  # noqa: E402
 

@@ -25,7 +25,9 @@ from src.core.database import create_engine, create_session_factory, utcnow
 from src.core.migrations import upgrade_database
 from src.core.settings import Settings
 from src.domains.external_accounting.base.factory import IntegrationFactory
-from src.domains.external_accounting.connections.models import Connection, OAuthGrant
+from src.domains.external_accounting.base.sync import AccountSyncRequest, InvoiceSyncRequest
+from src.domains.external_accounting.connections.models import Connection, OAuthGrant, Provider
+from src.domains.external_accounting.syncs.service import SyncsService
 from src.domains.external_accounting.xero.auth.auth_manager import XeroAuthManager
 from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
 from src.domains.external_accounting.xero.data.accounting_client import TenantThrottle
@@ -107,18 +109,25 @@ async def main(
             XeroIdentityClient(http, settings),
             TokenCipher.from_settings(settings),
         )
-        service = IntegrationFactory(
-            settings, session_factory, http, tokens, TenantThrottle(limiter)
-        ).get_sync_service(connection)
+        throttle = TenantThrottle(limiter)
+        factory = IntegrationFactory(settings, session_factory, http, tokens, throttle)
+        request: InvoiceSyncRequest | AccountSyncRequest
         if mode == "accounts":
-            result = await service.sync_accounts(connection, account_types=None)
+            request = AccountSyncRequest(
+                organization_id=connection.organization_id,
+                provider=Provider.XERO,
+                connection_id=connection.id,
+            )
         else:
-            result = await service.sync_invoices(
-                connection,
+            request = InvoiceSyncRequest(
+                organization_id=connection.organization_id,
+                provider=Provider.XERO,
+                connection_id=connection.id,
                 incremental=mode == "incremental",
-                invoice_types=("ACCPAY", "ACCREC"),
                 months_back=months_back,
             )
+        async with session_factory() as session:
+            result = (await SyncsService(session, factory).sync(request)).connections[0]
     wall = time.perf_counter() - started
     await limiter.close()
     await engine.dispose()

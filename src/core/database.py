@@ -121,15 +121,14 @@ class ExactDecimal(TypeDecorator[Decimal]):
         return Decimal(value)
 
 
+def rows_matched(result: Any) -> int:
+    """Rows an UPDATE or DELETE matched (`execute` returns a CursorResult for DML)."""
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
 def utcnow() -> datetime:
     """The current instant, timezone-aware."""
     return datetime.now(UTC)
-
-
-def rows_matched(result: Any) -> int:
-    """Rows an UPDATE or DELETE matched (`execute` returns a CursorResult for DML, typed as a
-    plain Result)."""
-    return int(cast(CursorResult[Any], result).rowcount)
 
 
 def new_id() -> uuid.UUID:

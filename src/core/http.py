@@ -25,6 +25,12 @@ def create_http_client(settings: Settings) -> httpx.AsyncClient:
 MAX_RETRY_AFTER_SECONDS = 86_400.0
 
 
+def capped_backoff(attempt: int, *, base: float, cap: float) -> float:
+    """Exponential backoff before retry number `attempt` (1-based): `base` doubling, at most
+    `cap` (jitter is the caller's, so tests can pin it)."""
+    return float(min(cap, base * 2.0 ** max(attempt - 1, 0)))
+
+
 def retry_after_seconds(value: str | None, *, default: float = 1.0) -> float:
     """A `Retry-After` header (seconds, or an HTTP date) as seconds in [0, one day]."""
     if not value:

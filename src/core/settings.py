@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -131,6 +131,12 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         """True when the database is the embedded SQLite file."""
         return self.database_url.startswith("sqlite")
+
+
+def setting_default(name: str) -> Any:
+    """A setting's default, for a class that takes a few settings as fields (`RetryPolicy`,
+    `CallLimits`) and must not state the numbers a second time."""
+    return Settings.model_fields[name].default
 
 
 @lru_cache

@@ -18,9 +18,9 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from src.domains.external_accounting.base.sync import months_ago
 from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.ledger.models import Account, Invoice, InvoiceLineItem
-from src.domains.external_accounting.xero.data.sync_service import months_ago
 from src.xero_sandbox.server import RunningSandbox
 from src.xero_sandbox.xero_dates import parse_xero_date
 from tests.domains.external_accounting.connect_helpers import connect

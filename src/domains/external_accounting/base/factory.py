@@ -1,6 +1,9 @@
-"""`IntegrationFactory`: the sync service, and the connect flow, for a connection's provider."""
+"""`IntegrationFactory`: what is provider-specific, picked by provider: the sync service for a
+connection, the connect and disconnect steps, the link that (re)connects an organisation."""
 
 from __future__ import annotations
+
+import uuid
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -12,6 +15,7 @@ from src.domains.external_accounting.base.sync import SyncService
 from src.domains.external_accounting.base.tokens import AccessTokenProvider
 from src.domains.external_accounting.connections.models import Connection, Provider
 from src.domains.external_accounting.exceptions import UnsupportedProvider
+from src.domains.external_accounting.xero.auth import auth_manager as xero_auth
 from src.domains.external_accounting.xero.auth.connect_service import XeroConnectService
 from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
 from src.domains.external_accounting.xero.data.accounting_client import (
@@ -47,15 +51,12 @@ class IntegrationFactory:
         """A fresh sync service (with its own API-call count) for the connection's provider."""
         match connection.provider:
             case Provider.XERO.value:
-                retry = RetryPolicy(
-                    max_attempts=self.settings.xero_retry_attempts,
-                    base_delay_s=self.settings.xero_retry_base_delay_seconds,
-                    max_delay_s=self.settings.xero_retry_max_delay_seconds,
-                    daily_reserve=self.settings.xero_daily_reserve,
-                    reserve_pause_s=self.settings.xero_reserve_pause_seconds,
-                )
                 client = XeroAccountingClient(
-                    self.http, self.xero_tokens, self.settings, self.xero_throttle, retry
+                    self.http,
+                    self.xero_tokens,
+                    self.settings,
+                    self.xero_throttle,
+                    RetryPolicy.from_settings(self.settings),
                 )
                 return XeroSyncService(self.session_factory, client)
             case other:
@@ -77,3 +78,11 @@ class IntegrationFactory:
                 )
             case other:
                 raise UnsupportedProvider(f"No connect flow is available for provider {other!r}.")
+
+    def connect_url(self, provider: str, organization_id: uuid.UUID) -> str:
+        """Where a user goes to (re)connect the provider for an organisation."""
+        match provider:
+            case Provider.XERO.value:
+                return xero_auth.connect_url(self.settings, organization_id)
+            case other:
+                raise UnsupportedProvider(f"No connection is available for provider {other!r}.")

@@ -5,14 +5,58 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Literal, Protocol
+from datetime import date, datetime
+from typing import ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-from src.domains.external_accounting.connections.models import Connection
+from src.domains.external_accounting.connections.models import Connection, Provider
+from src.domains.external_accounting.ledger.models import INVOICE_TYPES
 
 ObjectType = Literal["invoices", "accounts"]
+
+
+def months_ago(today: date, months: int) -> date:
+    """The same day `months` calendar months earlier (clamped to the month's last day): where a
+    full sync's window of `months_back` starts."""
+    year, month = divmod(today.year * 12 + today.month - 1 - months, 12)
+    month += 1
+    for day in (today.day, 30, 29, 28):
+        try:
+            return date(year, month, day)
+        except ValueError:
+            continue
+    return date(year, month, 28)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncTarget:
+    """Which of an organisation's connections a sync covers: the one named (by id, or by its
+    provider tenant), else every active one."""
+
+    organization_id: uuid.UUID
+    provider: Provider
+    connection_id: uuid.UUID | None = None
+    tenant_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class InvoiceSyncRequest(SyncTarget):
+    """Sync invoices: incrementally from the cursor, or in full over `months_back` months (a
+    full sync that failed or paused earlier resumes from its checkpoint)."""
+
+    object_type: ClassVar[ObjectType] = "invoices"
+    incremental: bool = True
+    invoice_types: Sequence[str] = INVOICE_TYPES
+    months_back: int = 12
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountSyncRequest(SyncTarget):
+    """Sync the chart of accounts, optionally only some account types (None: all)."""
+
+    object_type: ClassVar[ObjectType] = "accounts"
+    account_types: Sequence[str] | None = None
 
 
 class ConnectionSyncResult(BaseModel):

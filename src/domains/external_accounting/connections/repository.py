@@ -64,6 +64,12 @@ class ConnectionRepository:
         self.session.add(connection)
         await self.session.flush()
 
+    async def mark_synced(self, connection_id: uuid.UUID) -> None:
+        """A sync of the connection succeeded just now."""
+        await self.session.execute(
+            update(Connection).where(Connection.id == connection_id).values(last_sync_at=utcnow())
+        )
+
     async def list_for_grant(self, grant_id: uuid.UUID) -> list[Connection]:
         result = await self.session.execute(
             select(Connection).where(Connection.grant_id == grant_id)

@@ -7,6 +7,7 @@ import datetime as dt
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -33,6 +34,9 @@ JsonDocument = JSON().with_variant(JSONB(), "postgresql")
 # An invoice's document as Xero sent it: `json` keeps the text verbatim (key order, number
 # digits) and costs PostgreSQL far less to store than `jsonb`, and nothing queries inside it.
 RawDocument = JSON()
+
+# The kinds of invoice the ledger stores: receivable (ACCREC) and payable (ACCPAY).
+INVOICE_TYPES = ("ACCPAY", "ACCREC")
 
 
 class Invoice(Base):
@@ -134,13 +138,23 @@ class Account(Base):
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class RunStatus(StrEnum):
+    """Where a sync run is: `running` while it holds its lease, then how it ended."""
+
+    RUNNING = "running"
+    SUCCESS = "success"
+    # Also a run found dead (`error="abandoned"`).
+    FAILED = "failed"
+    # The provider's daily call limit stopped it; it resumes after `paused_until`.
+    PAUSED = "paused"
+    # Its task was cancelled, or its connection disconnected while it ran.
+    CANCELLED = "cancelled"
+
+
 class SyncRun(Base):
     """One sync of one connection and object type: the history, and (while `running`) the lease
-    that keeps two syncs of the same connection and object type from interleaving.
-
-    Statuses: `running`, `success`, `failed` (also a run found dead: `error="abandoned"`),
-    `paused` (Xero's daily limit) and `cancelled` (task cancelled, or its connection
-    disconnected while it ran)."""
+    that keeps two syncs of the same connection and object type from interleaving. Its status
+    is a `RunStatus`."""
 
     __tablename__ = "sync_runs"
     __table_args__ = (
@@ -150,8 +164,8 @@ class SyncRun(Base):
             "connection_id",
             "object_type",
             unique=True,
-            postgresql_where=text("status = 'running'"),
-            sqlite_where=text("status = 'running'"),
+            postgresql_where=text(f"status = '{RunStatus.RUNNING}'"),
+            sqlite_where=text(f"status = '{RunStatus.RUNNING}'"),
         ),
     )
 
@@ -165,7 +179,7 @@ class SyncRun(Base):
     object_type: Mapped[str] = mapped_column(String(20))
     mode: Mapped[str] = mapped_column(String(20))
     params: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
-    status: Mapped[str] = mapped_column(String(20), default="running")
+    status: Mapped[str] = mapped_column(String(20), default=RunStatus.RUNNING)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -1,11 +1,14 @@
-"""All SQL about synced records and sync bookkeeping."""
+"""All SQL about synced records and sync bookkeeping (runs, leases, cursors).
+
+Over 400 lines on purpose: a page's transaction fences the run and writes its records through
+one repository on one session, and the PostgreSQL COPY path beside the portable one is most of
+the length. The order these statements run in is `ledger.runs`'s."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
-from decimal import Decimal
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
@@ -25,76 +28,32 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from src.core.database import JsonText, utcnow
+from src.core.database import rows_matched, utcnow
 from src.domains.external_accounting.connections.models import Connection, ConnectionStatus
-from src.domains.external_accounting.exceptions import NoActiveConnection, SyncInProgress
 from src.domains.external_accounting.ledger.filters import InvoiceFilters
 from src.domains.external_accounting.ledger.models import (
     Account,
     Invoice,
     InvoiceLineItem,
+    RunStatus,
     SyncCursor,
     SyncRun,
 )
+from src.domains.external_accounting.ledger.rows import (
+    AccountRow,
+    InvoiceRow,
+    LineItemRow,
+    as_params,
+    as_records,
+    columns,
+)
 
 _INVOICE_STAGE = "ledgersync_invoice_stage"
-
-
-_Date = date  # the record's `date` field would shadow the type in the annotations after it
-
-
-class InvoiceRecord(NamedTuple):
-    """An `invoices` row as the sync writes it (field order = COPY column order)."""
-
-    id: uuid.UUID
-    organization_id: uuid.UUID
-    connection_id: uuid.UUID
-    provider_id: str
-    number: str | None
-    type: str
-    status: str
-    contact_id: str | None
-    contact_name: str | None
-    reference: str | None
-    date: _Date | None
-    due_date: _Date | None
-    fully_paid_on: _Date | None
-    line_amount_types: str | None
-    currency_code: str | None
-    currency_rate: Decimal | None
-    sub_total: Decimal | None
-    total_tax: Decimal | None
-    total: Decimal | None
-    total_discount: Decimal | None
-    amount_due: Decimal | None
-    amount_paid: Decimal | None
-    amount_credited: Decimal | None
-    provider_updated_at: datetime
-    raw: str  # the invoice's JSON text, verbatim
-    synced_at: datetime
-
-
-class LineRecord(NamedTuple):
-    """An `invoice_line_items` row as the sync writes it."""
-
-    invoice_id: uuid.UUID
-    position: int
-    provider_id: str | None
-    description: str | None
-    quantity: Decimal | None
-    unit_amount: Decimal | None
-    item_code: str | None
-    account_code: str | None
-    account_id: str | None
-    tax_type: str | None
-    tax_amount: Decimal | None
-    line_amount: Decimal | None
-    discount_rate: Decimal | None
-    tracking: str  # JSON text, verbatim
+# What an upsert of a stored record never changes: its identity and whose it is.
+_KEEP = frozenset({"id", "organization_id", "connection_id", "provider_id"})
 
 
 class StoredVersion(NamedTuple):
@@ -105,25 +64,10 @@ class StoredVersion(NamedTuple):
     synced_at: datetime
 
 
-def _as_params(records: Sequence[NamedTuple], json_columns: set[str]) -> list[dict[str, Any]]:
-    """Records as executemany parameters; JSON text as JsonText so JSON columns store it as is."""
-    params = []
-    for record in records:
-        row = record._asdict()
-        for name in json_columns:
-            row[name] = JsonText(row[name].encode())
-        params.append(row)
-    return params
-
-
 # A run whose heartbeat is older than this is taken to have died (crash, deploy) and its lease
 # is released; a live run beats at every page and, while it waits (limiter, retries), from a
 # background task.
 STALE_RUN_AFTER = timedelta(minutes=15)
-
-
-def _rowcount(result: Any) -> int:
-    return int(cast(CursorResult[Any], result).rowcount)
 
 
 class LedgerRepository:
@@ -153,10 +97,9 @@ class LedgerRepository:
             else sqlite_insert
         )
         statement = insert_for(table)
-        keep = {"id", "organization_id", "connection_id", "provider_id"}
         statement = statement.on_conflict_do_update(
             index_elements=["connection_id", "provider_id"],
-            set_={c.name: statement.excluded[c.name] for c in table.columns if c.name not in keep},
+            set_={c.name: statement.excluded[c.name] for c in table.columns if c.name not in _KEEP},
         )
         await self.session.execute(statement, list(rows))
 
@@ -191,8 +134,8 @@ class LedgerRepository:
 
     async def upsert_invoices(
         self,
-        rows: Sequence[InvoiceRecord],
-        lines: Sequence[LineRecord],
+        rows: Sequence[InvoiceRow],
+        lines: Sequence[LineItemRow],
         replaced: Sequence[uuid.UUID],
     ) -> None:
         """Insert or update invoices by (connection, provider id) and replace their line items, in
@@ -203,7 +146,7 @@ class LedgerRepository:
         if driver is not None:
             await self._copy_upsert_invoices(driver, rows, lines, replaced)
             return
-        await self._upsert(Invoice, _as_params(rows, {"raw"}))
+        await self._upsert(Invoice, as_params(rows, {"raw"}))
         if replaced:
             await self.session.execute(
                 delete(InvoiceLineItem).where(InvoiceLineItem.invoice_id.in_(replaced))
@@ -211,7 +154,7 @@ class LedgerRepository:
         if lines:
             await self.session.execute(
                 insert(InvoiceLineItem.__table__),  # type: ignore[arg-type]
-                _as_params(lines, {"tracking"}),
+                as_params(lines, {"tracking"}),
             )
 
     async def _asyncpg(self) -> Any | None:
@@ -224,24 +167,23 @@ class LedgerRepository:
     async def _copy_upsert_invoices(
         self,
         driver: Any,
-        rows: Sequence[InvoiceRecord],
-        lines: Sequence[LineRecord],
+        rows: Sequence[InvoiceRow],
+        lines: Sequence[LineItemRow],
         replaced: Sequence[uuid.UUID],
     ) -> None:
         """PostgreSQL: binary `COPY` of the page into a session-private staging table, one
         set-based `INSERT ... SELECT ... ON CONFLICT DO UPDATE` from it, and a `COPY` of the line
         items. Per-row parameter binding, not the database, was most of a page's cost."""
-        columns = list(InvoiceRecord._fields)
+        names = columns(InvoiceRow)
         await driver.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {_INVOICE_STAGE} (LIKE invoices INCLUDING DEFAULTS"
             f" INCLUDING COMPRESSION) ON COMMIT DELETE ROWS; DELETE FROM {_INVOICE_STAGE}"
         )
-        await driver.copy_records_to_table(_INVOICE_STAGE, records=rows, columns=columns)
-        keep = {"id", "organization_id", "connection_id", "provider_id"}
-        names = ", ".join(f'"{c}"' for c in columns)
-        updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in columns if c not in keep)
+        await driver.copy_records_to_table(_INVOICE_STAGE, records=as_records(rows), columns=names)
+        listed = ", ".join(f'"{c}"' for c in names)
+        updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in names if c not in _KEEP)
         await driver.execute(
-            f"INSERT INTO invoices ({names}) SELECT {names} FROM {_INVOICE_STAGE} "
+            f"INSERT INTO invoices ({listed}) SELECT {listed} FROM {_INVOICE_STAGE} "
             f"ON CONFLICT (connection_id, provider_id) DO UPDATE SET {updates}"
         )
         if replaced:
@@ -250,7 +192,7 @@ class LedgerRepository:
             )
         if lines:
             await driver.copy_records_to_table(
-                "invoice_line_items", records=lines, columns=list(LineRecord._fields)
+                "invoice_line_items", records=as_records(lines), columns=columns(LineItemRow)
             )
 
     async def account_versions(self, connection_id: uuid.UUID) -> dict[str, datetime | None]:
@@ -261,10 +203,10 @@ class LedgerRepository:
         )
         return {row.provider_id: row.provider_updated_at for row in result}
 
-    async def upsert_accounts(self, rows: Sequence[dict[str, Any]]) -> None:
+    async def upsert_accounts(self, rows: Sequence[AccountRow]) -> None:
         if not rows:
             return
-        await self._upsert(Account, rows)
+        await self._upsert(Account, as_params(rows))
 
     async def purge_connection(self, connection_id: uuid.UUID) -> None:
         """Delete everything synced for a connection (line items go with their invoices), and
@@ -305,11 +247,11 @@ class LedgerRepository:
             .where(
                 SyncRun.connection_id == connection_id,
                 SyncRun.object_type == object_type,
-                SyncRun.status == "running",
+                SyncRun.status == RunStatus.RUNNING,
                 SyncRun.heartbeat_at < utcnow() - STALE_RUN_AFTER,
             )
             .values(
-                status="failed",
+                status=RunStatus.FAILED,
                 error="abandoned",
                 error_detail="The run stopped beating (its process died).",
                 finished_at=utcnow(),
@@ -317,26 +259,19 @@ class LedgerRepository:
             )
         )
 
-    async def start_run(self, run: SyncRun) -> None:
-        """Record a run as `running` with a fresh lease token; it is also the lease on
-        (connection, object type). A run already holding it: `SyncInProgress` naming it. A
-        connection disconnected meanwhile (the caller's copy may be stale): `NoActiveConnection`,
-        so no run starts after a disconnect fenced off the running ones."""
-        if not await self.connection_active(run.connection_id):
-            raise NoActiveConnection("The connection was disconnected; no sync was started.")
-        await self.release_dead_runs(run.connection_id, run.object_type)
+    async def add_running_run(self, run: SyncRun) -> bool:
+        """Insert a `running` run with a fresh lease token; the row is also the lease on
+        (connection, object type). False, with the transaction rolled back, when a run already
+        holds it."""
+        run.status = RunStatus.RUNNING
         run.lease = uuid.uuid4()
         self.session.add(run)
         try:
             await self.session.flush()
         except IntegrityError:
             await self.session.rollback()
-            running = await self.running_run_id(run.connection_id, run.object_type)
-            raise SyncInProgress(
-                f"A {run.object_type} sync of this connection is already running; "
-                "try again when it ends.",
-                sync_run_id=str(running) if running else None,
-            ) from None
+            return False
+        return True
 
     async def running_run_id(self, connection_id: uuid.UUID, object_type: str) -> uuid.UUID | None:
         """The run holding the lease on (connection, object type), if any."""
@@ -344,7 +279,7 @@ class LedgerRepository:
             select(SyncRun.id).where(
                 SyncRun.connection_id == connection_id,
                 SyncRun.object_type == object_type,
-                SyncRun.status == "running",
+                SyncRun.status == RunStatus.RUNNING,
             )
         )
         return result.scalar_one_or_none()
@@ -361,7 +296,9 @@ class LedgerRepository:
         return result.scalar_one_or_none() == ConnectionStatus.ACTIVE.value
 
     def _ours(self, run_id: uuid.UUID, lease: uuid.UUID) -> Any:
-        return and_(SyncRun.id == run_id, SyncRun.status == "running", SyncRun.lease == lease)
+        return and_(
+            SyncRun.id == run_id, SyncRun.status == RunStatus.RUNNING, SyncRun.lease == lease
+        )
 
     async def hold_lease(self, run_id: uuid.UUID, lease: uuid.UUID, **values: Any) -> bool:
         """The fence: beat (and write `values`) only while the run is still `running` with this
@@ -386,7 +323,7 @@ class LedgerRepository:
             .values(**values)
             .execution_options(synchronize_session=False)
         )
-        return _rowcount(result) == 1
+        return rows_matched(result) == 1
 
     async def discard_run(self, run_id: uuid.UUID, lease: uuid.UUID) -> None:
         """Give back a lease taken for a sync that never ran (another connection of the same
@@ -398,9 +335,9 @@ class LedgerRepository:
         next page's transaction instead of writing after the connection's data is gone."""
         await self.session.execute(
             update(SyncRun)
-            .where(SyncRun.connection_id == connection_id, SyncRun.status == "running")
+            .where(SyncRun.connection_id == connection_id, SyncRun.status == RunStatus.RUNNING)
             .values(
-                status="cancelled",
+                status=RunStatus.CANCELLED,
                 error="connection_disconnected",
                 error_detail=detail,
                 finished_at=utcnow(),
@@ -417,7 +354,7 @@ class LedgerRepository:
             .where(
                 SyncRun.connection_id == connection_id,
                 SyncRun.object_type == object_type,
-                SyncRun.status != "running",
+                SyncRun.status != RunStatus.RUNNING,
             )
             .order_by(SyncRun.started_at.desc())
             .limit(1)

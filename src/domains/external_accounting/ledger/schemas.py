@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from src.domains.external_accounting.ledger.models import INVOICE_TYPES, RunStatus
+
 
 class _Out(BaseModel):
     model_config = ConfigDict(from_attributes=True, populate_by_name=True)
@@ -75,8 +77,8 @@ SYNC_RUN_EXAMPLE: dict[str, Any] = {
     "connection_id": "2d3e4f50-6172-4839-a4b5-c6d7e8f90a1b",
     "object_type": "invoices",
     "mode": "incremental",
-    "params": {"incremental": True, "invoice_types": ["ACCPAY", "ACCREC"], "months_back": 12},
-    "status": "success",
+    "params": {"incremental": True, "invoice_types": list(INVOICE_TYPES), "months_back": 12},
+    "status": RunStatus.SUCCESS.value,
     "started_at": "2026-12-01T08:00:00+00:00",
     "finished_at": "2026-12-01T08:00:03.250000+00:00",
     "duration_seconds": 3.25,

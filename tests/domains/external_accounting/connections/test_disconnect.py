@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.ledger.models import Invoice, SyncRun
 from src.domains.external_accounting.ledger.repository import LedgerRepository
+from src.domains.external_accounting.ledger.runs import SyncRuns
 from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
 from src.xero_sandbox.server import RunningSandbox
 from tests.domains.external_accounting.connect_helpers import connect
@@ -115,17 +116,19 @@ async def test_a_sync_requested_before_a_disconnect_starts_no_run_after_it(
     only the connection's own status can stop a sync whose request read it as active."""
     org, _, key = await create_org_with_user(session_factory)
     first, second = (await connect(client, key, org.id))["connections"][:2]
-    start_run = LedgerRepository.start_run
+    take_lease = SyncRuns.take_lease
 
-    async def disconnected_meanwhile(self: LedgerRepository, run: SyncRun) -> Any:
+    async def disconnected_meanwhile(
+        self: SyncRuns, repository: LedgerRepository, run: SyncRun
+    ) -> None:
         if run.connection_id == uuid.UUID(first["id"]):
             response = await client.delete(
                 f"/external-accounting/connections/{first['id']}", headers=bearer(key)
             )
             assert response.status_code == 204
-        return await start_run(self, run)
+        await take_lease(self, repository, run)
 
-    monkeypatch.setattr(LedgerRepository, "start_run", disconnected_meanwhile)
+    monkeypatch.setattr(SyncRuns, "take_lease", disconnected_meanwhile)
     response = await client.post(
         "/external-accounting/invoices/sync",
         params={"org_id": str(org.id), "connection_id": first["id"]},

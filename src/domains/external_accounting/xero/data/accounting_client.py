@@ -12,14 +12,13 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from email.utils import format_datetime
 from typing import Any, TypeVar
 
 import httpx
 
 from src.core.database import JsonText
-from src.core.http import MAX_RETRY_AFTER_SECONDS, retry_after_seconds
-from src.core.settings import Settings
+from src.core.http import MAX_RETRY_AFTER_SECONDS, capped_backoff, retry_after_seconds
+from src.core.settings import Settings, setting_default
 from src.domains.external_accounting.base.tokens import AccessTokenProvider
 from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.exceptions import (
@@ -34,10 +33,20 @@ from src.domains.external_accounting.xero.data.call_limiter import (
     CallLimits,
     InProcessCallLimiter,
 )
+from src.domains.external_accounting.xero.data.error_messages import (
+    MAX_XERO_MESSAGE_CHARS,
+    clean,
+    xero_message,
+)
+from src.domains.external_accounting.xero.data.query import (
+    if_modified_since,
+    quote,
+    where_filter,
+)
 from src.domains.external_accounting.xero.data.xero_models import (
-    InvoicePage,
     XeroAccount,
     XeroDataInvalid,
+    XeroInvoicePage,
     decode_accounts,
     decode_invoices,
 )
@@ -83,67 +92,30 @@ class TenantThrottle:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Capped exponential backoff with jitter for transient failures."""
+    """Capped exponential backoff with jitter for transient failures, and the daily reserve.
+    The defaults are Settings' (`from_settings` is what the service uses)."""
 
-    max_attempts: int = 5
-    base_delay_s: float = 0.5
-    max_delay_s: float = 8.0
+    max_attempts: int = setting_default("xero_retry_attempts")
+    base_delay_s: float = setting_default("xero_retry_base_delay_seconds")
+    max_delay_s: float = setting_default("xero_retry_max_delay_seconds")
     max_rate_limit_waits: int = 10
     max_retry_after_s: float = 120.0
-    daily_reserve: int = 0
-    reserve_pause_s: int = 3600
+    daily_reserve: int = setting_default("xero_daily_reserve")
+    reserve_pause_s: int = setting_default("xero_reserve_pause_seconds")
 
-
-def where_filter(
-    *,
-    types: Sequence[str] | None = None,
-    date_from: date | None = None,
-    date_to: date | None = None,
-    updated_from: datetime | None = None,
-    updated_before: datetime | None = None,
-    invoice_id_after: str | None = None,
-) -> str | None:
-    """Xero's `where` for the given criteria (statuses go in `Statuses`, which Xero prefers).
-    `updated_from`/`updated_before` bound `UpdatedDateUTC` to whole seconds, `invoice_id_after`
-    pages a busy second by `InvoiceID` (see `iter_invoice_pages`)."""
-    clauses: list[str] = []
-    if types:
-        quoted = [f'Type=="{_quote(t)}"' for t in types]
-        clauses.append(quoted[0] if len(quoted) == 1 else "(" + " OR ".join(quoted) + ")")
-    if date_from is not None:
-        clauses.append(
-            f"Date>=DateTime({date_from.year},{date_from.month:02d},{date_from.day:02d})"
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(
+            max_attempts=settings.xero_retry_attempts,
+            base_delay_s=settings.xero_retry_base_delay_seconds,
+            max_delay_s=settings.xero_retry_max_delay_seconds,
+            daily_reserve=settings.xero_daily_reserve,
+            reserve_pause_s=settings.xero_reserve_pause_seconds,
         )
-    if date_to is not None:
-        clauses.append(f"Date<=DateTime({date_to.year},{date_to.month:02d},{date_to.day:02d})")
-    if updated_from is not None:
-        clauses.append(f"UpdatedDateUTC>={_date_time(updated_from)}")
-    if updated_before is not None:
-        clauses.append(f"UpdatedDateUTC<{_date_time(updated_before)}")
-    if invoice_id_after is not None:
-        clauses.append(f'InvoiceID>Guid("{_quote(invoice_id_after)}")')
-    return " AND ".join(clauses) or None
-
-
-def _date_time(moment: datetime) -> str:
-    """Xero's `DateTime(y,m,d,h,mi,s)` literal of an instant, in UTC to the second."""
-    m = moment.astimezone(UTC)
-    return (
-        f"DateTime({m.year},{m.month:02d},{m.day:02d},{m.hour:02d},{m.minute:02d},{m.second:02d})"
-    )
 
 
 def _second(moment: datetime) -> datetime:
     return moment.replace(microsecond=0)
-
-
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def if_modified_since(moment: datetime) -> str:
-    """The header value: RFC 1123 in GMT (Xero reads it to the second)."""
-    return format_datetime(moment.astimezone(UTC).replace(microsecond=0), usegmt=True)
 
 
 class XeroAccountingClient:
@@ -162,7 +134,7 @@ class XeroAccountingClient:
         self.tokens = tokens
         self.base_url = settings.xero_accounting_url.rstrip("/")
         self.throttle = throttle or TenantThrottle()
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or RetryPolicy.from_settings(settings)
         self.sleep = sleep
         self.api_calls = 0
 
@@ -183,7 +155,7 @@ class XeroAccountingClient:
         updated_from: datetime | None = None,
         updated_before: datetime | None = None,
         invoice_id_after: str | None = None,
-    ) -> InvoicePage:
+    ) -> XeroInvoicePage:
         """One page of invoices (with line items: Xero only sends them when `page` is given)."""
         params: dict[str, str | int] = {"page": page, "pageSize": min(page_size, MAX_PAGE_SIZE)}
         where = where_filter(
@@ -215,7 +187,7 @@ class XeroAccountingClient:
         date_to: date | None = None,
         modified_since: datetime | None = None,
         page_size: int = MAX_PAGE_SIZE,
-    ) -> AsyncIterator[InvoicePage]:
+    ) -> AsyncIterator[XeroInvoicePage]:
         """Every matching invoice, oldest change first, as pages of *new* invoices.
 
         Paging is a keyset, never page numbers: an invoice edited while we page moves to the end
@@ -296,7 +268,7 @@ class XeroAccountingClient:
         """The chart of accounts (Xero does not paginate it), optionally only some types."""
         params: dict[str, str | int] = {}
         if types:
-            clauses = [f'Type=="{_quote(t)}"' for t in types]
+            clauses = [f'Type=="{quote(t)}"' for t in types]
             params["where"] = " OR ".join(clauses)
         headers = {"If-Modified-Since": if_modified_since(modified_since)} if modified_since else {}
         return await self._send(connection, "/Accounts", params, headers, decode_accounts)
@@ -326,7 +298,7 @@ class XeroAccountingClient:
 
     def backoff(self, attempt: int) -> float:
         """Delay before retry number `attempt` (1-based)."""
-        delay: float = min(self.retry.max_delay_s, self.retry.base_delay_s * 2.0 ** (attempt - 1))
+        delay = capped_backoff(attempt, base=self.retry.base_delay_s, cap=self.retry.max_delay_s)
         return delay + self.jitter(delay)
 
     async def _send(
@@ -368,7 +340,7 @@ class XeroAccountingClient:
             except XeroDataInvalid as error:
                 raise ProviderDataInvalid(
                     f"Xero answered {path} with records we cannot read "
-                    f"({_clean(str(error), MAX_XERO_MESSAGE_CHARS)}); nothing from "
+                    f"({clean(str(error), MAX_XERO_MESSAGE_CHARS)}); nothing from "
                     "that response was stored."
                 ) from None
             except ValueError:
@@ -408,7 +380,7 @@ class XeroAccountingClient:
                     connection_id=str(connection.id),
                 )
             if response is not None and 400 <= response.status_code < 500:
-                raise ProviderRejected(f"Xero refused the request ({_xero_message(response)}).")
+                raise ProviderRejected(f"Xero refused the request ({xero_message(response)}).")
             failures += 1
             if failures >= self.retry.max_attempts:
                 raise ProviderUnavailable(
@@ -427,7 +399,7 @@ class XeroAccountingClient:
             await self.sleep(delay)
 
 
-def _unseen(page: InvoicePage, overlap: dict[str, datetime]) -> list[tuple[Any, JsonText]]:
+def _unseen(page: XeroInvoicePage, overlap: dict[str, datetime]) -> list[tuple[Any, JsonText]]:
     """The page's invoices not already returned in the same version."""
     return [
         (invoice, raw)
@@ -436,7 +408,7 @@ def _unseen(page: InvoicePage, overlap: dict[str, datetime]) -> list[tuple[Any, 
     ]
 
 
-def _is_last(page: InvoicePage, page_size: int) -> bool:
+def _is_last(page: XeroInvoicePage, page_size: int) -> bool:
     """A short page is the last; so is a full one when Xero's `pagination` says no page follows
     (that saves the call that would only confirm the end)."""
     return len(page.invoices) < page_size or (
@@ -445,9 +417,9 @@ def _is_last(page: InvoicePage, page_size: int) -> bool:
 
 
 def _page_of(
-    page: InvoicePage, fresh: list[tuple[Any, JsonText]], *, resume_from: datetime | None
-) -> InvoicePage:
-    return InvoicePage(
+    page: XeroInvoicePage, fresh: list[tuple[Any, JsonText]], *, resume_from: datetime | None
+) -> XeroInvoicePage:
+    return XeroInvoicePage(
         invoices=[i for i, _ in fresh],
         raw=[r for _, r in fresh],
         page=page.page,
@@ -469,45 +441,3 @@ def _retry_after(response: httpx.Response) -> float:
     """Xero's Retry-After in seconds, clamped to a day (a huge or garbled one must neither
     overflow a timestamp nor park a sync for years)."""
     return retry_after_seconds(response.headers.get("retry-after"))
-
-
-# Xero's error bodies reach every member of the organisation (a run's `error_detail`) and our
-# logs: only Xero's own message and code go there, bounded, never the body itself.
-MAX_XERO_MESSAGE_CHARS = 300
-
-
-def _xero_message(response: httpx.Response) -> str:
-    """`HTTP 400, ValidationException 10: <Xero's messages>` from an error response."""
-    summary = f"HTTP {response.status_code}"
-    try:
-        body = response.json()
-    except ValueError:
-        return summary
-    if not isinstance(body, dict):
-        return summary
-    code = " ".join(
-        _clean(str(part), 60)
-        for part in (body.get("Type") or body.get("Title"), body.get("ErrorNumber"))
-        if isinstance(part, str | int) and not isinstance(part, bool)
-    )
-    if code:
-        summary += f", {code}"
-    elements = body.get("Elements")
-    messages = [
-        error.get("Message")
-        for element in (elements if isinstance(elements, list) else [])
-        if isinstance(element, dict) and isinstance(element.get("ValidationErrors"), list)
-        for error in element["ValidationErrors"]
-        if isinstance(error, dict)
-    ]
-    texts = [m for m in messages if isinstance(m, str) and m.strip()]
-    if not texts:
-        texts = [t for t in (body.get("Message"), body.get("Detail")) if isinstance(t, str)][:1]
-    message = _clean("; ".join(texts), MAX_XERO_MESSAGE_CHARS)
-    return f"{summary}: {message}" if message else summary
-
-
-def _clean(text: str, limit: int) -> str:
-    """One line of at most `limit` characters."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from src.core.settings import Settings
+from src.core.settings import Settings, setting_default
 
 # How long a caller waits before asking again while the tenant's five slots are all taken.
 _BUSY_POLL_S = 0.01
@@ -32,12 +32,13 @@ _UNPACED = 2**62
 
 @dataclass(frozen=True)
 class CallLimits:
-    """Xero's limits as this limiter enforces them (`window_s` is Xero's minute)."""
+    """Xero's limits as this limiter enforces them (`window_s` is Xero's minute). The defaults are
+    Settings'; the service builds them with `from_settings`."""
 
-    minute: int = 60
-    concurrent: int = 5
-    app_minute: int = 10_000
-    window_s: float = 60.0
+    minute: int = setting_default("xero_minute_limit")
+    concurrent: int = setting_default("xero_concurrent_limit")
+    app_minute: int = setting_default("xero_app_minute_limit")
+    window_s: float = setting_default("xero_minute_seconds")
     # A slot whose holder died (crash, kill -9) is freed after this long.
     lease_ttl_s: float = 300.0
     # Book the calls Xero's X-MinLimit-Remaining says were spent elsewhere (off only when Xero's

@@ -15,7 +15,12 @@ from pydantic import WithJsonSchema
 
 from src.core.deps import SessionDep, SettingsDep, UtcDatetime
 from src.core.openapi import error_responses, merge_responses
-from src.domains.external_accounting.base.sync import SyncResult
+from src.domains.external_accounting.base.sync import (
+    AccountSyncRequest,
+    InvoiceSyncRequest,
+    SyncResult,
+)
+from src.domains.external_accounting.connections.models import Provider
 from src.domains.external_accounting.deps import FactoryDep
 from src.domains.external_accounting.exceptions import (
     ConnectionNotFound,
@@ -28,6 +33,7 @@ from src.domains.external_accounting.exceptions import (
     SyncRateLimited,
 )
 from src.domains.external_accounting.ledger.filters import InvoiceFilters
+from src.domains.external_accounting.ledger.models import INVOICE_TYPES
 from src.domains.external_accounting.ledger.schemas import (
     SYNC_RESULT_EXAMPLE,
     AccountOut,
@@ -43,6 +49,7 @@ from src.domains.external_accounting.syncs.policy import (
     invoice_sync_allowed,
     sync_allowed,
 )
+from src.domains.external_accounting.syncs.service import SyncsService
 from src.domains.organizations.deps import MEMBER_ERRORS, MemberOfOrg
 
 router = APIRouter(tags=["sync"])
@@ -64,7 +71,6 @@ SYNC_RESPONSES = merge_responses(
     ),
 )
 
-INVOICE_TYPES = {"ACCREC", "ACCPAY"}
 ACCOUNT_TYPES = {
     "BANK",
     "CURRENT",
@@ -175,7 +181,6 @@ AccountTypeFilter = Annotated[list[str], listed_query("type", ACCOUNT_TYPES, "Ac
 async def sync_invoices(
     access: MemberOfOrg,
     session: SessionDep,
-    settings: SettingsDep,
     factory: FactoryDep,
     types: InvoiceTypesQuery,
     incremental: IncrementalQuery = True,
@@ -192,35 +197,36 @@ async def sync_invoices(
     tenant_id: TenantFilter = None,
 ) -> SyncResult:
     """Sync invoices from the organisation's accounting connections; returns a summary only."""
-    service = ExternalAccountingService(session, settings)
-    connections = await service.connections_to_sync(
-        access.organization_id, connection_id, tenant_id
-    )
-    return await service.sync_invoices(
-        factory,
-        connections,
+    request = InvoiceSyncRequest(
+        organization_id=access.organization_id,
+        provider=Provider.XERO,
+        connection_id=connection_id,
+        tenant_id=tenant_id,
         incremental=incremental,
         invoice_types=types or sorted(INVOICE_TYPES),
         months_back=months_back,
     )
+    return await SyncsService(session, factory).sync(request)
 
 
 @router.post("/accounts/sync", responses=SYNC_RESPONSES, dependencies=[Depends(sync_allowed)])
 async def sync_accounts(
     access: MemberOfOrg,
     session: SessionDep,
-    settings: SettingsDep,
     factory: FactoryDep,
     types: AccountTypesQuery,
     connection_id: ConnectionFilter = None,
     tenant_id: TenantFilter = None,
 ) -> SyncResult:
     """Sync the chart of accounts (optionally only some account types); returns a summary only."""
-    service = ExternalAccountingService(session, settings)
-    connections = await service.connections_to_sync(
-        access.organization_id, connection_id, tenant_id
+    request = AccountSyncRequest(
+        organization_id=access.organization_id,
+        provider=Provider.XERO,
+        connection_id=connection_id,
+        tenant_id=tenant_id,
+        account_types=types or None,
     )
-    return await service.sync_accounts(factory, connections, account_types=types or None)
+    return await SyncsService(session, factory).sync(request)
 
 
 def _decode_cursor(cursor: str) -> tuple[date | None, uuid.UUID]:

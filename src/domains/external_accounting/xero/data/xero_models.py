@@ -163,7 +163,7 @@ class XeroDataInvalid(ValueError):
 
 
 @dataclass
-class InvoicePage:
+class XeroInvoicePage:
     """One page of invoices, each with its verbatim JSON (stored as the raw document)."""
 
     invoices: list[XeroInvoice]
@@ -182,7 +182,7 @@ _invoices_envelope = msgspec.json.Decoder(_InvoicesEnvelope)
 _accounts_envelope = msgspec.json.Decoder(_AccountsEnvelope)
 
 
-def decode_invoices(body: bytes, page: int) -> InvoicePage:
+def decode_invoices(body: bytes, page: int) -> XeroInvoicePage:
     """An `/Invoices` response body → typed invoices and their raw documents.
 
     Raises msgspec.DecodeError for a body that is not JSON (cut short or garbled on the way) and
@@ -194,7 +194,7 @@ def decode_invoices(body: bytes, page: int) -> InvoicePage:
     except (msgspec.ValidationError, ValueError) as error:
         raise XeroDataInvalid(str(error)) from None
     pagination = envelope.pagination or _Pagination()
-    return InvoicePage(
+    return XeroInvoicePage(
         invoices=invoices,
         raw=raws,
         page=page,

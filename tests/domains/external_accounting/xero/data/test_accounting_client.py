@@ -25,14 +25,13 @@ from src.domains.external_accounting.xero.data.accounting_client import (
     RetryPolicy,
     TenantThrottle,
     XeroAccountingClient,
-    if_modified_since,
-    where_filter,
 )
 from src.domains.external_accounting.xero.data.call_limiter import (
     CallLimits,
     InProcessCallLimiter,
 )
-from src.domains.external_accounting.xero.data.sync_service import line_records
+from src.domains.external_accounting.xero.data.mapping import line_item_rows
+from src.domains.external_accounting.xero.data.query import if_modified_since, where_filter
 from src.domains.external_accounting.xero.data.xero_models import (
     decode_invoices,
     parse_xero_datetime,
@@ -303,7 +302,7 @@ def test_line_tracking_is_kept_as_sent_and_a_null_list_is_empty() -> None:
         b'{"Tracking":null},{}]}]}'
     )
     invoice = decode_invoices(body, 1).invoices[0]
-    lines = line_records(uuid.uuid4(), invoice)
+    lines = line_item_rows(uuid.uuid4(), invoice)
     assert [line.tracking for line in lines] == ['[{"Name":"Region","Option":"N"}]', "[]", "[]"]
     assert [line.position for line in lines] == [0, 1, 2]
 

@@ -18,9 +18,9 @@ from src.core.database import utcnow
 from src.core.settings import Settings
 from src.domains.external_accounting.base.factory import IntegrationFactory
 from src.domains.external_accounting.connections.models import Connection
+from src.domains.external_accounting.ledger import runs as sync_runs
 from src.domains.external_accounting.ledger.models import Invoice, SyncRun
 from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
-from src.domains.external_accounting.xero.data import sync_service
 from src.xero_sandbox.server import RunningSandbox
 from tests.domains.external_accounting.sync_helpers import (
     assert_complete,
@@ -165,7 +165,7 @@ async def test_a_run_waiting_on_a_slow_page_keeps_beating(
     session_factory: async_sessionmaker[AsyncSession],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(sync_service, "HEARTBEAT_EVERY_S", 0.1)
+    monkeypatch.setattr(sync_runs, "HEARTBEAT_EVERY_S", 0.1)
     org_id, key, connections = await connected_org(client, session_factory)
     set_faults(fresh_sandbox, path_contains="/Invoices", next_slow=1, slow_seconds=1.5)
     running = _post_sync(client, key, org_id, connection_id=str(connections[0].id))

@@ -16,9 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from src.core.database import utcnow
 from src.core.settings import Settings
 from src.domains.external_accounting.ledger.models import Invoice, SyncRun
+from src.domains.external_accounting.ledger.runs import new_run
 from src.domains.external_accounting.xero.data.accounting_client import XeroAccountingClient
 from src.domains.external_accounting.xero.data.sync_service import XeroSyncService
-from src.domains.external_accounting.xero.data.xero_models import InvoicePage, decode_invoices
+from src.domains.external_accounting.xero.data.xero_models import XeroInvoicePage, decode_invoices
 from src.domains.organizations.models import Role
 from src.main import create_app
 from src.xero_sandbox.server import RunningSandbox
@@ -631,7 +632,7 @@ async def test_an_invoice_edited_while_the_run_pages_is_counted_once(
         client, fresh_sandbox, session_factory, "Edited Ltd", 1
     )
 
-    def page(updated_ms: int, total: str) -> InvoicePage:
+    def page(updated_ms: int, total: str) -> XeroInvoicePage:
         invoice = (
             f'{{"InvoiceID":"e-1","Type":"ACCREC","Status":"AUTHORISED","Total":{total},'
             f'"UpdatedDateUTC":"/Date({updated_ms}+0000)/","LineItems":[{{"LineAmount":{total}}}]}}'
@@ -640,10 +641,12 @@ async def test_an_invoice_edited_while_the_run_pages_is_counted_once(
 
     no_calls = cast(XeroAccountingClient, SimpleNamespace(api_calls=0))  # pages come from here
     service = XeroSyncService(session_factory, no_calls)
-    progress = await service._start(connection, "invoices", "full", {})
+    progress = await service.runs.start(
+        connection, new_run(connection, "invoices", mode="full", params={})
+    )
     for sighting in (page(1_700_000_000_000, "10.00"), page(1_800_000_000_000, "12.50")):
         pairs = list(zip(sighting.invoices, sighting.raw, strict=True))
-        await service._store_invoices(connection, progress, pairs, None)
+        await service.invoices.store(connection, progress, pairs, None)
     assert (progress.count, progress.created, progress.updated) == (1, 1, 1)
     async with session_factory() as session:
         stored = (

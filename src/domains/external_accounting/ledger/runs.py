@@ -1,0 +1,316 @@
+"""A sync run's life, through the repository: start (the lease, after releasing runs that died),
+the fence every write transaction begins with, the heartbeat, the checkpoint written with every
+page, and the finish that records how the run ended. Provider sync services do the fetching and
+call this for everything about the run itself."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from src.core.database import utcnow
+from src.core.errors import LedgersyncError
+from src.domains.external_accounting.base.sync import ConnectionSyncResult, ObjectType
+from src.domains.external_accounting.connections.models import Connection
+from src.domains.external_accounting.connections.repository import ConnectionRepository
+from src.domains.external_accounting.exceptions import (
+    NoActiveConnection,
+    ProviderRateLimited,
+    SyncCrashed,
+    SyncInProgress,
+    SyncLeaseLost,
+)
+from src.domains.external_accounting.ledger.models import RunStatus, SyncRun
+from src.domains.external_accounting.ledger.repository import LedgerRepository
+
+logger = logging.getLogger(__name__)
+
+# How often a live run beats while it waits (call limiter, Retry-After, backoff): well inside
+# STALE_RUN_AFTER, so a long legitimate wait is never taken for a dead run.
+HEARTBEAT_EVERY_S = 60.0
+
+
+@dataclass
+class RunProgress:
+    """Counters of a run, written to its `sync_runs` row after every page."""
+
+    run_id: uuid.UUID
+    # The run's fencing token: every write of the run is conditional on still holding it.
+    lease: uuid.UUID
+    connection_id: uuid.UUID
+    mode: str
+    # An incremental run re-reads the second before its cursor; those unchanged re-reads are
+    # not news and do not count. A full run counts every invoice it covered.
+    count_unchanged: bool = True
+    started: float = field(default_factory=time.monotonic)
+    # Counting each invoice once without remembering ids (memory stays flat whatever the size):
+    # an invoice already written or verified by this run has `synced_at` at or after this.
+    started_at: datetime = field(default_factory=utcnow)
+    # Full syncs: which phase is running and its keyset position, saved with every page.
+    checkpoint_base: dict[str, Any] | None = None
+    phase: int = 0
+    phase_since: datetime | None = None
+    count: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    newest: datetime | None = None
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        """Where a full sync got to, for a later run to resume from."""
+        if self.checkpoint_base is None:
+            return None
+        return {
+            **self.checkpoint_base,
+            "phase": self.phase,
+            "since": self.phase_since.isoformat() if self.phase_since else None,
+            "newest": self.newest.isoformat() if self.newest else None,
+        }
+
+    def note_updated_at(self, moment: datetime | None) -> None:
+        if moment is not None and (self.newest is None or moment > self.newest):
+            self.newest = moment
+
+
+def new_run(
+    connection: Connection, object_type: ObjectType, *, mode: str, params: dict[str, Any]
+) -> SyncRun:
+    """A run not yet recorded (`SyncRuns.take_lease` records it)."""
+    return SyncRun(
+        organization_id=connection.organization_id,
+        connection_id=connection.id,
+        object_type=object_type,
+        mode=mode,
+        params=params,
+        status=RunStatus.RUNNING,
+    )
+
+
+class SyncRuns:
+    """The runs of one sync service; `api_calls` reads its client's count of calls so far."""
+
+    def __init__(
+        self, session_factory: async_sessionmaker[AsyncSession], api_calls: Callable[[], int]
+    ) -> None:
+        self.session_factory = session_factory
+        self.api_calls = api_calls
+
+    # -- start -------------------------------------------------------------------------------
+
+    async def take_lease(self, repository: LedgerRepository, run: SyncRun) -> None:
+        """Record `run` as `running` in the repository's transaction; that row is the lease on
+        (connection, object type). Runs that stopped beating are released first, so a run that
+        died mid-sync does not block this one. A run already holding it: `SyncInProgress`
+        naming it. A connection disconnected meanwhile (the caller's copy may be stale):
+        `NoActiveConnection`, so no run starts after a disconnect fenced off the running ones."""
+        if not await repository.connection_active(run.connection_id):
+            raise NoActiveConnection("The connection was disconnected; no sync was started.")
+        await repository.release_dead_runs(run.connection_id, run.object_type)
+        if not await repository.add_running_run(run):
+            running = await repository.running_run_id(run.connection_id, run.object_type)
+            raise SyncInProgress(
+                f"A {run.object_type} sync of this connection is already running; "
+                "try again when it ends.",
+                sync_run_id=str(running) if running else None,
+            )
+
+    async def start(self, connection: Connection, run: SyncRun) -> RunProgress:
+        """Take the lease for `run` in a transaction of its own."""
+        async with self.session_factory() as session:
+            await self.take_lease(LedgerRepository(session), run)
+            await session.commit()
+        return self.started(connection, run)
+
+    def started(self, connection: Connection, run: SyncRun) -> RunProgress:
+        """The progress of a run whose lease is taken and committed."""
+        assert run.lease is not None
+        logger.info(
+            "sync started",
+            extra={
+                "sync_run_id": str(run.id),
+                "connection_id": str(connection.id),
+                "object_type": run.object_type,
+                "mode": run.mode,
+            },
+        )
+        return RunProgress(
+            run_id=run.id, lease=run.lease, connection_id=run.connection_id, mode=run.mode
+        )
+
+    async def release(self, progress: RunProgress) -> None:
+        """Give the lease back unused: the run never happened."""
+        async with self.session_factory() as session, session.begin():
+            await LedgerRepository(session).discard_run(progress.run_id, progress.lease)
+
+    # -- while it runs -----------------------------------------------------------------------
+
+    async def fence(self, repository: LedgerRepository, progress: RunProgress) -> None:
+        """First statements of every write transaction of a run: it still holds its lease, and
+        its connection is still active (a run started from a stale copy of a connection that a
+        disconnect has since purged must not write it back). The run's row is locked before the
+        connection's, the order a disconnect takes them in too."""
+        if not await repository.hold_lease(
+            progress.run_id, progress.lease
+        ) or not await repository.connection_active(progress.connection_id):
+            raise SyncLeaseLost(
+                "The sync stopped: it no longer holds its lease (its connection was "
+                "disconnected, or it was taken for dead and another sync took over)."
+            )
+
+    async def checkpoint(self, repository: LedgerRepository, progress: RunProgress) -> None:
+        """Write the run's counters and checkpoint inside a page's transaction."""
+        await repository.hold_lease(
+            progress.run_id,
+            progress.lease,
+            checkpoint=progress.checkpoint(),
+            **self._counters(progress),
+        )
+
+    async def _keep_beating(self, progress: RunProgress) -> None:
+        """Beat every HEARTBEAT_EVERY_S while the run is alive: a page may wait on the limiter,
+        Retry-After and backoff far longer than a page takes, and a silent run is declared dead.
+        Stops once the lease is lost (the next page's fence stops the run)."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_EVERY_S)
+            try:
+                async with self.session_factory() as session, session.begin():
+                    held = await LedgerRepository(session).hold_lease(
+                        progress.run_id, progress.lease
+                    )
+            except Exception as error:  # a missed beat is retried; the run must not die of it
+                logger.warning(
+                    "sync heartbeat failed",
+                    extra={"sync_run_id": str(progress.run_id), "error": type(error).__name__},
+                )
+                continue
+            if not held:
+                return
+
+    def _counters(self, progress: RunProgress) -> dict[str, Any]:
+        return {
+            "count": progress.count,
+            "created": progress.created,
+            "updated": progress.updated,
+            "unchanged": progress.unchanged,
+            "api_calls": self.api_calls(),
+            "last_modified": progress.newest,
+        }
+
+    # -- the whole run -----------------------------------------------------------------------
+
+    async def run(
+        self,
+        connection: Connection,
+        progress: RunProgress,
+        work: Callable[[], Awaitable[None]],
+    ) -> ConnectionSyncResult:
+        """Do a run's work while beating in the background, and record how it ended: whatever
+        ends it (an error, a crash, a cancelled task) releases the lease it still holds."""
+        heartbeat = asyncio.create_task(self._keep_beating(progress))
+        try:
+            await work()
+        except LedgersyncError as error:
+            heartbeat.cancel()
+            return await self._finish(connection, progress, error)
+        except asyncio.CancelledError:
+            heartbeat.cancel()
+            # Task cancelled (client gone, shutdown): record it even if cancelled again meanwhile.
+            await asyncio.shield(self._finish(connection, progress, None, cancelled=True))
+            raise
+        except Exception as error:
+            heartbeat.cancel()
+            await self._finish(connection, progress, SyncCrashed(type(error).__name__))
+            raise
+        heartbeat.cancel()
+        return await self._finish(connection, progress, None)
+
+    async def _finish(
+        self,
+        connection: Connection,
+        progress: RunProgress,
+        error: LedgersyncError | None,
+        *,
+        cancelled: bool = False,
+    ) -> ConnectionSyncResult:
+        duration = time.monotonic() - progress.started
+        resume_after = None
+        if isinstance(error, ProviderRateLimited):
+            resume_after = datetime.fromisoformat(str(error.extra["resume_after"]))
+        status = (
+            RunStatus.CANCELLED
+            if cancelled
+            else RunStatus.SUCCESS
+            if error is None
+            else RunStatus.PAUSED
+            if resume_after
+            else RunStatus.FAILED
+        )
+        succeeded = status is RunStatus.SUCCESS
+        finished: dict[str, Any] = {
+            **self._counters(progress),
+            "status": status,
+            "finished_at": utcnow(),
+            "paused_until": resume_after,
+            "error": "cancelled" if cancelled else error.code if error else None,
+            "error_detail": "The sync was cancelled."
+            if cancelled
+            else error.detail
+            if error
+            else None,
+        }
+        # The checkpoint stays as the last stored page left it (the page in hand may not have
+        # been stored); a finished run needs none.
+        if succeeded:
+            finished["checkpoint"] = None
+        async with self.session_factory() as session, session.begin():
+            ours = await LedgerRepository(session).finish_run(
+                progress.run_id, progress.lease, **finished
+            )
+            if ours and succeeded:
+                await ConnectionRepository(session).mark_synced(connection.id)
+        logged_status: str = status
+        if not ours and not isinstance(error, SyncLeaseLost) and not cancelled:
+            # Abandoned or cancelled meanwhile: that status stands, and so does the answer
+            # (logged as "lost": no run row says so).
+            error, logged_status = SyncLeaseLost("The sync lost its lease before it ended."), "lost"
+        api_calls = self.api_calls()
+        log = logger.warning if error or cancelled else logger.info
+        log(
+            "sync finished",
+            extra={
+                "sync_run_id": str(progress.run_id),
+                "connection_id": str(connection.id),
+                "status": logged_status,
+                "count": progress.count,
+                "created_count": progress.created,
+                "updated_count": progress.updated,
+                "api_calls": api_calls,
+                "duration_s": round(duration, 3),
+                "error": error.code if error else None,
+            },
+        )
+        return ConnectionSyncResult(
+            connection_id=connection.id,
+            tenant_name=connection.tenant_name,
+            sync_run_id=progress.run_id,
+            success=error is None and not cancelled,
+            mode=progress.mode,
+            count=progress.count,
+            created=progress.created,
+            updated=progress.updated,
+            unchanged=progress.unchanged,
+            api_calls=api_calls,
+            duration_seconds=round(duration, 3),
+            last_modified=progress.newest,
+            error=error.code if error else None,
+            error_detail=error.detail if error else None,
+            resume_after=resume_after,
+        )
