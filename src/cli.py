@@ -12,6 +12,7 @@ from src.core.crypto import TokenCipher
 from src.core.logging import uvicorn_log_config
 from src.core.migrations import upgrade_database
 from src.core.settings import ConfigurationError, Settings, get_settings
+from src.domains.external_accounting.connections.cli import rotate_encryption_keys
 from src.domains.external_accounting.xero.auth.cli import revocations_app
 from src.domains.organizations.cli import keys_app, orgs_app, users_app
 from src.xero_sandbox.cli import app as sandbox_app
@@ -23,6 +24,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(users_app, name="users")
+keys_app.command("rotate-encryption")(rotate_encryption_keys)
 app.add_typer(keys_app, name="keys")
 app.add_typer(revocations_app, name="revocations")
 

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from src.core.settings import Settings
 from src.domains.external_accounting.exceptions import RecordNotFound
 from src.domains.external_accounting.ledger.filters import InvoiceFilters
 from src.domains.external_accounting.ledger.models import (
@@ -20,12 +19,11 @@ from src.domains.external_accounting.ledger.models import (
 from src.domains.external_accounting.ledger.repository import LedgerRepository
 
 
-class ExternalAccountingService:
+class LedgerService:
     """Answers questions about what was synced for an organisation."""
 
-    def __init__(self, session: AsyncSession, settings: Settings) -> None:
+    def __init__(self, session: AsyncSession) -> None:
         self.session = session
-        self.settings = settings
         self.ledger = LedgerRepository(session)
 
     async def list_invoices(

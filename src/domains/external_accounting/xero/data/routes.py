@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import WithJsonSchema
 
-from src.core.deps import SessionDep, SettingsDep, UtcDatetime
+from src.core.deps import SessionDep, UtcDatetime
 from src.core.openapi import error_responses, merge_responses
 from src.domains.external_accounting.base.sync import (
     AccountSyncRequest,
@@ -43,7 +43,7 @@ from src.domains.external_accounting.ledger.schemas import (
     LineItemOut,
     SyncRunOut,
 )
-from src.domains.external_accounting.ledger.service import ExternalAccountingService
+from src.domains.external_accounting.ledger.service import LedgerService
 from src.domains.external_accounting.syncs.policy import (
     IncrementalQuery,
     invoice_sync_allowed,
@@ -156,12 +156,12 @@ def listed_query(name: str, allowed: Collection[str], what: str) -> Any:
     return Depends(parse)
 
 
-def get_ledger_service(session: SessionDep, settings: SettingsDep) -> ExternalAccountingService:
+def get_ledger_service(session: SessionDep) -> LedgerService:
     """The read service on the request's session."""
-    return ExternalAccountingService(session, settings)
+    return LedgerService(session)
 
 
-LedgerServiceDep = Annotated[ExternalAccountingService, Depends(get_ledger_service)]
+LedgerServiceDep = Annotated[LedgerService, Depends(get_ledger_service)]
 
 
 InvoiceTypesQuery = Annotated[
