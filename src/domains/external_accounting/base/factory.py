@@ -1,5 +1,5 @@
 """`IntegrationFactory`: what is provider-specific, picked by provider: the sync service for a
-connection, the connect and disconnect steps, the link that (re)connects an organisation."""
+connection, the disconnect steps, the link that (re)connects an organisation."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.crypto import TokenCipher
 from src.core.settings import Settings
-from src.domains.external_accounting.base.connect import ConnectFlow
+from src.domains.external_accounting.base.disconnect import DisconnectFlow
 from src.domains.external_accounting.base.sync import SyncService
 from src.domains.external_accounting.base.tokens import AccessTokenProvider
 from src.domains.external_accounting.connections.models import Connection, Provider
 from src.domains.external_accounting.exceptions import UnsupportedProvider
 from src.domains.external_accounting.xero.auth import auth_manager as xero_auth
-from src.domains.external_accounting.xero.auth.connect_service import XeroConnectService
+from src.domains.external_accounting.xero.auth.disconnect_service import XeroDisconnectService
 from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
 from src.domains.external_accounting.xero.data.accounting_client import (
     RetryPolicy,
@@ -62,13 +62,13 @@ class IntegrationFactory:
             case other:
                 raise UnsupportedProvider(f"No sync is available for provider {other!r}.")
 
-    def get_connect_flow(self, provider: str, session: AsyncSession) -> ConnectFlow:
-        """The provider's connect and disconnect steps, writing in the caller's `session`."""
+    def get_disconnect_flow(self, provider: str, session: AsyncSession) -> DisconnectFlow:
+        """The provider's disconnect steps, writing in the caller's `session`."""
         if self.cipher is None:
-            raise RuntimeError("IntegrationFactory was built without a cipher: no connect flow.")
+            raise RuntimeError("IntegrationFactory was built without a cipher: no disconnect flow.")
         match provider:
             case Provider.XERO.value:
-                return XeroConnectService(
+                return XeroDisconnectService(
                     session,
                     self.settings,
                     self.cipher,
@@ -77,7 +77,9 @@ class IntegrationFactory:
                     tokens=self.xero_tokens,
                 )
             case other:
-                raise UnsupportedProvider(f"No connect flow is available for provider {other!r}.")
+                raise UnsupportedProvider(
+                    f"No disconnect flow is available for provider {other!r}."
+                )
 
     def connect_url(self, provider: str, organization_id: uuid.UUID) -> str:
         """Where a user goes to (re)connect the provider for an organisation."""

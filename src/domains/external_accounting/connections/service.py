@@ -18,7 +18,7 @@ from src.domains.organizations.service import OrganizationService
 
 
 class ConnectionService:
-    """Reads and disconnects connections; the provider-specific steps are its `ConnectFlow`."""
+    """Reads and disconnects connections; the provider-specific steps are its `DisconnectFlow`."""
 
     def __init__(self, session: AsyncSession, factory: IntegrationFactory) -> None:
         self.session = session
@@ -48,7 +48,7 @@ class ConnectionService:
         """Disconnect at the provider and erase the tokens here; synced data is deleted too when
         `purge`. Commits (a failing commit raises before anything is revoked), then revokes the
         token sets nothing uses any more, outside the write transaction."""
-        flow = self.factory.get_connect_flow(connection.provider, self.session)
+        flow = self.factory.get_disconnect_flow(connection.provider, self.session)
         await flow.leave(connection)  # the provider first: no lock is held across the call
         # One transaction fences off running syncs, disconnects and purges. The runs are locked
         # first, as a finishing sync locks its run before the connection (no deadlock); each fenced

@@ -1,6 +1,5 @@
 """Connecting Xero: the authorisation-code flow with PKCE and a single-use `state`, storing one
-connection per Xero tenant; and Xero's steps of disconnecting one (the `ConnectFlow` the
-connections service drives).
+connection per Xero tenant (disconnecting is `disconnect_service.py`'s).
 
 A state is bound to whoever started the flow: a connect session's state to the browser that
 opened the link (a cookie), an API-started state to the API key that started it. A Xero
@@ -25,9 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.crypto import TokenCipher
 from src.core.database import utcnow
-from src.core.errors import LedgersyncError
 from src.core.settings import Settings
-from src.domains.external_accounting.base.tokens import AccessTokenProvider
 from src.domains.external_accounting.connections.models import (
     Connection,
     ConnectionStatus,
@@ -62,8 +59,7 @@ from src.domains.external_accounting.xero.auth.identity_client import (
 )
 from src.domains.external_accounting.xero.auth.revocations import (
     RevocationReason,
-    XeroRevocations,
-    send_revocations,
+    TokenSetRetirement,
 )
 from src.domains.organizations.models import User
 from src.domains.organizations.repository import OrganizationRepository
@@ -150,7 +146,7 @@ def _held_elsewhere_detail(names: Iterable[str]) -> str:
 
 
 class XeroConnectService:
-    """The connect flow, and Xero's steps of disconnecting (a `ConnectFlow`)."""
+    """The connect flow: start it, connect links, and the callback that stores the consent."""
 
     def __init__(
         self,
@@ -160,22 +156,16 @@ class XeroConnectService:
         identity: XeroIdentityClient,
         *,
         session_factory: async_sessionmaker[AsyncSession],
-        tokens: AccessTokenProvider,
     ) -> None:
         self.session = session
         self.settings = settings
         self.cipher = cipher
         self.identity = identity
-        # Revocations are sent in sessions of their own, after the caller's has committed.
-        self.session_factory = session_factory
-        self.tokens = tokens
         self.connections = ConnectionRepository(session)
         self.grants = GrantRepository(session)
         self.states = OAuthStateRepository(session)
         self.consent_tenants = ConsentTenantRepository(session)
-        self.revocations = XeroRevocations(session, settings, cipher, identity)
-        # Revocations this service queued: the caller sends them once its transaction commits.
-        self.queued_revocations: list[uuid.UUID] = []
+        self.retirement = TokenSetRetirement(session, settings, cipher, identity, session_factory)
 
     async def start(self, user: User, organization_id: uuid.UUID) -> str:
         """A Xero authorize URL carrying a fresh single-use state and a PKCE challenge (the API
@@ -334,7 +324,7 @@ class XeroConnectService:
             await self.session.rollback()
             raise
         await self.session.commit()
-        await self.send_queued_revocations()
+        await self.retirement.send_queued()
         return outcome
 
     async def _store_consent(
@@ -411,7 +401,7 @@ class XeroConnectService:
             outcome.connections.append(connection)
         await self.session.flush()
         for old in replaced_grants:
-            await self._retire_grant(old, RevocationReason.REPLACED)
+            await self.retirement.retire(old, RevocationReason.REPLACED)
         if not outcome.connections:
             raise ConnectionNotFound("Xero granted access to no organisation.")
         logger.info(
@@ -431,78 +421,4 @@ class XeroConnectService:
             tenant_name=tenant.tenant_name,
             error=TenantHeldByAnotherOrganization.code,
             detail=_held_elsewhere_detail([tenant.tenant_name or tenant.tenant_id]),
-        )
-
-    async def _retire_grant(
-        self, grant_id: uuid.UUID, reason: RevocationReason, tenant_ids: Iterable[str] = ()
-    ) -> None:
-        """Revoke a token set no connection uses any more (now, or queued for retries), unless
-        that would remove a Xero connection another organisation relies on; erase it here."""
-        grant = await self.grants.get(grant_id)
-        if grant is None or await self.connections.list_for_grant(grant_id):
-            return
-        if grant.refresh_token_encrypted and grant.status == ConnectionStatus.ACTIVE.value:
-            # Xero's revocation removes every connection of the consent, whichever
-            # organisation uses it: check every tenant the consent covered.
-            covered = await self.consent_tenants.list_for_grant(grant_id) | set(tenant_ids)
-            shared = await self.connections.tenants_held_elsewhere(
-                grant.organization_id, grant.provider, covered
-            )
-            if shared:
-                logger.warning(
-                    "not revoking a token set whose consent another organisation relies on",
-                    extra={"grant_id": str(grant_id), "tenants": len(shared)},
-                )
-            else:
-                queued = await self.revocations.queue(
-                    refresh_token_encrypted=grant.refresh_token_encrypted,
-                    organization_id=grant.organization_id,
-                    reason=reason,
-                )
-                self.queued_revocations.append(queued)
-        await self.grants.delete_if_unused(grant_id)
-
-    async def leave(self, connection: Connection) -> None:
-        """Delete the connection at Xero (best effort: a connection Xero already dropped still
-        disconnects here; never one another organisation also relies on). Called before any
-        local write, so no database lock is held across the call."""
-        if (
-            connection.status != ConnectionStatus.ACTIVE.value
-            or not connection.provider_connection_id
-        ):
-            return
-        shared = await self.connections.tenants_held_elsewhere(
-            connection.organization_id, connection.provider, [connection.tenant_id]
-        )
-        if shared:
-            logger.warning(
-                "not deleting the connection at Xero: another organisation relies on it",
-                extra={"connection_id": str(connection.id)},
-            )
-            return
-        try:
-            token = await self.tokens.get_access_token(connection)
-            await self.identity.delete_connection(token, connection.provider_connection_id)
-        except LedgersyncError as failure:
-            logger.warning(
-                "could not delete the connection at Xero; disconnecting locally",
-                extra={"connection_id": str(connection.id), "error": failure.code},
-            )
-
-    async def forget(self, connection: Connection) -> None:
-        """Disconnect here: erase the connection's tokens, and queue the revocation of its token
-        set once no other tenant uses it (sent after the caller commits)."""
-        grant_id = connection.grant_id
-        connection.status = ConnectionStatus.DISCONNECTED.value
-        connection.grant_id = None
-        await self.session.flush()
-        if grant_id is not None:
-            await self._retire_grant(
-                grant_id, RevocationReason.DISCONNECTED, [connection.tenant_id]
-            )
-
-    async def send_queued_revocations(self) -> None:
-        """Send the revocations this service queued (the caller's transaction has committed)."""
-        await send_revocations(
-            self.session_factory, self.settings, self.cipher, self.identity, self.queued_revocations
         )

@@ -40,12 +40,9 @@ def get_connect_service(
     cipher: CipherDep,
     identity: IdentityClientDep,
     session_factory: SessionFactoryDep,
-    auth: XeroAuthManagerDep,
 ) -> XeroConnectService:
     """The connect flow on the request's session and the process's shared clients."""
-    return XeroConnectService(
-        session, settings, cipher, identity, session_factory=session_factory, tokens=auth
-    )
+    return XeroConnectService(session, settings, cipher, identity, session_factory=session_factory)
 
 
 ConnectServiceDep = Annotated[XeroConnectService, Depends(get_connect_service)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -21,8 +21,15 @@ from src.core.crypto import DecryptionFailed, TokenCipher
 from src.core.database import utcnow
 from src.core.errors import LedgersyncError
 from src.core.settings import Settings
-from src.domains.external_accounting.connections.models import PendingRevocation, Provider
+from src.domains.external_accounting.connections.models import (
+    ConnectionStatus,
+    PendingRevocation,
+    Provider,
+)
 from src.domains.external_accounting.connections.repository import (
+    ConnectionRepository,
+    ConsentTenantRepository,
+    GrantRepository,
     OAuthStateRepository,
     RevocationRepository,
 )
@@ -133,6 +140,66 @@ class XeroRevocations:
         )
         await self.repository.delete(pending)
         return True
+
+
+class TokenSetRetirement:
+    """Retires token sets no connection uses any more, in the caller's transaction: queues their
+    revocation (unless another organisation relies on the consent) and erases them here.
+    `send_queued` sends what was queued, once the caller's transaction has committed."""
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        settings: Settings,
+        cipher: TokenCipher,
+        identity: XeroIdentityClient,
+        session_factory: async_sessionmaker[AsyncSession],
+    ) -> None:
+        self.settings = settings
+        self.cipher = cipher
+        self.identity = identity
+        # Revocations are sent in sessions of their own, after the caller's has committed.
+        self.session_factory = session_factory
+        self.connections = ConnectionRepository(session)
+        self.grants = GrantRepository(session)
+        self.consent_tenants = ConsentTenantRepository(session)
+        self.revocations = XeroRevocations(session, settings, cipher, identity)
+        self.queued: list[uuid.UUID] = []
+
+    async def retire(
+        self, grant_id: uuid.UUID, reason: RevocationReason, tenant_ids: Iterable[str] = ()
+    ) -> None:
+        """Revoke a token set no connection uses any more (now, or queued for retries), unless
+        that would remove a Xero connection another organisation relies on; erase it here."""
+        grant = await self.grants.get(grant_id)
+        if grant is None or await self.connections.list_for_grant(grant_id):
+            return
+        if grant.refresh_token_encrypted and grant.status == ConnectionStatus.ACTIVE.value:
+            # Xero's revocation removes every connection of the consent, whichever
+            # organisation uses it: check every tenant the consent covered.
+            covered = await self.consent_tenants.list_for_grant(grant_id) | set(tenant_ids)
+            shared = await self.connections.tenants_held_elsewhere(
+                grant.organization_id, grant.provider, covered
+            )
+            if shared:
+                logger.warning(
+                    "not revoking a token set whose consent another organisation relies on",
+                    extra={"grant_id": str(grant_id), "tenants": len(shared)},
+                )
+            else:
+                queued = await self.revocations.queue(
+                    refresh_token_encrypted=grant.refresh_token_encrypted,
+                    organization_id=grant.organization_id,
+                    reason=reason,
+                )
+                self.queued.append(queued)
+        await self.grants.delete_if_unused(grant_id)
+
+    async def send_queued(self) -> None:
+        """Send the revocations queued here (the caller's transaction has committed)."""
+        await send_revocations(
+            self.session_factory, self.settings, self.cipher, self.identity, self.queued
+        )
 
 
 async def run_maintenance(

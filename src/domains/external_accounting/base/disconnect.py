@@ -1,5 +1,5 @@
-"""The seam between the provider-neutral connections service and a provider's own connect and
-disconnect steps (XeroConnectService implements it); `IntegrationFactory.get_connect_flow`
+"""The seam between the provider-neutral connections service and a provider's own
+disconnect steps (XeroDisconnectService implements it); `IntegrationFactory.get_disconnect_flow`
 picks the implementation for a connection's provider."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Protocol
 from src.domains.external_accounting.connections.models import Connection
 
 
-class ConnectFlow(Protocol):
+class DisconnectFlow(Protocol):
     """A provider's steps of disconnecting, in the order the connections service runs them."""
 
     async def leave(self, connection: Connection) -> None:
