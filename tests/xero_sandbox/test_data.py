@@ -10,7 +10,7 @@ from email.utils import format_datetime
 
 import httpx
 
-from src.xero_sandbox.data import STATUSES, InvoiceRecord
+from src.xero_sandbox.records import STATUSES, InvoiceRecord
 from src.xero_sandbox.store import SandboxStore
 from src.xero_sandbox.xero_dates import parse_xero_date
 from tests.xero_sandbox.conftest import XeroApi
