@@ -9,7 +9,7 @@ import pytest
 
 from src.xero_sandbox.server import RunningSandbox
 from src.xero_sandbox.xero_dates import parse_xero_date
-from tests.sandbox_helpers import mint_tokens
+from tests.fixtures import mint_tokens
 from tests.xero_sandbox.conftest import XeroApi, schema_properties, validate_schema
 
 # Xero sends a few fields its schema does not declare; clients must accept them.

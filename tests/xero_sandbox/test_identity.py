@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from src.xero_sandbox.server import RunningSandbox
-from tests.sandbox_helpers import SANDBOX_CONFIG, mint_tokens, tenant_ids
+from tests.fixtures import SANDBOX_CONFIG, mint_tokens, sandbox_stats, tenant_ids
 
 REDIRECT = "http://localhost:8000/callback"
 BASIC = (SANDBOX_CONFIG.client_id, SANDBOX_CONFIG.client_secret)
@@ -85,7 +85,7 @@ def test_code_flow_with_pkce_issues_rotating_tokens(fresh_sandbox: RunningSandbo
     spent = _token(fresh_sandbox, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
     assert spent.status_code == 400
     assert spent.json() == {"error": "invalid_grant"}
-    stats = httpx.get(f"{fresh_sandbox.base_url}/_sandbox/stats").json()
+    stats = sandbox_stats(fresh_sandbox)
     assert stats["token_calls"]["refresh_token"] == 2
 
 
