@@ -18,16 +18,14 @@ from src.domains.external_accounting.ledger.models import Invoice
 from src.xero_sandbox.server import RunningSandbox
 from src.xero_sandbox.xero_dates import parse_xero_date
 from tests.fixtures import (
-    assert_matches_truth,
     connected_org,
     empty_tables,
-    ground_truth,
-    in_scope,
     invoices_url,
     reset_sandbox,
     sandbox_clock,
     sync,
 )
+from tests.ground_truth import assert_matches_truth, ground_truth, in_scope
 
 ACTIONS = (
     "create",

@@ -15,16 +15,8 @@ from src.domains.external_accounting.ledger.models import Invoice
 from src.domains.external_accounting.xero.data.accounting_client import XeroAccountingClient
 from src.xero_sandbox.server import RunningSandbox
 from src.xero_sandbox.xero_dates import parse_xero_date
-from tests.fixtures import (
-    assert_matches_truth,
-    connected_org,
-    connected_to_new_tenant,
-    ground_truth,
-    in_scope,
-    invoices_url,
-    sandbox_clock,
-    sync,
-)
+from tests.fixtures import connected_org, connected_to_new_tenant, invoices_url, sandbox_clock, sync
+from tests.ground_truth import assert_matches_truth, ground_truth, in_scope
 
 
 async def test_a_full_sync_never_hides_a_change_to_an_old_invoice(

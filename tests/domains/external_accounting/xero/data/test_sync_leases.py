@@ -24,7 +24,6 @@ from src.domains.external_accounting.xero.data import sync_service
 from src.xero_sandbox.server import RunningSandbox
 from tests.factories import bearer
 from tests.fixtures import (
-    assert_complete,
     connected_org,
     connected_to_new_tenant,
     inject_faults,
@@ -32,6 +31,7 @@ from tests.fixtures import (
     sync,
     wait_for,
 )
+from tests.ground_truth import assert_complete
 
 
 async def _runs(session_factory: async_sessionmaker[AsyncSession]) -> list[SyncRun]:

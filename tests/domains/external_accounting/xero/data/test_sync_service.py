@@ -25,22 +25,24 @@ from tests.factories import add_member, bearer, create_org_with_user
 from tests.fixtures import (
     SANDBOX_CONFIG,
     app_client,
-    assert_complete,
-    assert_matches_truth,
     clear_faults,
     connected_org,
     connected_to_new_tenant,
-    ground_truth,
-    in_scope,
     inject_faults,
     invoices_url,
-    local_accounts,
     post_sync,
     reset_sandbox_stats,
     running_app,
     sandbox_stats,
     sync,
     tighten_limits,
+)
+from tests.ground_truth import (
+    assert_complete,
+    assert_matches_truth,
+    ground_truth,
+    in_scope,
+    local_accounts,
 )
 
 STORED_FIELDS = (Invoice.id, Invoice.provider_updated_at, Invoice.status, Invoice.total)

@@ -23,18 +23,20 @@ from src.xero_sandbox.server import RunningSandbox
 from tests.fixtures import (
     SANDBOX_CONFIG,
     app_client,
-    assert_complete,
-    assert_matches_truth,
     clear_faults,
     connected_to_new_tenant,
-    ground_truth,
     inject_faults,
     injected_faults,
     running_app,
     service_environment,
-    stored_invoice_ids,
     sync,
     tighten_limits,
+)
+from tests.ground_truth import (
+    assert_complete,
+    assert_matches_truth,
+    ground_truth,
+    stored_invoice_ids,
 )
 
 INVOICES = 2500  # three pages in phase 1

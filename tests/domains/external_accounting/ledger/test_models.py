@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from src.domains.external_accounting.ledger.models import Invoice
 from src.xero_sandbox.server import RunningSandbox
 from tests.factories import bearer
-from tests.fixtures import assert_complete, connected_org, invoices_url, sync
+from tests.fixtures import connected_org, invoices_url, sync
+from tests.ground_truth import assert_complete
 
 MAX_MONEY = "99999999999999.9999"  # numeric(19, 4) at its largest
 # Each invoice: exact line figures and an exchange rate at the edges of their columns.
