@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -17,10 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from src.core.database import create_engine, create_session_factory
 from src.core.migrations import upgrade_database
 from src.core.settings import Settings
-from src.main import create_app
-from src.models_registry import metadata
 from src.xero_sandbox.server import RunningSandbox
-from tests.sandbox_helpers import SANDBOX_CONFIG
+from tests.fixtures import (
+    SANDBOX_CONFIG,
+    app_client,
+    empty_tables,
+    reset_sandbox,
+    running_app,
+    sandbox_settings,
+)
 
 
 def _reset_postgres(url: str) -> None:
@@ -56,31 +60,14 @@ def sandbox() -> Iterator[RunningSandbox]:
 @pytest.fixture
 def fresh_sandbox(sandbox: RunningSandbox) -> RunningSandbox:
     """The session's sandbox, reset to its seeded data with no tokens, faults or counters."""
-    httpx.post(f"{sandbox.base_url}/_sandbox/reset").raise_for_status()
+    reset_sandbox(sandbox)
     return sandbox
-
-
-TEST_ENCRYPTION_KEY = Fernet.generate_key().decode()
 
 
 @pytest.fixture(scope="session")
 def settings(database_url: str, sandbox: RunningSandbox) -> Settings:
     """Settings for the app under test, pointed at the session's Xero sandbox."""
     return sandbox_settings(database_url, sandbox.base_url)
-
-
-def sandbox_settings(database_url: str, base_url: str) -> Settings:
-    """Settings that point every Xero URL at a sandbox."""
-    return Settings(
-        environment="test",
-        database_url=database_url,
-        token_encryption_keys=TEST_ENCRYPTION_KEY,
-        public_base_url="http://testserver",
-        xero_redirect_uri="http://localhost:8000/external-accounting/xero/callback",
-        **SANDBOX_CONFIG.client_settings(base_url),
-        xero_retry_base_delay_seconds=0.001,
-        xero_retry_max_delay_seconds=0.01,
-    )
 
 
 @pytest.fixture(scope="session")
@@ -94,9 +81,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 async def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """A session factory over emptied tables."""
-    async with engine.begin() as connection:
-        for table in reversed(metadata.sorted_tables):
-            await connection.execute(table.delete())
+    await empty_tables(engine)
     return create_session_factory(engine)
 
 
@@ -112,16 +97,14 @@ async def session(
 @pytest.fixture
 async def app(settings: Settings, session_factory: object) -> AsyncIterator[FastAPI]:
     """The service, with its lifespan running, over emptied tables."""
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
+    async with running_app(settings) as application:
         yield application
 
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client speaking to the app in-process."""
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with app_client(app) as client:
         yield client
 
 

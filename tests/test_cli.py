@@ -17,9 +17,7 @@ from typer.testing import CliRunner
 from src.cli import app
 from src.core.settings import Settings, get_settings
 from src.xero_sandbox.server import RunningSandbox, free_port
-from tests.conftest import TEST_ENCRYPTION_KEY
-from tests.domains.external_accounting.connect_helpers import connect, start_connect
-from tests.sandbox_helpers import SANDBOX_CONFIG
+from tests.fixtures import SANDBOX_CONFIG, TEST_ENCRYPTION_KEY, connect, start_connect
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from src.xero_sandbox.data import STATUS_CODE, STATUSES, TYPES, invoice_id, invoice_number
+from src.xero_sandbox.records import STATUS_CODE, STATUSES, TYPES, invoice_id, invoice_number
 from src.xero_sandbox.render import render_account, render_invoice
 from src.xero_sandbox.responses import JsonResponse, envelope, problem, validation_exception
 from src.xero_sandbox.store import InvoiceQuery, TenantData

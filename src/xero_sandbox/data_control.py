@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from src.xero_sandbox.control import runtime_of
-from src.xero_sandbox.data import InvoiceRecord
+from src.xero_sandbox.records import InvoiceRecord
 from src.xero_sandbox.render import render_account, render_invoice
 from src.xero_sandbox.responses import JsonResponse
 from src.xero_sandbox.store import ExactAmounts, SandboxDataError, TenantData

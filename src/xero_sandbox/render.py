@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from src.xero_sandbox.data import ZERO, InvoiceRecord, LineRecord
+from src.xero_sandbox.records import ZERO, InvoiceRecord, LineRecord
 from src.xero_sandbox.xero_dates import day_to_date, day_to_ms, ms_to_datetime, ms_to_xero
 
 

@@ -13,7 +13,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from src.xero_sandbox.data import (
+from src.xero_sandbox.chart import generate_accounts
+from src.xero_sandbox.generators import (
+    generate_columns,
+    generate_invoice,
+    make_line,
+    make_profile,
+)
+from src.xero_sandbox.records import (
     STATUS_CODE,
     TYPE_CODE,
     TYPES,
@@ -23,14 +30,9 @@ from src.xero_sandbox.data import (
     LineRecord,
     PaymentRecord,
     TenantProfile,
-    generate_accounts,
-    generate_columns,
-    generate_invoice,
     index_from_invoice_id,
     invoice_id,
     invoice_number,
-    make_line,
-    make_profile,
     money,
     stable_uuid,
 )

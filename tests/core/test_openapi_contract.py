@@ -29,14 +29,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from src.core.database import create_session_factory
 from src.core.settings import Settings
-from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.ledger.models import Account, Invoice, SyncRun
 from src.main import create_app
-from src.models_registry import metadata
 from src.xero_sandbox.server import RunningSandbox
-from tests.conftest import TEST_ENCRYPTION_KEY
-from tests.domains.external_accounting.connect_helpers import connect
-from tests.factories import bearer, create_org_with_user
+from tests.factories import bearer
+from tests.fixtures import (
+    TEST_ENCRYPTION_KEY,
+    app_client,
+    connected_org,
+    empty_tables,
+    reset_sandbox,
+    running_app,
+    sync,
+)
 
 # The document is the app's own, read once at import so that each operation is its own test.
 DOCUMENT = create_app(
@@ -80,50 +85,33 @@ async def world(
     settings: Settings, engine: AsyncEngine, sandbox: RunningSandbox
 ) -> AsyncIterator[World]:
     """One organisation connected to every sandbox tenant, with invoices and accounts synced."""
-    httpx.post(f"{sandbox.base_url}/_sandbox/reset").raise_for_status()
-    async with engine.begin() as connection:
-        for table in reversed(metadata.sorted_tables):
-            await connection.execute(table.delete())
+    reset_sandbox(sandbox)
+    await empty_tables(engine)
     session_factory = create_session_factory(engine)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            organization, _, key = await create_org_with_user(session_factory)
-            await connect(client, key, organization.id)
-            for what in ("invoices", "accounts"):
-                synced = await client.post(
-                    f"/external-accounting/{what}/sync",
-                    params={"org_id": str(organization.id)},
-                    headers=bearer(key),
-                )
-                assert synced.status_code == 200, synced.text
-            async with session_factory() as session:
-                connections = list((await session.execute(select(Connection))).scalars())
-                ids = {
-                    "connection_id": [str(c.id) for c in connections],
-                    "invoice_id": [
-                        str(i)
-                        for i in (await session.execute(select(Invoice.id).limit(5))).scalars()
-                    ],
-                    "run_id": [
-                        str(i) for i in (await session.execute(select(SyncRun.id))).scalars()
-                    ],
-                    "contact_id": [
-                        str(i)
-                        for i in (
-                            await session.execute(select(Invoice.contact_id).limit(3))
-                        ).scalars()
-                    ],
-                }
-                assert (await session.execute(select(Account.id).limit(1))).scalar_one()
-            yield World(
-                client=client,
-                key=key,
-                org_id=str(organization.id),
-                ids=ids,
-                tenant_ids=[c.tenant_id for c in connections],
-            )
+    async with running_app(settings) as app, app_client(app) as client:
+        org_id, key, connections = await connected_org(client, session_factory)
+        for what in ("invoices", "accounts"):
+            await sync(client, key, org_id, what)
+        async with session_factory() as session:
+            ids = {
+                "connection_id": [str(c.id) for c in connections],
+                "invoice_id": [
+                    str(i) for i in (await session.execute(select(Invoice.id).limit(5))).scalars()
+                ],
+                "run_id": [str(i) for i in (await session.execute(select(SyncRun.id))).scalars()],
+                "contact_id": [
+                    str(i)
+                    for i in (await session.execute(select(Invoice.contact_id).limit(3))).scalars()
+                ],
+            }
+            assert (await session.execute(select(Account.id).limit(1))).scalar_one()
+        yield World(
+            client=client,
+            key=key,
+            org_id=str(org_id),
+            ids=ids,
+            tenant_ids=[c.tenant_id for c in connections],
+        )
 
 
 def _aim(case: Any, world: World, data: st.DataObject) -> None:

@@ -17,7 +17,7 @@ from src.core.openapi import ErrorBody
 from src.core.settings import Settings
 from src.domains.organizations.deps import CurrentUserDep, current_user
 from src.main import create_app
-from tests.conftest import TEST_ENCRYPTION_KEY
+from tests.fixtures import TEST_ENCRYPTION_KEY
 
 
 @pytest.fixture(scope="module")

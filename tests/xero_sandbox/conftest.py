@@ -11,7 +11,7 @@ import yaml
 from openapi_schema_validator import OAS30Validator
 
 from src.xero_sandbox.server import RunningSandbox
-from tests.sandbox_helpers import mint_tokens, tenant_ids
+from tests.fixtures import mint_tokens, tenant_ids
 
 # Xero's OpenAPI specs: the team's shared copy when it sits beside the repository, otherwise the
 # copy vendored with the tests (same files, see specs/SOURCE.md).

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from src.xero_sandbox.server import RunningSandbox
-from tests.sandbox_helpers import SANDBOX_CONFIG, mint_tokens, tenant_ids
+from tests.fixtures import SANDBOX_CONFIG, mint_tokens, tenant_ids
 from tests.xero_sandbox.conftest import XeroApi
 
 

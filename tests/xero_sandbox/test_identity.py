@@ -5,13 +5,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
 
 from src.xero_sandbox.server import RunningSandbox
-from tests.sandbox_helpers import SANDBOX_CONFIG, mint_tokens, tenant_ids
+from tests.fixtures import SANDBOX_CONFIG, mint_tokens, sandbox_stats, tenant_ids
+from tests.xero_sandbox.conftest import validate_schema
 
 REDIRECT = "http://localhost:8000/callback"
 BASIC = (SANDBOX_CONFIG.client_id, SANDBOX_CONFIG.client_secret)
@@ -85,7 +87,7 @@ def test_code_flow_with_pkce_issues_rotating_tokens(fresh_sandbox: RunningSandbo
     spent = _token(fresh_sandbox, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
     assert spent.status_code == 400
     assert spent.json() == {"error": "invalid_grant"}
-    stats = httpx.get(f"{fresh_sandbox.base_url}/_sandbox/stats").json()
+    stats = sandbox_stats(fresh_sandbox)
     assert stats["token_calls"]["refresh_token"] == 2
 
 
@@ -227,3 +229,19 @@ def test_accounting_calls_need_a_bearer_token_and_a_tenant(fresh_sandbox: Runnin
     tokens = mint_tokens(fresh_sandbox)
     response = httpx.get(url, headers={"Authorization": f"Bearer {tokens['access_token']}"})
     assert response.status_code == 403
+
+
+def test_connections_match_the_identity_schema(fresh_sandbox: RunningSandbox) -> None:
+    tokens = mint_tokens(fresh_sandbox)
+    response = httpx.get(
+        f"{fresh_sandbox.base_url}/connections",
+        headers={"Authorization": f"Bearer {tokens['access_token']}"},
+    )
+    assert response.status_code == 200
+    connections = response.json()
+    assert len(connections) == 2
+    for connection in connections:
+        validate_schema(connection, "Connection", spec="xero-identity.yaml")
+        assert connection["tenantType"] == "ORGANISATION"
+        created = datetime.fromisoformat(connection["createdDateUtc"][:26])
+        assert abs(created.replace(tzinfo=UTC) - datetime.now(UTC)).total_seconds() < 60

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from src.xero_sandbox.server import RunningSandbox
-from tests.sandbox_helpers import mint_tokens, tenant_ids
+from tests.fixtures import mint_tokens, sandbox_stats, tenant_ids
 
 
 @pytest.mark.parametrize(
@@ -29,7 +29,7 @@ def test_accounting_paths_ignore_case(fresh_sandbox: RunningSandbox, path: str) 
     assert response.status_code == 200, response.text
     assert response.json()["Invoices" if "nvoices" in path.lower() else "Accounts"]
     # Counted (and matched by faults' `path_contains`) under the route's own spelling.
-    stats = httpx.get(f"{fresh_sandbox.base_url}/_sandbox/stats").json()
+    stats = sandbox_stats(fresh_sandbox)
     assert set(stats["by_path"]) <= {"/Invoices", "/Accounts"}
 
 

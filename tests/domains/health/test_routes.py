@@ -4,7 +4,7 @@ import httpx
 from cryptography.fernet import Fernet
 
 from src.core.settings import Settings
-from src.main import create_app
+from tests.fixtures import app_client, running_app
 
 
 async def test_healthz_reports_database_ok(client: httpx.AsyncClient) -> None:
@@ -20,11 +20,8 @@ async def test_healthz_reports_unreachable_database() -> None:
         token_encryption_keys=Fernet.generate_key().decode(),
         xero_client_id="app-id",  # outside development the service refuses to start without it
     )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            response = await client.get("/healthz")
+    async with running_app(settings) as app, app_client(app) as client:
+        response = await client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["database"] == "unreachable"
 

@@ -21,9 +21,8 @@ from src.domains.external_accounting.ledger.repository import LedgerRepository
 from src.domains.external_accounting.ledger.runs import SyncRuns
 from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
 from src.xero_sandbox.server import RunningSandbox
-from tests.domains.external_accounting.connect_helpers import connect
 from tests.factories import bearer, create_org_with_user
-from tests.sandbox_helpers import tenant_ids
+from tests.fixtures import connect, tenant_ids
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.settings import Settings
 from src.domains.organizations.models import Organization, Role
-from tests.domains.external_accounting.sync_helpers import connected_org, sync
 from tests.factories import add_member, bearer, create_org_with_user
+from tests.fixtures import connected_org, sync
 
 
 @pytest.mark.usefixtures("fresh_sandbox")

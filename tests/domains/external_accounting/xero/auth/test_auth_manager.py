@@ -33,23 +33,17 @@ from src.domains.external_accounting.xero.auth.auth_manager import XeroAuthManag
 from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
 from src.models_registry import metadata
 from src.xero_sandbox.server import RunningSandbox
-from tests.domains.external_accounting.connect_helpers import connect
 from tests.factories import bearer, create_org_with_user
-
-
-def _stats(sandbox: RunningSandbox) -> dict[str, int]:
-    calls: dict[str, int] = httpx.get(f"{sandbox.base_url}/_sandbox/stats").json()["token_calls"]
-    return calls
-
-
-async def _connected(
-    client: httpx.AsyncClient, session_factory: async_sessionmaker[AsyncSession]
-) -> tuple[list[Connection], str, object]:
-    organization, _, key = await create_org_with_user(session_factory)
-    await connect(client, key, organization.id)
-    async with session_factory() as session:
-        connections = list((await session.execute(select(Connection))).scalars())
-    return connections, key, organization.id
+from tests.fixtures import (
+    clear_token_faults,
+    connect,
+    connected_org,
+    inject_token_faults,
+    injected_token_faults,
+    reads_at_xero,
+    service_environment,
+    token_calls,
+)
 
 
 async def _expire(session_factory: async_sessionmaker[AsyncSession]) -> None:
@@ -65,26 +59,9 @@ def _manager(app: FastAPI) -> XeroAuthManager:
     return manager
 
 
-def _worker_env(settings: Settings) -> dict[str, str]:
-    """The environment of a refresh worker process: the same database, key and Xero."""
-    return {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "ENVIRONMENT": "test",
-        "TOKEN_ENCRYPTION_KEYS": settings.token_encryption_keys.get_secret_value(),
-        "XERO_TOKEN_URL": settings.xero_token_url,
-        "XERO_CLIENT_ID": settings.xero_client_id,
-        "XERO_CLIENT_SECRET": settings.xero_client_secret.get_secret_value(),
-    }
-
-
 def _refresh_worker(connection: Connection, callers: int) -> list[str]:
-    return [sys.executable, "-m", "tests.domains.external_accounting.refresh_worker",
+    return [sys.executable, "-m", "tests.domains.external_accounting.xero.auth.refresh_worker",
             str(connection.id), str(callers)]  # fmt: skip
-
-
-def _token_faults(sandbox: RunningSandbox, **faults: object) -> None:
-    httpx.put(f"{sandbox.base_url}/_sandbox/token-faults", json=faults).raise_for_status()
 
 
 async def _stored_grant(
@@ -92,14 +69,6 @@ async def _stored_grant(
 ) -> OAuthGrant:
     async with session_factory() as session:
         return (await session.execute(select(OAuthGrant))).scalar_one()
-
-
-def _works_at_xero(sandbox: RunningSandbox, access_token: str, tenant_id: str) -> bool:
-    response = httpx.get(
-        f"{sandbox.base_url}/api.xro/2.0/Accounts",
-        headers={"Authorization": f"Bearer {access_token}", "xero-tenant-id": tenant_id},
-    )
-    return response.status_code == 200
 
 
 def _live_at_xero(sandbox: RunningSandbox, refresh_token: str) -> bool:
@@ -114,16 +83,16 @@ async def test_fifty_concurrent_callers_cause_exactly_one_refresh(
     fresh_sandbox: RunningSandbox,
     session_factory: async_sessionmaker[AsyncSession],
 ) -> None:
-    connections, _, _ = await _connected(client, session_factory)
+    _, _, connections = await connected_org(client, session_factory)
     await _expire(session_factory)
-    before = _stats(fresh_sandbox).get("refresh_token", 0)
+    before = token_calls(fresh_sandbox).get("refresh_token", 0)
     manager = _manager(app)
     # Both tenants share the token set, so callers for either must share the one refresh.
     tokens = await asyncio.gather(
         *(manager.get_access_token(connections[i % 2]) for i in range(50))
     )
     assert len(set(tokens)) == 1
-    assert _stats(fresh_sandbox)["refresh_token"] - before == 1
+    assert token_calls(fresh_sandbox)["refresh_token"] - before == 1
     # The fresh token works at Xero, for both tenants.
     for connection in connections:
         response = httpx.get(
@@ -142,13 +111,14 @@ async def test_two_processes_cause_exactly_one_refresh(
     session_factory: async_sessionmaker[AsyncSession],
     settings: Settings,
 ) -> None:
-    connections, _, _ = await _connected(client, session_factory)
+    _, _, connections = await connected_org(client, session_factory)
     await _expire(session_factory)
-    before = _stats(fresh_sandbox).get("refresh_token", 0)
+    before = token_calls(fresh_sandbox).get("refresh_token", 0)
     command = _refresh_worker(connections[0], 25)
+    environment = {**os.environ, **service_environment(settings, fresh_sandbox)}
     workers = [
         await asyncio.create_subprocess_exec(
-            *command, env=_worker_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            *command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         for _ in range(2)
     ]
@@ -156,7 +126,7 @@ async def test_two_processes_cause_exactly_one_refresh(
     assert [w.returncode for w in workers] == [0, 0], [o[1].decode()[-2000:] for o in outputs]
     tokens = {line for out, _ in outputs for line in out.decode().split()}
     assert len(tokens) == 1
-    assert _stats(fresh_sandbox)["refresh_token"] - before == 1
+    assert token_calls(fresh_sandbox)["refresh_token"] - before == 1
 
 
 async def test_spent_refresh_token_marks_needs_reauth_and_fails_fast(
@@ -165,7 +135,7 @@ async def test_spent_refresh_token_marks_needs_reauth_and_fails_fast(
     fresh_sandbox: RunningSandbox,
     session_factory: async_sessionmaker[AsyncSession],
 ) -> None:
-    connections, key, org_id = await _connected(client, session_factory)
+    org_id, key, connections = await connected_org(client, session_factory)
     # Another party refreshed the same token set behind our back: our refresh token is spent.
     fresh_sandbox.runtime.identity.refresh_tokens.clear()
     await _expire(session_factory)
@@ -175,14 +145,14 @@ async def test_spent_refresh_token_marks_needs_reauth_and_fails_fast(
     assert raised.value.status_code == 409
     assert raised.value.code == "reauthorisation_required"
     assert "/external-accounting/xero/connect?org_id=" in raised.value.to_body()["connect_url"]
-    calls = _stats(fresh_sandbox)["refresh_token"]
+    calls = token_calls(fresh_sandbox)["refresh_token"]
     async with session_factory() as session:
         reloaded = list((await session.execute(select(Connection))).scalars())
     assert {c.status for c in reloaded} == {"needs_reauth"}
     for connection in reloaded:  # fails fast: no more calls to Xero
         with pytest.raises(ReauthorisationRequired):
             await manager.get_access_token(connection)
-    assert _stats(fresh_sandbox)["refresh_token"] == calls
+    assert token_calls(fresh_sandbox)["refresh_token"] == calls
     listed = await client.get(
         "/external-accounting/connections", params={"org_id": str(org_id)}, headers=bearer(key)
     )
@@ -202,7 +172,7 @@ async def test_access_revoked_at_xero_marks_needs_reauth(
     session_factory: async_sessionmaker[AsyncSession],
     settings: Settings,
 ) -> None:
-    connections, _, _ = await _connected(client, session_factory)
+    _, _, connections = await connected_org(client, session_factory)
     cipher = TokenCipher.from_settings(settings)
     async with session_factory() as session:
         grant = (await session.execute(select(OAuthGrant))).scalar_one()
@@ -221,7 +191,7 @@ async def test_disconnect_revokes_and_erases_tokens(
     fresh_sandbox: RunningSandbox,
     session_factory: async_sessionmaker[AsyncSession],
 ) -> None:
-    connections, key, org_id = await _connected(client, session_factory)
+    org_id, key, connections = await connected_org(client, session_factory)
     first, second = connections
     response = await client.delete(
         f"/external-accounting/connections/{first.id}", headers=bearer(key)
@@ -252,7 +222,7 @@ async def test_only_admins_of_the_connections_org_may_disconnect(
     fresh_sandbox: RunningSandbox,
     session_factory: async_sessionmaker[AsyncSession],
 ) -> None:
-    connections, _, _ = await _connected(client, session_factory)
+    _, _, connections = await connected_org(client, session_factory)
     _, _, stranger = await create_org_with_user(session_factory, name="Stranger")
     response = await client.delete(
         f"/external-accounting/connections/{connections[0].id}", headers=bearer(stranger)
@@ -270,7 +240,7 @@ async def test_no_secret_is_stored_or_logged_in_plaintext(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    connections, key, _ = await _connected(client, session_factory)
+    _, key, connections = await connected_org(client, session_factory)
     await _expire(session_factory)
     access = await _manager(app).get_access_token(connections[0])
     cipher = TokenCipher.from_settings(settings)
@@ -325,14 +295,14 @@ async def test_key_rotation_never_writes_old_tokens_over_a_concurrent_refresh(
     session_factory: async_sessionmaker[AsyncSession],
     settings: Settings,
 ) -> None:
-    connections, _, _ = await _connected(client, session_factory)
+    _, _, connections = await connected_org(client, session_factory)
     await _expire(session_factory)
     printed: list[str] = []
 
     def refresh_in_another_process() -> None:
         done = subprocess.run(
             _refresh_worker(connections[0], 1),
-            env=_worker_env(settings),
+            env={**os.environ, **service_environment(settings, fresh_sandbox)},
             capture_output=True,
             check=False,
         )
@@ -376,18 +346,18 @@ async def test_a_lost_refresh_answer_is_retried_within_xeros_grace_period(
     settings: Settings,
     faults: dict[str, object],
 ) -> None:
-    connections, _, _ = await _connected(client, session_factory)
+    _, _, connections = await connected_org(client, session_factory)
     await _expire(session_factory)
-    _token_faults(fresh_sandbox, **faults)
+    inject_token_faults(fresh_sandbox, **faults)
     access = await _manager(app).get_access_token(connections[0])
-    assert _works_at_xero(fresh_sandbox, access, connections[0].tenant_id)
+    assert reads_at_xero(fresh_sandbox, access, connections[0].tenant_id)
     grant = await _stored_grant(session_factory)
     cipher = TokenCipher.from_settings(settings)
     assert cipher.decrypt(grant.access_token_encrypted or "") == access
     assert _live_at_xero(fresh_sandbox, cipher.decrypt(grant.refresh_token_encrypted or ""))
     assert grant.status == "active"
     assert grant.refresh_claim_id is None
-    injected = httpx.get(f"{fresh_sandbox.base_url}/_sandbox/token-faults").json()["injected"]
+    injected = injected_token_faults(fresh_sandbox)
     assert sum(injected.values()) >= 1
 
 
@@ -398,7 +368,7 @@ async def test_a_failed_commit_after_xero_rotated_keeps_the_new_tokens(
     session_factory: async_sessionmaker[AsyncSession],
     settings: Settings,
 ) -> None:
-    connections, _, _ = await _connected(client, session_factory)
+    _, _, connections = await connected_org(client, session_factory)
     await _expire(session_factory)
     engine = app.state.engine.sync_engine
     failed: list[str] = []
@@ -420,7 +390,7 @@ async def test_a_failed_commit_after_xero_rotated_keeps_the_new_tokens(
     finally:
         event.remove(engine, "before_cursor_execute", fail_first_token_write)
     assert failed  # the write of the new tokens did fail once, after Xero had rotated them
-    assert _works_at_xero(fresh_sandbox, access, connections[0].tenant_id)
+    assert reads_at_xero(fresh_sandbox, access, connections[0].tenant_id)
     grant = await _stored_grant(session_factory)
     cipher = TokenCipher.from_settings(settings)
     assert cipher.decrypt(grant.access_token_encrypted or "") == access
@@ -448,17 +418,17 @@ async def test_a_refresh_that_keeps_failing_is_a_clear_temporary_error(
     faults: dict[str, object],
     gives_up_at_once: bool,
 ) -> None:
-    connections, _, _ = await _connected(client, session_factory)
+    _, _, connections = await connected_org(client, session_factory)
     await _expire(session_factory)
     before = await _stored_grant(session_factory)
-    _token_faults(fresh_sandbox, **faults)
-    calls = _stats(fresh_sandbox).get("refresh_token", 0)
+    inject_token_faults(fresh_sandbox, **faults)
+    calls = token_calls(fresh_sandbox).get("refresh_token", 0)
     manager = _manager(app)
     with pytest.raises(TokenRefreshFailed) as raised:
         await manager.get_access_token(connections[0])
     assert raised.value.code == "token_refresh_failed"
     assert "stays active" in raised.value.detail
-    attempts = _stats(fresh_sandbox)["refresh_token"] - calls
+    attempts = token_calls(fresh_sandbox)["refresh_token"] - calls
     assert attempts == (1 if gives_up_at_once else settings.xero_retry_attempts)
     after = await _stored_grant(session_factory)
     assert (after.status, after.token_version) == ("active", before.token_version)
@@ -468,9 +438,9 @@ async def test_a_refresh_that_keeps_failing_is_a_clear_temporary_error(
     assert statuses == {"active"}
     # Once Xero answers again, the kept refresh token works (within the grace period when
     # Xero had rotated it).
-    httpx.delete(f"{fresh_sandbox.base_url}/_sandbox/token-faults").raise_for_status()
+    clear_token_faults(fresh_sandbox)
     access = await manager.get_access_token(connections[0])
-    assert _works_at_xero(fresh_sandbox, access, connections[0].tenant_id)
+    assert reads_at_xero(fresh_sandbox, access, connections[0].tenant_id)
 
 
 async def test_other_writers_are_not_blocked_during_a_slow_refresh(
@@ -479,13 +449,13 @@ async def test_other_writers_are_not_blocked_during_a_slow_refresh(
     fresh_sandbox: RunningSandbox,
     session_factory: async_sessionmaker[AsyncSession],
 ) -> None:
-    connections, _, _ = await _connected(client, session_factory)
+    _, _, connections = await connected_org(client, session_factory)
     await _expire(session_factory)
     slow_s = 2.0
-    _token_faults(fresh_sandbox, latency_ms=slow_s * 1000)
-    calls = _stats(fresh_sandbox).get("refresh_token", 0)
+    inject_token_faults(fresh_sandbox, latency_ms=slow_s * 1000)
+    calls = token_calls(fresh_sandbox).get("refresh_token", 0)
     refresh = asyncio.create_task(_manager(app).get_access_token(connections[0]))
-    while (await asyncio.to_thread(_stats, fresh_sandbox)).get("refresh_token", 0) == calls:
+    while (await asyncio.to_thread(token_calls, fresh_sandbox)).get("refresh_token", 0) == calls:
         await asyncio.sleep(0.02)  # until the refresh is waiting on Xero
     started = time.monotonic()
     await create_org_with_user(session_factory, name="Another writer")  # in another session
@@ -493,7 +463,7 @@ async def test_other_writers_are_not_blocked_during_a_slow_refresh(
     assert not refresh.done()
     assert waited < slow_s / 2, f"a writer waited {waited:.2f} s for the refresh"
     access = await refresh
-    assert _works_at_xero(fresh_sandbox, access, connections[0].tenant_id)
+    assert reads_at_xero(fresh_sandbox, access, connections[0].tenant_id)
 
 
 async def test_a_claim_left_by_a_dead_process_expires(
@@ -502,7 +472,7 @@ async def test_a_claim_left_by_a_dead_process_expires(
     fresh_sandbox: RunningSandbox,
     session_factory: async_sessionmaker[AsyncSession],
 ) -> None:
-    connections, _, _ = await _connected(client, session_factory)
+    _, _, connections = await connected_org(client, session_factory)
     async with session_factory() as session:
         await session.execute(
             update(OAuthGrant).values(
@@ -513,5 +483,5 @@ async def test_a_claim_left_by_a_dead_process_expires(
         )
         await session.commit()
     access = await _manager(app).get_access_token(connections[0])
-    assert _works_at_xero(fresh_sandbox, access, connections[0].tenant_id)
+    assert reads_at_xero(fresh_sandbox, access, connections[0].tenant_id)
     assert (await _stored_grant(session_factory)).refresh_claim_id is None

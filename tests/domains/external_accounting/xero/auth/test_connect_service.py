@@ -20,17 +20,20 @@ from src.core.settings import Settings
 from src.domains.external_accounting.connections.models import Connection, OAuthGrant, OAuthState
 from src.domains.organizations.models import Role
 from src.xero_sandbox.server import RunningSandbox
-from tests.domains.external_accounting.connect_helpers import (
+from tests.factories import add_member, bearer, create_org_with_user
+from tests.fixtures import (
+    add_tenant,
+    app_client,
     approve,
     callback,
     connect,
     connect_response,
     create_link,
     open_link,
+    reads_at_xero,
     start_connect,
+    tenant_ids,
 )
-from tests.factories import add_member, bearer, create_org_with_user
-from tests.sandbox_helpers import tenant_ids
 
 
 async def test_connect_two_tenants_then_list_them(
@@ -203,18 +206,14 @@ async def test_who_may_connect(
 @pytest.fixture
 async def browser(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """A person's browser: its own cookie jar, no API key."""
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as jar:
+    async with app_client(app) as jar:
         yield jar
 
 
 @pytest.fixture
 async def other_browser(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """Somebody else's browser (an attacker's, or a victim's)."""
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as jar:
+    async with app_client(app) as jar:
         yield jar
 
 
@@ -224,10 +223,7 @@ async def test_connect_link_opened_in_a_browser_ends_on_a_page(
     fresh_sandbox: RunningSandbox,
     session_factory: async_sessionmaker[AsyncSession],
 ) -> None:
-    httpx.post(
-        f"{fresh_sandbox.base_url}/_sandbox/tenants",
-        json={"name": "<script>alert(1)</script> & Sons", "invoices": 1},
-    ).raise_for_status()
+    add_tenant(fresh_sandbox, "<script>alert(1)</script> & Sons", 1)
     organization, _, key = await create_org_with_user(session_factory, name="Acme <Ltd>")
     link = await create_link(client, key, organization.id)
     assert link["url"].startswith("http://testserver/external-accounting/connect-sessions/")
@@ -412,15 +408,6 @@ async def test_concurrent_callbacks_consume_the_state_once(
 # -- item 11: a Xero organisation belongs to one ledgersync organisation at a time --------------
 
 
-def _reachable(sandbox: RunningSandbox, access_token: str, tenant_id: str) -> bool:
-    """Whether Xero still lets this token read the tenant's books."""
-    response = httpx.get(
-        f"{sandbox.base_url}/api.xro/2.0/Currencies",
-        headers={"Authorization": f"Bearer {access_token}", "xero-tenant-id": tenant_id},
-    )
-    return response.status_code == 200
-
-
 async def _access_token(
     session_factory: async_sessionmaker[AsyncSession], settings: Settings, org_id: uuid.UUID
 ) -> str:
@@ -451,7 +438,7 @@ async def test_a_tenant_another_organisation_holds_is_refused(
     assert {c.organization_id for c in rows} == {first.id}
     assert [g.organization_id for g in grants] == [first.id]
     token = await _access_token(session_factory, settings, first.id)
-    assert all(_reachable(fresh_sandbox, token, t) for t in tenant_ids(fresh_sandbox))
+    assert all(reads_at_xero(fresh_sandbox, token, t) for t in tenant_ids(fresh_sandbox))
 
 
 async def test_sharing_a_consent_never_cuts_the_other_organisation_off(
@@ -482,7 +469,7 @@ async def test_sharing_a_consent_never_cuts_the_other_organisation_off(
     )
     assert response.status_code == 204
     token = await _access_token(session_factory, settings, first.id)
-    assert _reachable(fresh_sandbox, token, shared)
+    assert reads_at_xero(fresh_sandbox, token, shared)
 
 
 async def test_disconnect_never_deletes_at_xero_what_another_organisation_uses(

@@ -23,12 +23,16 @@ from src.domains.external_accounting.connections.models import (
 )
 from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
 from src.domains.external_accounting.xero.auth.revocations import run_maintenance
-from src.main import create_app
 from src.xero_sandbox.server import RunningSandbox
-from tests.conftest import TEST_ENCRYPTION_KEY
-from tests.domains.external_accounting.connect_helpers import connect, create_link, start_connect
 from tests.factories import bearer, create_org_with_user
-from tests.sandbox_helpers import SANDBOX_CONFIG
+from tests.fixtures import (
+    connect,
+    create_link,
+    inject_faults,
+    running_app,
+    service_environment,
+    start_connect,
+)
 
 
 async def _pending(session_factory: async_sessionmaker[AsyncSession]) -> list[PendingRevocation]:
@@ -50,13 +54,10 @@ def _revoked_at_xero(sandbox: RunningSandbox, auth_event_id: str | None) -> bool
 
 
 def _cli_environment(
-    monkeypatch: pytest.MonkeyPatch, database_url: str, sandbox: RunningSandbox
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, sandbox: RunningSandbox
 ) -> None:
-    monkeypatch.setenv("ENVIRONMENT", "test")
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("TOKEN_ENCRYPTION_KEYS", TEST_ENCRYPTION_KEY)
-    for name, value in SANDBOX_CONFIG.client_settings(sandbox.base_url).items():
-        monkeypatch.setenv(name.upper(), str(value))
+    for name, value in service_environment(settings, sandbox).items():
+        monkeypatch.setenv(name, value)
     get_settings.cache_clear()
 
 
@@ -64,7 +65,6 @@ async def test_a_revocation_xero_does_not_confirm_is_kept_and_retried(
     client: httpx.AsyncClient,
     fresh_sandbox: RunningSandbox,
     settings: Settings,
-    database_url: str,
     session_factory: async_sessionmaker[AsyncSession],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -73,10 +73,7 @@ async def test_a_revocation_xero_does_not_confirm_is_kept_and_retried(
     async with session_factory() as session:
         grant = (await session.execute(select(OAuthGrant))).scalar_one()
     refresh_token = TokenCipher.from_settings(settings).decrypt(grant.refresh_token_encrypted or "")
-    httpx.put(
-        f"{fresh_sandbox.base_url}/_sandbox/faults",
-        json={"path_contains": "/connect/revocation", "next_errors": [503, 503]},
-    ).raise_for_status()
+    inject_faults(fresh_sandbox, path_contains="/connect/revocation", next_errors=[503, 503])
     for connection in body["connections"]:
         response = await client.delete(
             f"/external-accounting/connections/{connection['id']}", headers=bearer(key)
@@ -101,8 +98,7 @@ async def test_a_revocation_xero_does_not_confirm_is_kept_and_retried(
 
     # Due: a new process retries it at start-up; Xero fails again, so it backs off further.
     await _make_due(session_factory)
-    restarted = create_app(settings)
-    async with restarted.router.lifespan_context(restarted):
+    async with running_app(settings):
         for _ in range(200):
             [pending] = await _pending(session_factory)
             if pending.attempts == 2:
@@ -116,7 +112,7 @@ async def test_a_revocation_xero_does_not_confirm_is_kept_and_retried(
 
     # The operator's command retries what is due; this time Xero confirms.
     await _make_due(session_factory)
-    _cli_environment(monkeypatch, database_url, fresh_sandbox)
+    _cli_environment(monkeypatch, settings, fresh_sandbox)
     try:
         result = await asyncio.to_thread(CliRunner().invoke, cli, ["revocations", "retry"])
     finally:

@@ -4,7 +4,6 @@ transport (everything else talks to the sandbox over real HTTP)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,8 +11,6 @@ from typing import Any
 import httpx
 import pytest
 
-from src.core.settings import Settings
-from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.exceptions import (
     ProviderDataInvalid,
     ProviderRateLimited,
@@ -23,18 +20,17 @@ from src.domains.external_accounting.exceptions import (
 )
 from src.domains.external_accounting.xero.data.accounting_client import (
     RetryPolicy,
-    TenantThrottle,
-    XeroAccountingClient,
-)
-from src.domains.external_accounting.xero.data.call_limiter import (
-    CallLimits,
-    InProcessCallLimiter,
 )
 from src.domains.external_accounting.xero.data.mapping import line_item_rows
 from src.domains.external_accounting.xero.data.query import if_modified_since, where_filter
 from src.domains.external_accounting.xero.data.xero_models import (
     decode_invoices,
     parse_xero_datetime,
+)
+from tests.domains.external_accounting.xero.mocked_xero import (
+    mocked_accounting_client,
+    scripted_handler,
+    unsaved_connection,
 )
 
 INVOICE = {
@@ -49,77 +45,17 @@ INVOICE = {
 }
 
 
-class Tokens:
-    """Counts token requests; hands out `token-N`."""
-
-    def __init__(self) -> None:
-        self.refreshes = 0
-
-    async def get_access_token(self, connection: Connection) -> str:
-        return f"token-{self.refreshes}"
-
-    async def refresh_after_unauthorized(self, connection: Connection, rejected_token: str) -> str:
-        self.refreshes += 1
-        return f"token-{self.refreshes}"
-
-
-def _client(
-    handler: Callable[[httpx.Request], httpx.Response],
-) -> tuple[XeroAccountingClient, Tokens, list[float]]:
-    sleeps: list[float] = []
-    clock = [0.0]  # sleeping moves this clock instead of waiting
-
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-        clock[0] += seconds
-
-    tokens = Tokens()
-    limiter = InProcessCallLimiter(CallLimits(), sleep=sleep, clock=lambda: clock[0])
-    client = XeroAccountingClient(
-        httpx.AsyncClient(transport=httpx.MockTransport(handler)),
-        tokens,
-        Settings(xero_accounting_url="https://xero.test/api.xro/2.0"),
-        throttle=TenantThrottle(limiter),
-        retry=RetryPolicy(max_attempts=3),
-        sleep=sleep,
-    )
-    client.jitter = lambda delay: 0.0  # type: ignore[method-assign]
-    return client, tokens, sleeps
-
-
-def _connection() -> Connection:
-    return Connection(
-        id=uuid.uuid4(), organization_id=uuid.uuid4(), tenant_id="tenant-1", tenant_name="Acme"
-    )
-
-
 def _ok(invoices: list[dict[str, Any]] | None = None) -> httpx.Response:
     return httpx.Response(
         200, json={"Invoices": invoices or [INVOICE], "pagination": {"pageCount": 1}}
     )
 
 
-def _sequence(
-    *responses: httpx.Response | Exception,
-) -> tuple[Callable[[httpx.Request], httpx.Response], list[httpx.Request]]:
-    queue = list(responses)
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        item = queue.pop(0)
-        if isinstance(item, Exception):
-            raise item
-        return item
-
-    return handler, seen
-
-
 async def test_request_carries_tenant_filters_and_if_modified_since() -> None:
-    handler, seen = _sequence(_ok())
-    client, _, _ = _client(handler)
+    handler, seen = scripted_handler(_ok())
+    client, _, _ = mocked_accounting_client(handler)
     page = await client.get_invoices(
-        _connection(),
+        unsaved_connection(),
         types=["ACCREC"],
         statuses=["AUTHORISED"],
         date_from=date(2025, 11, 1),
@@ -151,59 +87,61 @@ def test_where_filters_quote_and_combine() -> None:
 
 
 async def test_transient_failures_are_retried_with_capped_backoff() -> None:
-    handler, seen = _sequence(
+    handler, seen = scripted_handler(
         httpx.Response(503),
         httpx.ConnectError("refused"),
         httpx.Response(200, content=b'{"Invo'),
         _ok(),
     )
-    client, _, sleeps = _client(handler)
+    client, _, sleeps = mocked_accounting_client(handler)
     client.retry = RetryPolicy(max_attempts=4, base_delay_s=0.5, max_delay_s=1.0)
-    page = await client.get_invoices(_connection())
+    page = await client.get_invoices(unsaved_connection())
     assert len(page.invoices) == 1
     assert sleeps == [0.5, 1.0, 1.0]
     assert client.api_calls == 4 == len(seen)
 
 
 async def test_gives_up_after_the_last_attempt() -> None:
-    handler, _ = _sequence(httpx.Response(500), httpx.Response(502), httpx.ReadTimeout("slow"))
-    client, _, sleeps = _client(handler)
+    handler, _ = scripted_handler(
+        httpx.Response(500), httpx.Response(502), httpx.ReadTimeout("slow")
+    )
+    client, _, sleeps = mocked_accounting_client(handler)
     with pytest.raises(ProviderUnavailable, match="3 attempts"):
-        await client.get_invoices(_connection())
+        await client.get_invoices(unsaved_connection())
     assert len(sleeps) == 2
 
 
 async def test_minute_limit_waits_for_retry_after() -> None:
-    handler, _ = _sequence(
+    handler, _ = scripted_handler(
         httpx.Response(429, headers={"Retry-After": "17", "X-Rate-Limit-Problem": "minute"}), _ok()
     )
-    client, _, sleeps = _client(handler)
-    await client.get_invoices(_connection())
+    client, _, sleeps = mocked_accounting_client(handler)
+    await client.get_invoices(unsaved_connection())
     assert sleeps == [17.0]
 
 
 async def test_daily_limit_raises_at_once_with_resume_time() -> None:
-    handler, seen = _sequence(
+    handler, seen = scripted_handler(
         httpx.Response(429, headers={"Retry-After": "3600", "X-Rate-Limit-Problem": "day"})
     )
-    client, _, sleeps = _client(handler)
+    client, _, sleeps = mocked_accounting_client(handler)
     with pytest.raises(ProviderRateLimited) as raised:
-        await client.get_invoices(_connection())
+        await client.get_invoices(unsaved_connection())
     assert sleeps == []
     assert raised.value.extra["retry_after_seconds"] == 3600
     assert len(seen) == 1
 
 
 async def test_unauthorized_refreshes_once() -> None:
-    handler, seen = _sequence(httpx.Response(401), _ok())
-    client, tokens, _ = _client(handler)
-    await client.get_invoices(_connection())
+    handler, seen = scripted_handler(httpx.Response(401), _ok())
+    client, tokens, _ = mocked_accounting_client(handler)
+    await client.get_invoices(unsaved_connection())
     assert tokens.refreshes == 1
     assert seen[1].headers["authorization"] == "Bearer token-1"
-    handler, _ = _sequence(httpx.Response(401), httpx.Response(401))
-    client, tokens, _ = _client(handler)
+    handler, _ = scripted_handler(httpx.Response(401), httpx.Response(401))
+    client, tokens, _ = mocked_accounting_client(handler)
     with pytest.raises(ProviderRejected):
-        await client.get_invoices(_connection())
+        await client.get_invoices(unsaved_connection())
     assert tokens.refreshes == 1
 
 
@@ -214,15 +152,17 @@ async def test_client_errors_are_not_retried() -> None:
         "Message": "A validation exception occurred",
         "Elements": [{"ValidationErrors": [{"Message": "bad filter"}]}],
     }
-    handler, seen = _sequence(httpx.Response(400, json=body))
-    client, _, sleeps = _client(handler)
+    handler, seen = scripted_handler(httpx.Response(400, json=body))
+    client, _, sleeps = mocked_accounting_client(handler)
     with pytest.raises(ProviderRejected, match="bad filter"):
-        await client.get_invoices(_connection())
+        await client.get_invoices(unsaved_connection())
     assert (len(seen), sleeps) == (1, [])
-    handler, _ = _sequence(httpx.Response(403, json={"Detail": "AuthenticationUnsuccessful"}))
-    client, _, _ = _client(handler)
+    handler, _ = scripted_handler(
+        httpx.Response(403, json={"Detail": "AuthenticationUnsuccessful"})
+    )
+    client, _, _ = mocked_accounting_client(handler)
     with pytest.raises(TenantAccessRevoked):
-        await client.get_invoices(_connection())
+        await client.get_invoices(unsaved_connection())
 
 
 async def test_budget_is_read_from_every_response() -> None:
@@ -231,9 +171,9 @@ async def test_budget_is_read_from_every_response() -> None:
         "X-MinLimit-Remaining": "55",
         "X-AppMinLimit-Remaining": "9999",
     }
-    handler, _ = _sequence(httpx.Response(200, json={"Invoices": []}, headers=headers))
-    client, _, _ = _client(handler)
-    await client.get_invoices(_connection())
+    handler, _ = scripted_handler(httpx.Response(200, json={"Invoices": []}, headers=headers))
+    client, _, _ = mocked_accounting_client(handler)
+    await client.get_invoices(unsaved_connection())
     budget = client.throttle.budget("tenant-1")
     assert (budget.day_remaining, budget.minute_remaining, budget.app_minute_remaining) == (
         4321,
@@ -244,12 +184,12 @@ async def test_budget_is_read_from_every_response() -> None:
 
 async def test_the_daily_reserve_is_left_to_the_customers_other_apps() -> None:
     low = httpx.Response(200, json={"Invoices": []}, headers={"X-DayLimit-Remaining": "400"})
-    handler, seen = _sequence(low, _ok())
-    client, _, sleeps = _client(handler)
+    handler, seen = scripted_handler(low, _ok())
+    client, _, sleeps = mocked_accounting_client(handler)
     client.retry = RetryPolicy(daily_reserve=500, reserve_pause_s=600)
-    await client.get_invoices(_connection())
+    await client.get_invoices(unsaved_connection())
     with pytest.raises(ProviderRateLimited, match="kept for its other apps") as raised:
-        await client.get_invoices(_connection())
+        await client.get_invoices(unsaved_connection())
     assert len(seen) == 1  # refused before calling Xero
     assert raised.value.extra["retry_after_seconds"] == 600
     assert sleeps == []
@@ -257,7 +197,7 @@ async def test_the_daily_reserve_is_left_to_the_customers_other_apps() -> None:
     budget = client.throttle.budget("tenant-1")
     assert budget.observed_at is not None
     budget.observed_at -= timedelta(seconds=601)
-    await client.get_invoices(_connection())
+    await client.get_invoices(unsaved_connection())
     assert len(seen) == 2
 
 
@@ -268,9 +208,9 @@ async def test_money_keeps_every_digit_and_the_raw_document_is_verbatim() -> Non
         b'"LineItems":[{"Quantity":3.00,"UnitAmount":0.1}]}'
     )
     body = b'{"Invoices":[' + invoice + b'],"pagination":{"pageCount":7,"itemCount":6543}}'
-    handler, _ = _sequence(httpx.Response(200, content=body))
-    client, _, _ = _client(handler)
-    page = await client.get_invoices(_connection())
+    handler, _ = scripted_handler(httpx.Response(200, content=body))
+    client, _, _ = mocked_accounting_client(handler)
+    page = await client.get_invoices(unsaved_connection())
     parsed = page.invoices[0]
     assert parsed.total == Decimal("1234567890123.1234567891")
     assert parsed.currency_rate == Decimal("0.000000012345678901")
@@ -282,17 +222,17 @@ async def test_money_keeps_every_digit_and_the_raw_document_is_verbatim() -> Non
 
 async def test_records_without_what_every_xero_invoice_has_are_refused_not_retried() -> None:
     broken = {key: value for key, value in INVOICE.items() if key != "Type"}
-    handler, seen = _sequence(_ok([broken]))
-    client, _, sleeps = _client(handler)
+    handler, seen = scripted_handler(_ok([broken]))
+    client, _, sleeps = mocked_accounting_client(handler)
     with pytest.raises(ProviderDataInvalid, match="Type") as raised:
-        await client.get_invoices(_connection())
+        await client.get_invoices(unsaved_connection())
     assert raised.value.code == "provider_data_invalid"
     assert (len(seen), sleeps) == (1, [])
     bad_date = {**INVOICE, "UpdatedDateUTC": "/Date(yesterday)/"}
-    handler, _ = _sequence(_ok([bad_date]))
-    client, _, _ = _client(handler)
+    handler, _ = scripted_handler(_ok([bad_date]))
+    client, _, _ = mocked_accounting_client(handler)
     with pytest.raises(ProviderDataInvalid):
-        await client.get_invoices(_connection())
+        await client.get_invoices(unsaved_connection())
 
 
 def test_line_tracking_is_kept_as_sent_and_a_null_list_is_empty() -> None:
@@ -317,12 +257,12 @@ async def test_a_full_page_that_pagination_calls_the_last_ends_the_paging() -> N
             200, json={"Invoices": invoices, "pagination": {"pageCount": page_count}}
         )
 
-    handler, seen = _sequence(page(3, 1))
-    client, _, _ = _client(handler)
-    pages = [p async for p in client.iter_invoice_pages(_connection(), page_size=3)]
+    handler, seen = scripted_handler(page(3, 1))
+    client, _, _ = mocked_accounting_client(handler)
+    pages = [p async for p in client.iter_invoice_pages(unsaved_connection(), page_size=3)]
     assert len(seen) == 1  # full, but Xero says it is the only page: no confirming call
     assert [len(p.invoices) for p in pages] == [3]
-    handler, seen = _sequence(page(3, 2), page(1, 1))
-    client, _, _ = _client(handler)
-    pages = [p async for p in client.iter_invoice_pages(_connection(), page_size=3)]
+    handler, seen = scripted_handler(page(3, 2), page(1, 1))
+    client, _, _ = mocked_accounting_client(handler)
+    pages = [p async for p in client.iter_invoice_pages(unsaved_connection(), page_size=3)]
     assert len(seen) == 2  # a second page exists: the keyset moves on to it

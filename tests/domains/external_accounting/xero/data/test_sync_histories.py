@@ -15,17 +15,17 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.domains.external_accounting.ledger.models import Invoice
-from src.models_registry import metadata
 from src.xero_sandbox.server import RunningSandbox
 from src.xero_sandbox.xero_dates import parse_xero_date
-from tests.domains.external_accounting.sync_helpers import (
-    assert_matches_truth,
+from tests.fixtures import (
     connected_org,
-    ground_truth,
-    in_scope,
+    empty_tables,
+    invoices_url,
+    reset_sandbox,
     sandbox_clock,
     sync,
 )
+from tests.ground_truth import assert_matches_truth, ground_truth, in_scope
 
 ACTIONS = (
     "create",
@@ -58,7 +58,7 @@ history = st.lists(
 
 def _apply(sandbox: RunningSandbox, tenant: str, action: str, pick: int) -> str | None:
     """Do one user action on the sandbox; returns the invoice it touched (None if it had none)."""
-    base = f"{sandbox.base_url}/_sandbox/tenants/{tenant}/invoices"
+    base = invoices_url(sandbox, tenant)
     if action == "create":
         date = (datetime.now(UTC) - timedelta(days=pick % 2000)).date().isoformat()
         status = ("DRAFT", "SUBMITTED", "AUTHORISED")[pick % 3]
@@ -109,11 +109,8 @@ async def test_random_histories_converge_to_the_ground_truth(
     session_factory: async_sessionmaker[AsyncSession],
     steps: list[tuple[str, int]],
 ) -> None:
-    httpx.post(f"{sandbox.base_url}/_sandbox/reset").raise_for_status()
-    engine = session_factory.kw["bind"]
-    async with engine.begin() as connection:
-        for table in reversed(metadata.sorted_tables):
-            await connection.execute(table.delete())
+    reset_sandbox(sandbox)
+    await empty_tables(session_factory.kw["bind"])
     org_id, key, connections = await connected_org(client, session_factory)
     connection = connections[0]
     tenant = connection.tenant_id

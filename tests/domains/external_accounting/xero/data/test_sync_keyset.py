@@ -15,15 +15,8 @@ from src.domains.external_accounting.ledger.models import Invoice
 from src.domains.external_accounting.xero.data.accounting_client import XeroAccountingClient
 from src.xero_sandbox.server import RunningSandbox
 from src.xero_sandbox.xero_dates import parse_xero_date
-from tests.domains.external_accounting.sync_helpers import (
-    assert_matches_truth,
-    connected_org,
-    connected_to_new_tenant,
-    ground_truth,
-    in_scope,
-    sandbox_clock,
-    sync,
-)
+from tests.fixtures import connected_org, connected_to_new_tenant, invoices_url, sandbox_clock, sync
+from tests.ground_truth import assert_matches_truth, ground_truth, in_scope
 
 
 async def test_a_full_sync_never_hides_a_change_to_an_old_invoice(
@@ -36,7 +29,7 @@ async def test_a_full_sync_never_hides_a_change_to_an_old_invoice(
     org_id, key, connections = await connected_org(client, session_factory)
     connection = connections[0]
     tenant = connection.tenant_id
-    base = f"{fresh_sandbox.base_url}/_sandbox/tenants/{tenant}/invoices"
+    base = invoices_url(fresh_sandbox, tenant)
     with sandbox_clock() as clock:
         await sync(client, key, org_id, connection_id=str(connection.id))
         old = next(
@@ -85,7 +78,7 @@ async def test_an_edit_mid_sync_within_a_busy_second_skips_nothing(
         client, fresh_sandbox, session_factory, "Busy Second Ltd", 200
     )
     tenant = connection.tenant_id
-    base = f"{fresh_sandbox.base_url}/_sandbox/tenants/{tenant}/invoices"
+    base = invoices_url(fresh_sandbox, tenant)
     # A second after every generated change, so only the touched invoices are in it.
     busy = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
     xero = XeroAccountingClient(app.state.http_client, app.state.xero_auth_manager, settings)

@@ -21,28 +21,32 @@ from src.domains.external_accounting.xero.data.accounting_client import XeroAcco
 from src.domains.external_accounting.xero.data.sync_service import XeroSyncService
 from src.domains.external_accounting.xero.data.xero_models import XeroInvoicePage, decode_invoices
 from src.domains.organizations.models import Role
-from src.main import create_app
 from src.xero_sandbox.server import RunningSandbox
-from tests.domains.external_accounting.sync_helpers import (
-    assert_complete,
-    assert_matches_truth,
+from tests.factories import add_member, bearer, create_org_with_user
+from tests.fixtures import (
+    SANDBOX_CONFIG,
+    app_client,
+    clear_faults,
     connected_org,
     connected_to_new_tenant,
+    inject_faults,
+    invoices_url,
+    post_sync,
+    reset_sandbox_stats,
+    running_app,
+    sandbox_stats,
+    sync,
+    tighten_limits,
+)
+from tests.ground_truth import (
+    assert_complete,
+    assert_matches_truth,
     ground_truth,
     in_scope,
-    limit_sandbox,
     local_accounts,
-    sync,
 )
-from tests.factories import add_member, bearer, create_org_with_user
-from tests.sandbox_helpers import SANDBOX_CONFIG
 
 STORED_FIELDS = (Invoice.id, Invoice.provider_updated_at, Invoice.status, Invoice.total)
-
-
-def _stats(sandbox: RunningSandbox) -> dict[str, object]:
-    stats: dict[str, object] = httpx.get(f"{sandbox.base_url}/_sandbox/stats").json()
-    return stats
 
 
 async def test_full_sync_equals_the_ground_truth(
@@ -139,7 +143,7 @@ async def test_incremental_picks_up_an_old_invoice_paid_today(
     old = next(
         i for i in truth if i["Status"] == "AUTHORISED" and not in_scope({**i, "Status": "PAID"})
     )
-    base = f"{fresh_sandbox.base_url}/_sandbox/tenants/{tenant}/invoices"
+    base = invoices_url(fresh_sandbox, tenant)
     assert httpx.post(f"{base}/{old['InvoiceID']}/pay").status_code == 200
     draft = next(i for i in truth if i["Status"] == "DRAFT")
     assert httpx.post(f"{base}/{draft['InvoiceID']}/delete").status_code == 200
@@ -173,7 +177,7 @@ async def test_full_sync_call_count_stays_at_the_floor(
     floor = math.ceil(len(window) / 1000) + max(1, math.ceil(len(older_outstanding) / 1000))
     assert result["count"] == len(window) + len(older_outstanding)
     assert result["api_calls"] <= floor + 1, (result["api_calls"], floor)
-    assert _stats(fresh_sandbox)["by_tenant"][tenant] == result["api_calls"]  # type: ignore[index]
+    assert sandbox_stats(fresh_sandbox)["by_tenant"][tenant] == result["api_calls"]
     await assert_matches_truth(
         session_factory, connection, truth, {i["InvoiceID"] for i in truth if in_scope(i, 120)}
     )
@@ -187,11 +191,7 @@ async def test_failure_mid_sync_keeps_pages_and_a_rerun_completes(
     org_id, key, connection = await connected_to_new_tenant(
         client, fresh_sandbox, session_factory, "Flaky Ltd", 3000
     )
-    tenant = connection.tenant_id
-    httpx.put(
-        f"{fresh_sandbox.base_url}/_sandbox/faults",
-        json={"path_contains": "/Invoices", "skip_first": 1, "next_errors": [503] * 5},
-    ).raise_for_status()
+    inject_faults(fresh_sandbox, path_contains="/Invoices", skip_first=1, next_errors=[503] * 5)
     failed = await sync(client, key, org_id, connection_id=str(connection.id), months_back="120")
     assert failed["success"] is False
     assert failed["error"] == "provider_unavailable"
@@ -204,16 +204,13 @@ async def test_failure_mid_sync_keeps_pages_and_a_rerun_completes(
     assert "503" in (run.error_detail or "")
     assert run.checkpoint is not None
     assert run.checkpoint["phase"] == 0
-    httpx.delete(f"{fresh_sandbox.base_url}/_sandbox/faults").raise_for_status()
+    clear_faults(fresh_sandbox)
     rerun = await sync(client, key, org_id, connection_id=str(connection.id), months_back="120")
     assert rerun["success"] is True
     # The rerun resumed from the checkpoint: it did not fetch the stored page again.
     assert rerun["connections"][0]["mode"] == "resume"
     assert rerun["count"] < 3000 - 900
-    truth = ground_truth(fresh_sandbox, tenant)
-    await assert_matches_truth(
-        session_factory, connection, truth, {i["InvoiceID"] for i in truth if in_scope(i, 120)}
-    )
+    await assert_complete(session_factory, fresh_sandbox, connection)
 
 
 async def test_transient_faults_are_retried_to_a_complete_sync(
@@ -222,24 +219,19 @@ async def test_transient_faults_are_retried_to_a_complete_sync(
     session_factory: async_sessionmaker[AsyncSession],
 ) -> None:
     org_id, key, connections = await connected_org(client, session_factory)
-    httpx.put(
-        f"{fresh_sandbox.base_url}/_sandbox/faults",
-        json={
-            "path_contains": "/Invoices",
-            "next_errors": [500, 503],
-            "next_drops": 1,
-            "next_malformed": 1,
-            "rate_limit_burst": 1,
-            "rate_limit_retry_after": 0,
-        },
-    ).raise_for_status()
+    inject_faults(
+        fresh_sandbox,
+        path_contains="/Invoices",
+        next_errors=[500, 503],
+        next_drops=1,
+        next_malformed=1,
+        rate_limit_burst=1,
+        rate_limit_retry_after=0,
+    )
     result = await sync(client, key, org_id, connection_id=str(connections[0].id))
     assert result["success"] is True
     assert result["api_calls"] == 2 + 5
-    truth = ground_truth(fresh_sandbox, connections[0].tenant_id)
-    await assert_matches_truth(
-        session_factory, connections[0], truth, {i["InvoiceID"] for i in truth if in_scope(i)}
-    )
+    await assert_complete(session_factory, fresh_sandbox, connections[0], months_back=12)
 
 
 async def test_daily_limit_fails_cleanly_with_resume_after(
@@ -248,10 +240,9 @@ async def test_daily_limit_fails_cleanly_with_resume_after(
     session_factory: async_sessionmaker[AsyncSession],
 ) -> None:
     org_id, key, connections = await connected_org(client, session_factory)
-    httpx.put(
-        f"{fresh_sandbox.base_url}/_sandbox/faults",
-        json={"rate_limit_burst": 1, "rate_limit_problem": "day", "rate_limit_retry_after": 3600},
-    ).raise_for_status()
+    inject_faults(
+        fresh_sandbox, rate_limit_burst=1, rate_limit_problem="day", rate_limit_retry_after=3600
+    )
     result = await sync(client, key, org_id, connection_id=str(connections[0].id))
     assert result["success"] is False
     assert result["error"] == "rate_limited_daily"
@@ -264,14 +255,14 @@ async def test_daily_limit_fails_cleanly_with_resume_after(
         assert run.status == "paused"
         assert run.paused_until is not None
     # Until the day resets, a sync answers at once without spending a call.
-    calls = _stats(fresh_sandbox)["total"]
+    calls = sandbox_stats(fresh_sandbox)["total"]
     again = await sync(client, key, org_id, connection_id=str(connections[0].id))
     assert (again["success"], again["error"], again["api_calls"]) == (
         False,
         "rate_limited_daily",
         0,
     )
-    assert _stats(fresh_sandbox)["total"] == calls
+    assert sandbox_stats(fresh_sandbox)["total"] == calls
     # Once it has passed, the sync runs (here from the start: the pause came before any page).
     async with session_factory() as session:
         await session.execute(
@@ -280,10 +271,7 @@ async def test_daily_limit_fails_cleanly_with_resume_after(
         await session.commit()
     resumed = await sync(client, key, org_id, connection_id=str(connections[0].id))
     assert resumed["success"] is True
-    truth = ground_truth(fresh_sandbox, connections[0].tenant_id)
-    await assert_matches_truth(
-        session_factory, connections[0], truth, {i["InvoiceID"] for i in truth if in_scope(i)}
-    )
+    await assert_complete(session_factory, fresh_sandbox, connections[0], months_back=12)
 
 
 async def test_daily_limit_mid_sync_pauses_and_resumes_from_the_checkpoint(
@@ -294,17 +282,14 @@ async def test_daily_limit_mid_sync_pauses_and_resumes_from_the_checkpoint(
     org_id, key, connection = await connected_to_new_tenant(
         client, fresh_sandbox, session_factory, "Busy Ltd", 3000
     )
-    tenant = connection.tenant_id
-    httpx.put(
-        f"{fresh_sandbox.base_url}/_sandbox/faults",
-        json={
-            "path_contains": "/Invoices",
-            "skip_first": 2,
-            "rate_limit_burst": 1,
-            "rate_limit_problem": "day",
-            "rate_limit_retry_after": 60,
-        },
-    ).raise_for_status()
+    inject_faults(
+        fresh_sandbox,
+        path_contains="/Invoices",
+        skip_first=2,
+        rate_limit_burst=1,
+        rate_limit_problem="day",
+        rate_limit_retry_after=60,
+    )
     paused = await sync(client, key, org_id, connection_id=str(connection.id), months_back="120")
     assert (paused["success"], paused["error"]) == (False, "rate_limited_daily")
     assert 1990 <= paused["count"] <= 2000  # two pages, less the overlap the keyset re-reads
@@ -315,10 +300,7 @@ async def test_daily_limit_mid_sync_pauses_and_resumes_from_the_checkpoint(
     assert resumed["connections"][0]["mode"] == "resume"
     assert resumed["success"] is True
     assert resumed["api_calls"] <= 3  # the last window page (+ overlap) and phase 2, not all again
-    truth = ground_truth(fresh_sandbox, tenant)
-    await assert_matches_truth(
-        session_factory, connection, truth, {i["InvoiceID"] for i in truth if in_scope(i, 120)}
-    )
+    await assert_complete(session_factory, fresh_sandbox, connection)
 
 
 async def test_a_second_sync_of_the_same_connection_is_refused_while_one_runs(
@@ -339,11 +321,7 @@ async def test_a_second_sync_of_the_same_connection_is_refused_while_one_runs(
             )
         )
         await session.commit()
-    response = await client.post(
-        "/external-accounting/invoices/sync",
-        params={"org_id": str(org_id), "connection_id": str(connections[0].id)},
-        headers=bearer(key),
-    )
+    response = await post_sync(client, key, org_id, connection_id=str(connections[0].id))
     assert response.status_code == 409
     assert response.json()["error"] == "sync_in_progress"
     # Accounts are another object type: not blocked.
@@ -380,11 +358,7 @@ async def test_bad_sync_requests_get_clear_errors(
     error: str,
 ) -> None:
     org_id, key, _ = await connected_org(client, session_factory)
-    response = await client.post(
-        "/external-accounting/invoices/sync",
-        params={"org_id": str(org_id), **params},
-        headers=bearer(key),
-    )
+    response = await post_sync(client, key, org_id, **params)
     assert (response.status_code, response.json()["error"]) == (status, error), response.text
     assert response.json()["detail"]
 
@@ -397,14 +371,8 @@ async def test_a_connection_and_a_tenant_that_disagree_are_refused(
     org_id, key, connections = await connected_org(client, session_factory)
     first, second = connections
     for what in ("invoices", "accounts"):
-        response = await client.post(
-            f"/external-accounting/{what}/sync",
-            params={
-                "org_id": str(org_id),
-                "connection_id": str(first.id),
-                "tenant_id": second.tenant_id,
-            },
-            headers=bearer(key),
+        response = await post_sync(
+            client, key, org_id, what, connection_id=str(first.id), tenant_id=second.tenant_id
         )
         assert response.status_code == 422, response.text
         assert response.json()["error"] == "invalid_parameter"
@@ -539,15 +507,11 @@ async def test_needs_reauth_connection_gives_409_on_sync(
     fresh_sandbox.runtime.identity.refresh_tokens.clear()
     # The access token is dead too, so Xero answers 401 and the refresh fails.
     fresh_sandbox.runtime.identity.access_tokens.clear()
-    response = await client.post(
-        "/external-accounting/invoices/sync", params={"org_id": str(org_id)}, headers=bearer(key)
-    )
+    response = await post_sync(client, key, org_id)
     assert response.status_code == 409
     assert response.json()["error"] == "reauthorisation_required"
     assert "connect_url" in response.json()
-    again = await client.post(
-        "/external-accounting/invoices/sync", params={"org_id": str(org_id)}, headers=bearer(key)
-    )
+    again = await post_sync(client, key, org_id)
     assert again.json()["error"] == "reauthorisation_required"
 
 
@@ -579,9 +543,7 @@ async def test_disconnect_keeps_synced_data_unless_purged(
     )
     assert purged.status_code == 204
     assert await count(second.id) == 0
-    after = await client.post(
-        "/external-accounting/invoices/sync", params={"org_id": str(org_id)}, headers=bearer(key)
-    )
+    after = await post_sync(client, key, org_id)
     assert (after.status_code, after.json()["error"]) == (409, "no_active_connection")
 
 
@@ -595,28 +557,23 @@ async def test_a_paced_sync_never_meets_a_429(
         client, fresh_sandbox, session_factory, "Tight Ltd", 3500
     )
     # Two calls a minute, a Xero minute lasting one second: the sync needs several minutes.
-    limit_sandbox(fresh_sandbox, minute_limit=2, time_scale=60)
-    httpx.post(f"{fresh_sandbox.base_url}/_sandbox/stats/reset").raise_for_status()
+    tighten_limits(fresh_sandbox, minute_limit=2, time_scale=60)
+    reset_sandbox_stats(fresh_sandbox)
     paced = settings.model_copy(update={"xero_minute_limit": 2, "xero_minute_seconds": 1.0})
-    app = create_app(paced)
     try:
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-            ) as paced_client,
-        ):
+        async with running_app(paced) as app, app_client(app) as paced_client:
             result = await sync(
                 paced_client, key, org_id, connection_id=str(connection.id), months_back="120"
             )
             limiter = app.state.xero_throttle.limiter
     finally:
-        limit_sandbox(fresh_sandbox, SANDBOX_CONFIG.minute_limit, 1)
+        tighten_limits(fresh_sandbox, minute_limit=SANDBOX_CONFIG.minute_limit, time_scale=1)
     assert result["success"] is True
     assert result["api_calls"] >= 5  # more calls than two minutes allow...
     assert limiter.waited_s > 0  # ...so the limiter made calls wait for earlier calls' minutes
     assert result["duration_seconds"] >= 2.0
-    assert _stats(fresh_sandbox)["by_status"] == {"200": result["api_calls"]}  # ...and no 429
+    # ...and no 429.
+    assert sandbox_stats(fresh_sandbox)["by_status"] == {"200": result["api_calls"]}
     await assert_complete(session_factory, fresh_sandbox, connection)
 
 

@@ -8,22 +8,12 @@ import time
 import httpx
 import pytest
 
-from src.xero_sandbox.server import RunningSandbox
+from tests.fixtures import inject_faults, reset_sandbox_stats, sandbox_stats, tighten_limits
 from tests.xero_sandbox.conftest import XeroApi
 
 
-def _limits(sandbox: RunningSandbox, **settings: object) -> None:
-    httpx.put(
-        f"{sandbox.base_url}/_sandbox/limits", json={**settings, "reset_counters": True}
-    ).raise_for_status()
-
-
-def _faults(sandbox: RunningSandbox, **settings: object) -> None:
-    httpx.put(f"{sandbox.base_url}/_sandbox/faults", json=settings).raise_for_status()
-
-
 def test_every_response_carries_the_remaining_budget(xero: XeroApi) -> None:
-    _limits(xero.sandbox, minute_limit=60, day_limit=5000)
+    tighten_limits(xero.sandbox, minute_limit=60, day_limit=5000, reset_counters=True)
     first = xero.get("/Accounts")
     second = xero.get("/Accounts")
     assert first.headers["X-MinLimit-Remaining"] == "59"
@@ -43,7 +33,7 @@ def test_every_response_carries_the_remaining_budget(xero: XeroApi) -> None:
 def test_over_a_limit_is_429_with_retry_after(
     xero: XeroApi, settings: dict[str, int], problem: str
 ) -> None:
-    _limits(xero.sandbox, **settings)
+    tighten_limits(xero.sandbox, **settings, reset_counters=True)
     statuses = [xero.get("/Accounts").status_code for _ in range(3)]
     refused = xero.get("/Accounts")
     assert statuses == [200, 200, 200]
@@ -53,7 +43,8 @@ def test_over_a_limit_is_429_with_retry_after(
 
 
 def test_time_scale_compresses_the_minute_window(xero: XeroApi) -> None:
-    _limits(xero.sandbox, minute_limit=2, time_scale=600)  # a Xero minute lasts 0.1 s
+    # A Xero minute lasts 0.1 s.
+    tighten_limits(xero.sandbox, minute_limit=2, time_scale=600, reset_counters=True)
     for _ in range(2):
         assert xero.get("/Accounts").status_code == 200
     refused = xero.get("/Accounts")
@@ -64,8 +55,8 @@ def test_time_scale_compresses_the_minute_window(xero: XeroApi) -> None:
 
 
 async def test_more_than_five_in_flight_is_a_concurrent_429(xero: XeroApi) -> None:
-    _limits(xero.sandbox, minute_limit=1000)
-    _faults(xero.sandbox, next_slow=5, slow_seconds=0.5)
+    tighten_limits(xero.sandbox, minute_limit=1000, reset_counters=True)
+    inject_faults(xero.sandbox, next_slow=5, slow_seconds=0.5)
     headers = {"Authorization": f"Bearer {xero.token}", "xero-tenant-id": xero.tenant}
     async with httpx.AsyncClient(
         base_url=f"{xero.sandbox.base_url}/api.xro/2.0", headers=headers
@@ -80,12 +71,14 @@ async def test_more_than_five_in_flight_is_a_concurrent_429(xero: XeroApi) -> No
 
 
 def test_limits_can_be_switched_off(xero: XeroApi) -> None:
-    _limits(xero.sandbox, enabled=False, minute_limit=1)
+    tighten_limits(xero.sandbox, enabled=False, minute_limit=1, reset_counters=True)
     assert [xero.get("/Accounts").status_code for _ in range(3)] == [200, 200, 200]
 
 
 def test_injected_errors_and_429_bursts(xero: XeroApi) -> None:
-    _faults(xero.sandbox, next_errors=[503, 500], rate_limit_burst=1, rate_limit_retry_after=7)
+    inject_faults(
+        xero.sandbox, next_errors=[503, 500], rate_limit_burst=1, rate_limit_retry_after=7
+    )
     codes = [xero.get("/Accounts") for _ in range(4)]
     assert [r.status_code for r in codes] == [503, 500, 429, 200]
     assert codes[2].headers["Retry-After"] == "7"
@@ -93,17 +86,17 @@ def test_injected_errors_and_429_bursts(xero: XeroApi) -> None:
 
 
 def test_skip_first_lets_calls_through_before_faults_start(xero: XeroApi) -> None:
-    _faults(xero.sandbox, path_contains="/Invoices", skip_first=2, next_errors=[500])
+    inject_faults(xero.sandbox, path_contains="/Invoices", skip_first=2, next_errors=[500])
     assert xero.get("/Accounts").status_code == 200  # not a matching path
     statuses = [xero.get("/Invoices", params={"page": n}).status_code for n in (1, 2, 3, 4)]
     assert statuses == [200, 200, 500, 200]
 
 
 def test_malformed_body_and_dropped_connection(xero: XeroApi) -> None:
-    _faults(xero.sandbox, next_drops=1)
+    inject_faults(xero.sandbox, next_drops=1)
     with pytest.raises(httpx.RemoteProtocolError):
         xero.get("/Invoices", params={"page": 1})
-    _faults(xero.sandbox, next_malformed=1)
+    inject_faults(xero.sandbox, next_malformed=1)
     broken = xero.get("/Invoices", params={"page": 1})
     assert broken.status_code == 200
     with pytest.raises(ValueError, match=r"."):
@@ -112,9 +105,9 @@ def test_malformed_body_and_dropped_connection(xero: XeroApi) -> None:
 
 
 def test_stats_count_calls_by_path(xero: XeroApi) -> None:
-    httpx.post(f"{xero.sandbox.base_url}/_sandbox/stats/reset").raise_for_status()
+    reset_sandbox_stats(xero.sandbox)
     xero.get("/Invoices", params={"page": 1})
     xero.get("/Accounts")
-    stats = httpx.get(f"{xero.sandbox.base_url}/_sandbox/stats").json()
+    stats = sandbox_stats(xero.sandbox)
     assert stats["by_path"] == {"/Invoices": 1, "/Accounts": 1}
     assert stats["by_tenant"] == {xero.tenant: 2}

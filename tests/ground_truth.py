@@ -1,18 +1,13 @@
-"""Shared steps of the sync tests: connect through OAuth, call the sync API, compare with the
-sandbox's ground truth."""
+"""Xero's ground truth (the sandbox's own record of every invoice) and the assertions that the
+local tables equal it."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
-from unittest.mock import patch
 
 import httpx
 from sqlalchemy import select
@@ -23,51 +18,7 @@ from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.ledger.models import Account, Invoice, InvoiceLineItem
 from src.xero_sandbox.server import RunningSandbox
 from src.xero_sandbox.xero_dates import parse_xero_date
-from tests.domains.external_accounting.connect_helpers import connect
-from tests.factories import bearer, create_org_with_user
-
-
-async def connected_org(
-    client: httpx.AsyncClient, session_factory: async_sessionmaker[AsyncSession]
-) -> tuple[uuid.UUID, str, list[Connection]]:
-    """An organisation with an admin, connected to every sandbox tenant through OAuth."""
-    organization, _, key = await create_org_with_user(session_factory)
-    await connect(client, key, organization.id)
-    async with session_factory() as session:
-        connections = list(
-            (await session.execute(select(Connection).order_by(Connection.tenant_name))).scalars()
-        )
-    return organization.id, key, connections
-
-
-async def connected_to_new_tenant(
-    client: httpx.AsyncClient,
-    sandbox: RunningSandbox,
-    session_factory: async_sessionmaker[AsyncSession],
-    name: str,
-    invoices: int,
-) -> tuple[uuid.UUID, str, Connection]:
-    """A new sandbox tenant of `invoices` invoices, connected (with the others) through OAuth."""
-    created = httpx.post(
-        f"{sandbox.base_url}/_sandbox/tenants", json={"name": name, "invoices": invoices}
-    )
-    tenant = created.json()["tenant_id"]
-    org_id, key, connections = await connected_org(client, session_factory)
-    return org_id, key, next(c for c in connections if c.tenant_id == tenant)
-
-
-async def sync(
-    client: httpx.AsyncClient, key: str, org_id: uuid.UUID, what: str = "invoices", **params: Any
-) -> dict[str, Any]:
-    """POST a sync and return its SyncResult (asserting HTTP 200)."""
-    response = await client.post(
-        f"/external-accounting/{what}/sync",
-        params={"org_id": str(org_id), **params},
-        headers=bearer(key),
-    )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
+from tests.fixtures import invoices_url
 
 
 def ground_truth(sandbox: RunningSandbox, tenant_id: str) -> list[dict[str, Any]]:
@@ -76,8 +27,7 @@ def ground_truth(sandbox: RunningSandbox, tenant_id: str) -> list[dict[str, Any]
     offset = 0
     while True:
         response = httpx.get(
-            f"{sandbox.base_url}/_sandbox/tenants/{tenant_id}/invoices",
-            params={"offset": offset, "limit": 5000},
+            invoices_url(sandbox, tenant_id), params={"offset": offset, "limit": 5000}
         )
         # Numbers as Decimal: a float would round the very figures the comparison checks.
         page = json.loads(response.text, parse_float=Decimal)
@@ -103,6 +53,28 @@ def _money(value: Any) -> Decimal | None:
 
 def _day(value: Any) -> date | None:
     return parse_xero_date(value).date() if value else None
+
+
+async def stored_invoice_ids(
+    session_factory: async_sessionmaker[AsyncSession], connection_id: uuid.UUID
+) -> set[str]:
+    """The Xero ids of the connection's stored invoices."""
+    async with session_factory() as session:
+        rows = await session.execute(
+            select(Invoice.provider_id).where(Invoice.connection_id == connection_id)
+        )
+        return set(rows.scalars())
+
+
+async def local_accounts(
+    session_factory: async_sessionmaker[AsyncSession], connection: Connection
+) -> list[Account]:
+    async with session_factory() as session:
+        return list(
+            (
+                await session.execute(select(Account).where(Account.connection_id == connection.id))
+            ).scalars()
+        )
 
 
 async def assert_matches_truth(
@@ -201,72 +173,3 @@ async def assert_complete(
     expected = {i["InvoiceID"] for i in truth if in_scope(i, months_back)}
     await assert_matches_truth(session_factory, connection, truth, expected)
     return truth
-
-
-def limit_sandbox(sandbox: RunningSandbox, minute_limit: int, time_scale: float) -> None:
-    """Enforce a tighter minute (and compress time) in the sandbox."""
-    httpx.put(
-        f"{sandbox.base_url}/_sandbox/limits",
-        json={"minute_limit": minute_limit, "time_scale": time_scale},
-    ).raise_for_status()
-
-
-async def local_accounts(
-    session_factory: async_sessionmaker[AsyncSession], connection: Connection
-) -> list[Account]:
-    async with session_factory() as session:
-        return list(
-            (
-                await session.execute(select(Account).where(Account.connection_id == connection.id))
-            ).scalars()
-        )
-
-
-def recent(delta_days: int) -> str:
-    return (datetime.now(UTC).date() - timedelta(days=delta_days)).isoformat()
-
-
-class SandboxClock:
-    """The clock the sandbox stamps every edit's `UpdatedDateUTC` with, moved by the test: real
-    time plus an offset, or frozen at one instant (the sandbox runs in this process)."""
-
-    def __init__(self) -> None:
-        self.offset_ms = 0
-        self.frozen_ms: int | None = None
-
-    def __call__(self) -> int:
-        if self.frozen_ms is not None:
-            return self.frozen_ms
-        return time.time_ns() // 1_000_000 + self.offset_ms
-
-    def advance(self, seconds: float) -> None:
-        """Let `seconds` pass at once (more than Xero's one-second resolution apart)."""
-        if self.frozen_ms is not None:
-            self.frozen_ms += int(seconds * 1000)
-        else:
-            self.offset_ms += int(seconds * 1000)
-
-    def freeze(self, moment: datetime) -> None:
-        """Stamp every edit from now on at `moment` (plus the sandbox's 1 ms per repeat)."""
-        self.frozen_ms = int(moment.timestamp() * 1000)
-
-
-@contextmanager
-def sandbox_clock() -> Iterator[SandboxClock]:
-    """The sandbox's clock under the test's control for the length of the block."""
-    clock = SandboxClock()
-    with patch("src.xero_sandbox.store.now_ms", clock):
-        yield clock
-
-
-def set_faults(sandbox: RunningSandbox, **faults: Any) -> None:
-    """Replace the sandbox's fault settings."""
-    httpx.put(f"{sandbox.base_url}/_sandbox/faults", json=faults).raise_for_status()
-
-
-async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Poll `condition` until it holds (a concurrent sync reaching a point)."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        await asyncio.sleep(0.02)

@@ -9,9 +9,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -21,18 +18,26 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.settings import Settings
-from src.domains.external_accounting.ledger.models import Invoice, SyncRun
-from src.main import create_app
+from src.domains.external_accounting.ledger.models import SyncRun
 from src.xero_sandbox.server import RunningSandbox
-from tests.domains.external_accounting.sync_helpers import (
+from tests.fixtures import (
+    SANDBOX_CONFIG,
+    app_client,
+    clear_faults,
+    connected_to_new_tenant,
+    inject_faults,
+    injected_faults,
+    running_app,
+    service_environment,
+    sync,
+    tighten_limits,
+)
+from tests.ground_truth import (
     assert_complete,
     assert_matches_truth,
-    connected_to_new_tenant,
     ground_truth,
-    limit_sandbox,
-    sync,
+    stored_invoice_ids,
 )
-from tests.sandbox_helpers import SANDBOX_CONFIG
 
 INVOICES = 2500  # three pages in phase 1
 
@@ -54,25 +59,9 @@ RECOVERABLE: dict[str, dict[str, Any]] = {
 }
 
 
-@asynccontextmanager
-async def _service(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The service with a short HTTP timeout, so a slow response is a timeout within the test."""
-    app = create_app(settings.model_copy(update={"http_timeout_seconds": 0.5}))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
-        yield client
-
-
-async def _stored_ids(
-    session_factory: async_sessionmaker[AsyncSession], connection_id: uuid.UUID
-) -> set[str]:
-    async with session_factory() as session:
-        rows = await session.execute(
-            select(Invoice.provider_id).where(Invoice.connection_id == connection_id)
-        )
-        return set(rows.scalars())
+def _short_timeout(settings: Settings) -> Settings:
+    """A short HTTP timeout, so a slow response is a timeout within the test."""
+    return settings.model_copy(update={"http_timeout_seconds": 0.5})
 
 
 @pytest.mark.parametrize("fault", list(RECOVERABLE), ids=list(RECOVERABLE))
@@ -86,15 +75,12 @@ async def test_a_recoverable_fault_mid_sync_still_ends_complete(
     org_id, key, connection = await connected_to_new_tenant(
         client, fresh_sandbox, session_factory, "Faulty Ltd", INVOICES
     )
-    httpx.put(
-        f"{fresh_sandbox.base_url}/_sandbox/faults",
-        json={"path_contains": "/Invoices", "skip_first": 1, **RECOVERABLE[fault]},
-    ).raise_for_status()
-    async with _service(settings) as service:
+    inject_faults(fresh_sandbox, path_contains="/Invoices", skip_first=1, **RECOVERABLE[fault])
+    async with running_app(_short_timeout(settings)) as app, app_client(app) as service:
         result = await sync(
             service, key, org_id, connection_id=str(connection.id), months_back="120"
         )
-    injected = httpx.get(f"{fresh_sandbox.base_url}/_sandbox/faults").json()["injected"]
+    injected = injected_faults(fresh_sandbox)
     assert sum(injected.values()) >= 1, injected  # the fault really struck
     assert result["success"] is True, result
     await assert_complete(session_factory, fresh_sandbox, connection)
@@ -109,22 +95,19 @@ async def test_an_outage_longer_than_the_retries_fails_cleanly_and_the_rerun_com
     org_id, key, connection = await connected_to_new_tenant(
         client, fresh_sandbox, session_factory, "Down Ltd", INVOICES
     )
-    httpx.put(
-        f"{fresh_sandbox.base_url}/_sandbox/faults",
-        json={"path_contains": "/Invoices", "skip_first": 2, "next_errors": [503] * 6},
-    ).raise_for_status()
-    async with _service(settings) as service:
+    inject_faults(fresh_sandbox, path_contains="/Invoices", skip_first=2, next_errors=[503] * 6)
+    async with running_app(_short_timeout(settings)) as app, app_client(app) as service:
         failed = await sync(
             service, key, org_id, connection_id=str(connection.id), months_back="120"
         )
         assert (failed["success"], failed["error"]) == (False, "provider_unavailable")
-        kept = await _stored_ids(session_factory, connection.id)
+        kept = await stored_invoice_ids(session_factory, connection.id)
         # The two pages before the outage (less the keyset's one-second overlap between them).
         assert 1900 < len(kept) <= 2000
         truth = ground_truth(fresh_sandbox, connection.tenant_id)
         # What was kept is whole: every stored invoice has exactly Xero's line items.
         await assert_matches_truth(session_factory, connection, truth, kept)
-        httpx.delete(f"{fresh_sandbox.base_url}/_sandbox/faults").raise_for_status()
+        clear_faults(fresh_sandbox)
         rerun = await sync(
             service, key, org_id, connection_id=str(connection.id), months_back="120"
         )
@@ -145,36 +128,33 @@ async def test_a_sync_killed_mid_run_resumes_from_its_checkpoint(
         client, fresh_sandbox, session_factory, "Killed Ltd", 5000
     )
     # One call per Xero minute of half a second: pages arrive slowly enough to kill between them.
-    limit_sandbox(fresh_sandbox, minute_limit=1, time_scale=120)
+    tighten_limits(fresh_sandbox, minute_limit=1, time_scale=120)
     env = {
         **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "ENVIRONMENT": "test",
-        "LOG_LEVEL": "WARNING",
-        "TOKEN_ENCRYPTION_KEYS": settings.token_encryption_keys.get_secret_value(),
-        "XERO_TOKEN_URL": settings.xero_token_url,
-        "XERO_ACCOUNTING_URL": settings.xero_accounting_url,
-        "XERO_CLIENT_ID": settings.xero_client_id,
-        "XERO_CLIENT_SECRET": settings.xero_client_secret.get_secret_value(),
-        "XERO_MINUTE_LIMIT": "1",
-        "XERO_MINUTE_SECONDS": "0.5",
+        **service_environment(
+            settings,
+            fresh_sandbox,
+            LOG_LEVEL="WARNING",
+            XERO_MINUTE_LIMIT="1",
+            XERO_MINUTE_SECONDS="0.5",
+        ),
     }
     worker = subprocess.Popen(
-        [sys.executable, "-m", "tests.domains.external_accounting.sync_worker_process",
+        [sys.executable, "-m", "tests.domains.external_accounting.xero.data.sync_worker_process",
          str(connection.id)],
         env=env, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
-        while len(await _stored_ids(session_factory, connection.id)) < 2000:
+        while len(await stored_invoice_ids(session_factory, connection.id)) < 2000:
             assert worker.poll() is None, worker.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
             assert time.monotonic() < deadline, "the worker stored nothing"
             await asyncio.sleep(0.05)
     finally:
         worker.kill()  # SIGKILL: no chance to record anything
         worker.wait()
-        limit_sandbox(fresh_sandbox, SANDBOX_CONFIG.minute_limit, 1)
-    kept = await _stored_ids(session_factory, connection.id)
+        tighten_limits(fresh_sandbox, minute_limit=SANDBOX_CONFIG.minute_limit, time_scale=1)
+    kept = await stored_invoice_ids(session_factory, connection.id)
     assert 2000 <= len(kept) < 5000
     truth = ground_truth(fresh_sandbox, connection.tenant_id)
     await assert_matches_truth(session_factory, connection, truth, kept)  # whole invoices only

@@ -22,15 +22,16 @@ from src.domains.external_accounting.ledger import runs as sync_runs
 from src.domains.external_accounting.ledger.models import Invoice, SyncRun
 from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
 from src.xero_sandbox.server import RunningSandbox
-from tests.domains.external_accounting.sync_helpers import (
-    assert_complete,
+from tests.factories import bearer
+from tests.fixtures import (
     connected_org,
     connected_to_new_tenant,
-    set_faults,
+    inject_faults,
+    post_sync,
     sync,
     wait_for,
 )
-from tests.factories import bearer
+from tests.ground_truth import assert_complete
 
 
 async def _runs(session_factory: async_sessionmaker[AsyncSession]) -> list[SyncRun]:
@@ -50,13 +51,7 @@ async def _invoice_count(
 def _post_sync(
     client: httpx.AsyncClient, key: str, org_id: uuid.UUID, **params: str
 ) -> asyncio.Task[httpx.Response]:
-    return asyncio.create_task(
-        client.post(
-            "/external-accounting/invoices/sync",
-            params={"org_id": str(org_id), **params},
-            headers=bearer(key),
-        )
-    )
+    return asyncio.create_task(post_sync(client, key, org_id, **params))
 
 
 async def test_a_purge_while_a_sync_runs_leaves_nothing_behind(
@@ -70,7 +65,7 @@ async def test_a_purge_while_a_sync_runs_leaves_nothing_behind(
         client, fresh_sandbox, session_factory, "Purged Ltd", 2500
     )
     # The first page comes at once, the second takes a while: the purge lands in between.
-    set_faults(
+    inject_faults(
         fresh_sandbox, path_contains="/Invoices", skip_first=1, next_slow=1, slow_seconds=1.5
     )
     running = _post_sync(client, key, org_id, connection_id=str(connection.id), months_back="120")
@@ -112,7 +107,7 @@ async def test_a_sync_that_ends_while_a_purge_is_under_way_leaves_nothing_behind
         await delete_connection(self, token, connection_id)
 
     monkeypatch.setattr(XeroIdentityClient, "delete_connection", slow_delete)
-    set_faults(fresh_sandbox, path_contains="/Invoices", next_slow=1, slow_seconds=0.5)
+    inject_faults(fresh_sandbox, path_contains="/Invoices", next_slow=1, slow_seconds=0.5)
     running = _post_sync(client, key, org_id, connection_id=str(connection.id), months_back="120")
     purging = asyncio.create_task(
         client.delete(
@@ -138,7 +133,7 @@ async def test_a_run_taken_for_dead_stops_writing_and_stays_abandoned(
     page finally arrives it is fenced off (nothing written, `abandoned` not overwritten)."""
     org_id, key, connections = await connected_org(client, session_factory)
     connection = connections[0]
-    set_faults(fresh_sandbox, path_contains="/Invoices", next_slow=1, slow_seconds=1.5)
+    inject_faults(fresh_sandbox, path_contains="/Invoices", next_slow=1, slow_seconds=1.5)
     first = _post_sync(client, key, org_id, connection_id=str(connection.id))
 
     async def started() -> bool:
@@ -167,7 +162,7 @@ async def test_a_run_waiting_on_a_slow_page_keeps_beating(
 ) -> None:
     monkeypatch.setattr(sync_runs, "HEARTBEAT_EVERY_S", 0.1)
     org_id, key, connections = await connected_org(client, session_factory)
-    set_faults(fresh_sandbox, path_contains="/Invoices", next_slow=1, slow_seconds=1.5)
+    inject_faults(fresh_sandbox, path_contains="/Invoices", next_slow=1, slow_seconds=1.5)
     running = _post_sync(client, key, org_id, connection_id=str(connections[0].id))
 
     async def beat_while_waiting() -> bool:
@@ -193,7 +188,7 @@ async def test_a_cancelled_sync_ends_as_cancelled_and_frees_its_lease(
     factory = IntegrationFactory(
         settings, session_factory, state.http_client, state.xero_auth_manager, state.xero_throttle
     )
-    set_faults(fresh_sandbox, path_contains="/Invoices", next_slow=1, slow_seconds=2)
+    inject_faults(fresh_sandbox, path_contains="/Invoices", next_slow=1, slow_seconds=2)
     service = factory.get_sync_service(connection)
     task = asyncio.create_task(
         service.sync_invoices(
@@ -222,7 +217,7 @@ async def test_simultaneous_requests_answer_for_exactly_the_runs_they_started(
 ) -> None:
     """Six requests over two connections: the 409s started nothing and name the running run."""
     org_id, key, connections = await connected_org(client, session_factory)
-    set_faults(fresh_sandbox, path_contains="/Invoices", next_slow=2, slow_seconds=0.5)
+    inject_faults(fresh_sandbox, path_contains="/Invoices", next_slow=2, slow_seconds=0.5)
     responses = await asyncio.gather(*(_post_sync(client, key, org_id) for _ in range(6)))
     statuses = sorted(r.status_code for r in responses)
     assert set(statuses) <= {200, 409}, [r.text for r in responses]

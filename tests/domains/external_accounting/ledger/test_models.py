@@ -12,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.domains.external_accounting.ledger.models import Invoice
 from src.xero_sandbox.server import RunningSandbox
-from tests.domains.external_accounting.sync_helpers import assert_complete, connected_org, sync
 from tests.factories import bearer
+from tests.fixtures import connected_org, invoices_url, sync
+from tests.ground_truth import assert_complete
 
 MAX_MONEY = "99999999999999.9999"  # numeric(19, 4) at its largest
 # Each invoice: exact line figures and an exchange rate at the edges of their columns.
@@ -38,7 +39,7 @@ EXTREMES: list[dict[str, Any]] = [
 
 def _create(sandbox: RunningSandbox, tenant_id: str, figures: dict[str, Any]) -> dict[str, Any]:
     response = httpx.post(
-        f"{sandbox.base_url}/_sandbox/tenants/{tenant_id}/invoices",
+        invoices_url(sandbox, tenant_id),
         json={"status": "AUTHORISED", **figures},
     )
     assert response.status_code == 201, response.text
