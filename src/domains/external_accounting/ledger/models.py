@@ -151,6 +151,16 @@ class RunStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class SyncMode(StrEnum):
+    """What a run does: everything in its window, what changed since the cursor, the rest of
+    an interrupted full sync, or nothing yet (the daily limit's pause has not ended)."""
+
+    FULL = "full"
+    INCREMENTAL = "incremental"
+    RESUME = "resume"
+    PAUSED = "paused"
+
+
 class SyncRun(Base):
     """One sync of one connection and object type: the history, and (while `running`) the lease
     that keeps two syncs of the same connection and object type from interleaving. Its status

@@ -28,7 +28,7 @@ from src.domains.external_accounting.exceptions import (
     SyncInProgress,
     SyncLeaseLost,
 )
-from src.domains.external_accounting.ledger.models import RunStatus, SyncRun
+from src.domains.external_accounting.ledger.models import RunStatus, SyncMode, SyncRun
 from src.domains.external_accounting.ledger.repository import LedgerRepository
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class RunProgress:
 
 
 def new_run(
-    connection: Connection, object_type: ObjectType, *, mode: str, params: dict[str, Any]
+    connection: Connection, object_type: ObjectType, *, mode: SyncMode, params: dict[str, Any]
 ) -> SyncRun:
     """A run not yet recorded (`SyncRuns.take_lease` records it)."""
     return SyncRun(

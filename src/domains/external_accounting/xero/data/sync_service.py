@@ -18,7 +18,7 @@ from src.domains.external_accounting.base.sync import (
 )
 from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.exceptions import ProviderRateLimited
-from src.domains.external_accounting.ledger.models import INVOICE_TYPES, SyncRun
+from src.domains.external_accounting.ledger.models import INVOICE_TYPES, SyncMode, SyncRun
 from src.domains.external_accounting.ledger.repository import LedgerRepository
 from src.domains.external_accounting.ledger.runs import RunProgress, SyncRuns, new_run
 from src.domains.external_accounting.xero.data.accounting_client import XeroAccountingClient
@@ -69,7 +69,7 @@ class XeroSyncService:
         # Filtering by type only when it narrows: both types is every invoice.
         type_filter = types if set(types) != set(INVOICE_TYPES) else None
         scope = "invoices:" + ",".join(types)
-        run = new_run(connection, "invoices", mode="full", params={})
+        run = new_run(connection, "invoices", mode=SyncMode.FULL, params={})
         async with self.session_factory() as session:
             repository = LedgerRepository(session)
             # The lease first (a run that died mid-sync is released by it, so its checkpoint is
@@ -81,16 +81,16 @@ class XeroSyncService:
                 paused = _still_paused(connection, previous)
                 await session.rollback()  # no run: nothing will be called
                 return StartedSync(run_id=None, run=lambda: _ready(paused))
-            mode = "incremental" if incremental and cursor is not None else "full"
+            mode = SyncMode.INCREMENTAL if incremental and cursor is not None else SyncMode.FULL
             checkpoint = previous.checkpoint if previous is not None else None
-            if mode == "full" and not (
+            if mode == SyncMode.FULL and not (
                 checkpoint
                 and checkpoint.get("scope") == scope
                 and checkpoint.get("months_back") == months_back
             ):
                 checkpoint = None
-            if mode == "full" and checkpoint is not None:
-                mode = "resume"
+            if mode == SyncMode.FULL and checkpoint is not None:
+                mode = SyncMode.RESUME
             window_start = (
                 date.fromisoformat(checkpoint["window_start"])
                 if checkpoint
@@ -106,8 +106,8 @@ class XeroSyncService:
             }
             await session.commit()
         progress = self.runs.started(connection, run)
-        progress.count_unchanged = mode != "incremental"
-        if mode == "incremental" and cursor is not None:
+        progress.count_unchanged = mode != SyncMode.INCREMENTAL
+        if mode == SyncMode.INCREMENTAL and cursor is not None:
             since = cursor - CURSOR_OVERLAP
 
             async def work() -> None:
@@ -158,7 +158,7 @@ class XeroSyncService:
     ) -> StartedSync:
         """Take the accounts lease (`SyncInProgress` when held); `run` syncs the chart."""
         types = sorted(set(account_types or []))
-        run = new_run(connection, "accounts", mode="full", params={"account_types": types})
+        run = new_run(connection, "accounts", mode=SyncMode.FULL, params={"account_types": types})
         progress = await self.runs.start(connection, run)
 
         async def work() -> None:
@@ -209,7 +209,7 @@ def _still_paused(connection: Connection, paused: SyncRun) -> ConnectionSyncResu
         tenant_name=connection.tenant_name,
         sync_run_id=paused.id,
         success=False,
-        mode="paused",
+        mode=SyncMode.PAUSED.value,
         error=ProviderRateLimited.code,
         error_detail="Paused by Xero's daily call limit; the sync resumes after resume_after.",
         resume_after=paused.paused_until,

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.database import utcnow
 from src.core.settings import Settings
-from src.domains.external_accounting.ledger.models import Invoice, SyncRun
+from src.domains.external_accounting.ledger.models import Invoice, SyncMode, SyncRun
 from src.domains.external_accounting.ledger.runs import new_run
 from src.domains.external_accounting.xero.data.accounting_client import XeroAccountingClient
 from src.domains.external_accounting.xero.data.sync_service import XeroSyncService
@@ -599,7 +599,7 @@ async def test_an_invoice_edited_while_the_run_pages_is_counted_once(
     no_calls = cast(XeroAccountingClient, SimpleNamespace(api_calls=0))  # pages come from here
     service = XeroSyncService(session_factory, no_calls)
     progress = await service.runs.start(
-        connection, new_run(connection, "invoices", mode="full", params={})
+        connection, new_run(connection, "invoices", mode=SyncMode.FULL, params={})
     )
     for sighting in (page(1_700_000_000_000, "10.00"), page(1_800_000_000_000, "12.50")):
         pairs = list(zip(sighting.invoices, sighting.raw, strict=True))
