@@ -40,6 +40,9 @@ from tests.ground_truth import (
 )
 
 INVOICES = 2500  # three pages in phase 1
+# Short enough for a test to wait out, long enough for a page of 1,000 invoices on a busy machine
+# (at 0.5 s an ordinary page timed out under load, one attempt more than a fault's retries allow).
+SHORT_TIMEOUT_S = 2.5
 
 
 def _storm(problem: str) -> dict[str, Any]:
@@ -52,7 +55,7 @@ RECOVERABLE: dict[str, dict[str, Any]] = {
     "429 storm (concurrent)": _storm("concurrent"),
     "429 storm (app minute)": _storm("appminute"),
     "5xx burst": {"next_errors": [500, 502, 503, 504]},
-    "responses slower than the timeout": {"next_slow": 2, "slow_seconds": 1.5},
+    "responses slower than the timeout": {"next_slow": 2, "slow_seconds": SHORT_TIMEOUT_S + 1},
     "connections dropped mid-body": {"next_drops": 3},
     "malformed JSON": {"next_malformed": 3},
     "token expires mid-sync": {"expire_tokens_after": 1},
@@ -61,7 +64,7 @@ RECOVERABLE: dict[str, dict[str, Any]] = {
 
 def _short_timeout(settings: Settings) -> Settings:
     """A short HTTP timeout, so a slow response is a timeout within the test."""
-    return settings.model_copy(update={"http_timeout_seconds": 0.5})
+    return settings.model_copy(update={"http_timeout_seconds": SHORT_TIMEOUT_S})
 
 
 @pytest.mark.parametrize("fault", list(RECOVERABLE), ids=list(RECOVERABLE))
