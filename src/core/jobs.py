@@ -16,7 +16,7 @@ import importlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -91,9 +91,6 @@ class TaskRegistry:
 
         return register
 
-    def names(self) -> list[str]:
-        return sorted(self._definitions)
-
     def install(self, app: procrastinate.App) -> None:
         """Declare every registered task on `app`."""
         for definition in self._definitions.values():
@@ -127,7 +124,13 @@ def psycopg_conninfo(database_url: str) -> str:
 def _connector(settings: Settings) -> procrastinate.BaseConnector:
     if settings.is_sqlite:
         return InMemoryConnector()
-    return procrastinate.PsycopgConnector(conninfo=psycopg_conninfo(settings.database_url))
+    # Grown on demand: a web process only defers; a worker may finish every job at once while
+    # it fetches, beats and polls for aborts (its LISTEN connection is apart from the pool).
+    return procrastinate.PsycopgConnector(
+        conninfo=psycopg_conninfo(settings.database_url),
+        min_size=1,
+        max_size=settings.job_concurrency + 3,
+    )
 
 
 def _worker_options(settings: Settings) -> WorkerOptions:
@@ -187,13 +190,22 @@ async def defer_job(
 
 @contextlib.asynccontextmanager
 async def run_jobs_in_process(
-    app: procrastinate.App, *, name: str = "in-process"
+    app: procrastinate.App,
+    *,
+    name: str = "in-process",
+    additional_context: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[None]:
     """Run a worker of the open `app` on the running loop while the block runs, then stop it the
     way a worker stops on SIGTERM: it takes no new job and lets those in flight finish (cancelled
-    after JOB_SHUTDOWN_GRACE_SECONDS, when set)."""
+    after JOB_SHUTDOWN_GRACE_SECONDS, when set). Tasks with `pass_context` find
+    `additional_context` (the service's shared resources) in `context.additional_context`."""
     worker = asyncio.create_task(
-        app.run_worker_async(name=name, install_signal_handlers=False), name=f"jobs {name}"
+        app.run_worker_async(
+            name=name,
+            install_signal_handlers=False,
+            additional_context=dict(additional_context or {}),
+        ),
+        name=f"jobs {name}",
     )
     worker.add_done_callback(_log_unexpected_stop)
     try:
@@ -212,13 +224,16 @@ def _log_unexpected_stop(worker: asyncio.Task[None]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def serve_jobs(settings: Settings) -> AsyncIterator[procrastinate.App]:
+async def serve_jobs(
+    settings: Settings, *, additional_context: Mapping[str, Any] | None = None
+) -> AsyncIterator[procrastinate.App]:
     """The job queue for the service's lifespan: the App, open for deferring; on SQLite with a
-    worker in this process (on PostgreSQL, `ledgersync worker` processes run the jobs)."""
+    worker in this process (on PostgreSQL, `ledgersync worker` processes run the jobs). Enter it
+    after what tasks use (engine, HTTP client) exists: leaving it waits for jobs in flight."""
     app = build_job_app(settings)
     async with app.open_async():
         if settings.is_sqlite:
-            async with run_jobs_in_process(app):
+            async with run_jobs_in_process(app, additional_context=additional_context):
                 yield app
         else:
             yield app
@@ -259,13 +274,20 @@ async def _retry_stalled_jobs_forever(app: procrastinate.App, settings: Settings
 
 
 async def run_worker(
-    settings: Settings, *, concurrency: int | None = None, queues: Iterable[str] | None = None
+    settings: Settings,
+    *,
+    concurrency: int | None = None,
+    queues: Iterable[str] | None = None,
+    additional_context: Mapping[str, Any] | None = None,
 ) -> None:
     """A PostgreSQL worker until SIGTERM or SIGINT: then it takes no new job and lets those in
     flight finish (a second signal, or SIGKILL, leaves them to the stalled-job check of the
     other workers). Beside the jobs it re-queues the jobs of stalled workers."""
     app = build_job_app(settings)
-    options: WorkerOptions = {"name": f"{socket.gethostname()}:{os.getpid()}"}
+    options: WorkerOptions = {
+        "name": f"{socket.gethostname()}:{os.getpid()}",
+        "additional_context": dict(additional_context or {}),
+    }
     if concurrency is not None:
         options["concurrency"] = concurrency
     if queues is not None:

@@ -37,3 +37,9 @@ async def hang_on_first_attempt(context: JobContext, path: str, label: str) -> N
     if context.job.attempts == 0:
         await asyncio.sleep(3600)
     _write(path, f"{label} done")
+
+
+@job_tasks.task("tests.record_shared_resource", pass_context=True)
+async def record_shared_resource(context: JobContext, path: str) -> None:
+    """What the process running the worker handed its tasks (`additional_context`)."""
+    _write(path, str(context.additional_context["resource"]))

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from alembic import command
 from procrastinate.schema import SchemaManager
+from procrastinate.testing import InMemoryConnector
 from typer.testing import CliRunner
 
 from src.cli import app as cli_app
@@ -121,10 +122,19 @@ def test_a_dead_worker_is_not_declared_before_missing_two_heartbeats() -> None:
 async def test_serve_runs_deferred_jobs_in_process_on_sqlite(tmp_path: Path, trace: Path) -> None:
     settings = job_settings(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
     async with serve_jobs(settings) as app:
-        assert isinstance(app.connector, procrastinate.testing.InMemoryConnector)
+        assert isinstance(app.connector, InMemoryConnector)
         await defer_job(app, "tests.record", path=str(trace), label="ran")
         await wait_for_line(trace, "ran", timeout=5)
         assert await unfinished_jobs(app) == []
+
+
+async def test_tasks_of_the_in_process_worker_reach_the_services_resources(
+    tmp_path: Path, trace: Path
+) -> None:
+    settings = job_settings(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
+    async with serve_jobs(settings, additional_context={"resource": "session factory"}) as app:
+        await defer_job(app, "tests.record_shared_resource", path=str(trace))
+        await wait_for_line(trace, "session factory", timeout=5)
 
 
 async def test_the_in_process_worker_runs_a_deferred_job(
