@@ -377,7 +377,7 @@ async def test_a_worker_process_runs_a_deferred_job(
 
 
 @postgres_only
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_a_stopped_worker_finishes_its_job_then_exits(
     job_app: procrastinate.App,
     start_worker: Callable[[], subprocess.Popen[bytes]],
