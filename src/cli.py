@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import typer
@@ -9,7 +10,8 @@ import uvicorn
 from pydantic_settings import DotEnvSettingsSource, EnvSettingsSource
 
 from src.core.crypto import TokenCipher
-from src.core.logging import uvicorn_log_config
+from src.core.jobs import run_worker
+from src.core.logging import configure_logging, uvicorn_log_config
 from src.core.migrations import upgrade_database
 from src.core.settings import ConfigurationError, Settings, get_settings
 from src.domains.external_accounting.connections.cli import rotate_encryption_keys
@@ -77,6 +79,35 @@ def serve(
         workers=workers,
         log_config=uvicorn_log_config(json_lines=settings.log_json),
     )
+
+
+@app.command()
+def worker(
+    concurrency: int | None = typer.Option(
+        None, min=1, help="Jobs run at once (default: JOB_CONCURRENCY)."
+    ),
+    queues: list[str] | None = typer.Option(
+        None, help="Queues to take jobs from, repeated or comma-separated (default: all)."
+    ),
+) -> None:
+    """Run background jobs (PostgreSQL): any number of workers, on any machines, share the queue."""
+    settings = get_settings()
+    if settings.is_sqlite:
+        typer.echo(
+            "error: workers need a PostgreSQL DATABASE_URL; on the embedded SQLite default "
+            "`ledgersync serve` runs the jobs itself.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    try:  # a worker runs the syncs, so it needs what `serve` needs
+        settings.require_service_settings()
+        TokenCipher.from_settings(settings)
+    except ConfigurationError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    names = [name.strip() for value in queues or [] for name in value.split(",") if name.strip()]
+    asyncio.run(run_worker(settings, concurrency=concurrency, queues=names or None))
 
 
 @app.command()

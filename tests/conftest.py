@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from src.core.database import create_engine, create_session_factory
+from src.core.jobs import JOBS_SCHEMA
 from src.core.migrations import upgrade_database
 from src.core.settings import Settings
 from src.xero_sandbox.server import RunningSandbox
@@ -33,6 +34,8 @@ def _reset_postgres(url: str) -> None:
         async with engine.begin() as connection:
             await connection.execute(text("DROP SCHEMA public CASCADE"))
             await connection.execute(text("CREATE SCHEMA public"))
+            # The job queue's schema (migration 0010), which the upgrade below creates again.
+            await connection.execute(text(f"DROP SCHEMA IF EXISTS {JOBS_SCHEMA} CASCADE"))
         await engine.dispose()
 
     asyncio.run(reset())

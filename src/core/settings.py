@@ -89,6 +89,22 @@ class Settings(BaseSettings):
     http_timeout_seconds: float = Field(default=30.0, gt=0)
     http_connect_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    # Background jobs (Procrastinate; docs/jobs.md). On PostgreSQL `ledgersync worker` processes
+    # run them; on SQLite `serve` runs them in-process. A worker beats every
+    # `job_heartbeat_seconds`; one silent for `job_stalled_after_seconds` is taken for dead, and
+    # every `job_stalled_check_seconds` each live worker re-queues a dead one's jobs.
+    job_heartbeat_seconds: float = Field(default=10.0, gt=0)
+    job_stalled_after_seconds: float = Field(default=30.0, gt=0)
+    job_stalled_check_seconds: float = Field(default=10.0, gt=0)
+    # New jobs wake a PostgreSQL worker at once (LISTEN/NOTIFY); retried and scheduled ones wait
+    # for this poll.
+    job_poll_seconds: float = Field(default=5.0, gt=0)
+    job_concurrency: int = Field(default=10, ge=1)
+    # How long a stopping worker waits for its jobs before cancelling them (unset: until done).
+    job_shutdown_grace_seconds: float | None = Field(default=None, ge=0)
+    # Modules whose tasks workers load besides ours (tests, plugins): JSON, `["pkg.mod"]`.
+    job_task_modules: list[str] = Field(default_factory=list)
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, value: str) -> str:
@@ -105,6 +121,15 @@ class Settings(BaseSettings):
         serving on another host or port needs one setting, not two that must agree."""
         if not self.xero_redirect_uri:
             self.xero_redirect_uri = self.public_base_url.rstrip("/") + XERO_CALLBACK_PATH
+        return self
+
+    @model_validator(mode="after")
+    def _stalled_after_several_heartbeats(self) -> Settings:
+        # A live worker that missed one beat (a busy loop, a slow database) must not lose its jobs.
+        if self.job_stalled_after_seconds < 2 * self.job_heartbeat_seconds:
+            raise ValueError(
+                "JOB_STALLED_AFTER_SECONDS must be at least twice JOB_HEARTBEAT_SECONDS"
+            )
         return self
 
     @model_validator(mode="after")
