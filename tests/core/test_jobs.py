@@ -35,8 +35,8 @@ from src.core.jobs import (
 )
 from src.core.migrations import alembic_config, upgrade_database
 from src.core.settings import Settings, get_settings
-from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.core import job_tasks
+from tests.fixtures import TEST_ENCRYPTION_KEY
 
 ON_POSTGRES = os.environ.get("TEST_DATABASE_URL", "").startswith("postgres")
 postgres_only = pytest.mark.skipif(not ON_POSTGRES, reason="TEST_DATABASE_URL is not PostgreSQL")
