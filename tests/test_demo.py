@@ -26,3 +26,18 @@ async def test_demo_connects_and_syncs(
     assert incremental["created"] + incremental["updated"] >= 4  # the edits made between syncs
     assert accounts["count"] > 0
     assert (tmp_path / "key").exists()
+
+
+async def test_the_demo_runs_again_on_the_same_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second `make demo` takes its organisation back (a Xero organisation is held by one
+    ledgersync organisation at a time) instead of failing on the connect."""
+    monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}")
+    monkeypatch.setenv("TOKEN_KEY_FILE", str(tmp_path / "key"))
+    await _run(invoices=150, as_json=True)
+    again = await _run(invoices=150, as_json=True)
+    assert all(r["success"] for r in again)
+    full = again[0]
+    assert full["count"] > 0
+    assert full["created"] == 0  # the same books, already here

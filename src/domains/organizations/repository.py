@@ -19,6 +19,13 @@ class OrganizationRepository:
     async def get_organization(self, organization_id: uuid.UUID) -> Organization | None:
         return await self.session.get(Organization, organization_id)
 
+    async def first_organization_named(self, name: str) -> Organization | None:
+        """The oldest organisation of that name (names are not unique)."""
+        result = await self.session.execute(
+            select(Organization).where(Organization.name == name).order_by(Organization.created_at)
+        )
+        return result.scalars().first()
+
     async def add(self, row: Organization | User | Membership | ApiKey) -> None:
         self.session.add(row)
         await self.session.flush()

@@ -64,6 +64,11 @@ class OrganizationService:
         await self.repository.add(organization)
         return organization
 
+    async def organization_named(self, name: str) -> Organization:
+        """The organisation of that name, created if there is none (the demo's, run again)."""
+        found = await self.repository.first_organization_named(name)
+        return found if found is not None else await self.create_organization(name)
+
     async def add_user(
         self, email: str, organization_id: uuid.UUID, role: str
     ) -> tuple[User, IssuedKey]:
