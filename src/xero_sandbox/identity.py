@@ -2,7 +2,10 @@
 revocation, and the `/connections` API.
 
 State lives in memory (`IdentityState`); every token is an opaque value looked up there, shaped like
-Xero's JWTs (header.payload.signature) because real clients decode the payload."""
+Xero's JWTs (header.payload.signature) because real clients decode the payload.
+
+Over 400 lines: it is one emulated service (authorize, token, revoke, connections) whose
+endpoints share the in-memory state; the data-side modules are split by concern instead."""
 
 from __future__ import annotations
 

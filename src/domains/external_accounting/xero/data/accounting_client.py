@@ -2,7 +2,10 @@
 
 It builds Xero's filters, sets `xero-tenant-id` and `If-Modified-Since`, parses Xero's dates into
 typed models, keeps at most five calls in flight per tenant, reads the rate-limit headers, and
-owns the retry policy (in `_send`, the one place retries happen)."""
+owns the retry policy (in `_send`, the one place retries happen).
+
+Over 400 lines on purpose: keeping every raw Xero call and the single retry loop in one
+class is what makes `_send` the only place a call is retried or paced."""
 
 from __future__ import annotations
 

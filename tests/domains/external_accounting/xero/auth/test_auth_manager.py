@@ -1,6 +1,7 @@
 """XeroAuthManager: one refresh however many callers, needs_reauth when Xero says no (and only
 then), a lost refresh answer retried, no lock held across the call to Xero, key rotation that
-never undoes a refresh, and no secret anywhere in plaintext."""
+never undoes a refresh, and no secret anywhere in plaintext. Long because each of
+those races needs its own arrangement."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The browser-style connect flow against the sandbox, and every way it can be refused."""
+"""The browser-style connect flow against the sandbox, and every way it can be refused.
+
+Long because each refusal (state, binding, link, tenant held elsewhere) is its own case."""
 
 from __future__ import annotations
 

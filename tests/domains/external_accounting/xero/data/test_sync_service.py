@@ -1,4 +1,7 @@
-"""Invoice and account syncs against the sandbox over real HTTP, on a real database."""
+"""Invoice and account syncs against the sandbox over real HTTP, on a real database.
+
+Long because it is the sync service's whole contract (modes, counts, cursors, resumes, pauses,
+accounts); leases live in ledger/test_runs.py, faults in test_sync_faults.py."""
 
 from __future__ import annotations
 
