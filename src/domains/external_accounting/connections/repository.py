@@ -317,6 +317,29 @@ class GrantRepository:
     async def list_ids(self) -> list[uuid.UUID]:
         return list((await self.session.execute(select(OAuthGrant.id))).scalars())
 
+    async def idle(self, before: datetime, limit: int) -> list[tuple[OAuthGrant, Connection]]:
+        """Active token sets last issued before `before` (their access token, issued with the
+        refresh token, expired before it; or no expiry known), each with one of its active
+        connections, the longest idle first."""
+        result = await self.session.execute(
+            select(OAuthGrant, Connection)
+            .join(Connection, Connection.grant_id == OAuthGrant.id)
+            .where(
+                OAuthGrant.status == ConnectionStatus.ACTIVE.value,
+                OAuthGrant.refresh_token_encrypted.is_not(None),
+                or_(
+                    OAuthGrant.access_token_expires_at.is_(None),
+                    OAuthGrant.access_token_expires_at < before,
+                ),
+                Connection.status == ConnectionStatus.ACTIVE.value,
+            )
+            .order_by(OAuthGrant.access_token_expires_at, OAuthGrant.id, Connection.id)
+        )
+        chosen: dict[uuid.UUID, tuple[OAuthGrant, Connection]] = {}
+        for grant, connection in result.tuples():
+            chosen.setdefault(grant.id, (grant, connection))
+        return list(chosen.values())[:limit]
+
 
 class OAuthStateRepository:
     """Pending connects."""
