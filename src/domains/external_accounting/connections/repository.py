@@ -336,7 +336,7 @@ class GrantRepository:
             .order_by(OAuthGrant.access_token_expires_at, OAuthGrant.id, Connection.id)
         )
         chosen: dict[uuid.UUID, tuple[OAuthGrant, Connection]] = {}
-        for grant, connection in result.tuples():
+        for grant, connection in result.all():
             chosen.setdefault(grant.id, (grant, connection))
         return list(chosen.values())[:limit]
 
