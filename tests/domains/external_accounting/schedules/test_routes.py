@@ -96,16 +96,16 @@ async def test_another_organisations_connection_is_not_found(
     ours, key, _ = await _org_with_connection(session_factory, "Ours")
     theirs, _, their_connection = await _org_with_connection(session_factory, "Theirs")
     url = _url("/external-accounting", their_connection)
-    for method, kwargs in (("GET", {}), ("PUT", {"json": {"enabled": False}})):
+    for method, body in (("GET", None), ("PUT", {"enabled": False})):
         # Asked for as our organisation's: 404, nothing learnt about it.
         response = await client.request(
-            method, url, params={"org_id": str(ours.id)}, headers=bearer(key), **kwargs
+            method, url, params={"org_id": str(ours.id)}, headers=bearer(key), json=body
         )
         assert response.status_code == 404, response.text
         assert response.json()["error"] == "connection_not_found"
         # Asked for as theirs: we are not a member.
         response = await client.request(
-            method, url, params={"org_id": str(theirs.id)}, headers=bearer(key), **kwargs
+            method, url, params={"org_id": str(theirs.id)}, headers=bearer(key), json=body
         )
         assert response.status_code == 403, response.text
         assert response.json()["error"] == "not_a_member"
