@@ -15,7 +15,7 @@ from src.core.logging import configure_logging, uvicorn_log_config
 from src.core.migrations import upgrade_database
 from src.core.settings import ConfigurationError, Settings, get_settings
 from src.domains.external_accounting.connections.cli import rotate_encryption_keys
-from src.domains.external_accounting.xero.auth.cli import revocations_app
+from src.domains.external_accounting.xero.auth.cli import revocations_app, tokens_app
 from src.domains.organizations.cli import keys_app, orgs_app, users_app
 from src.xero_sandbox.cli import app as sandbox_app
 from src.xero_sandbox.cli import environment_for
@@ -29,6 +29,7 @@ app.add_typer(users_app, name="users")
 keys_app.command("rotate-encryption")(rotate_encryption_keys)
 app.add_typer(keys_app, name="keys")
 app.add_typer(revocations_app, name="revocations")
+app.add_typer(tokens_app, name="tokens")
 
 
 def _configured(field: str) -> bool:

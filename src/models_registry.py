@@ -3,8 +3,15 @@
 from src.core.database import Base
 from src.domains.external_accounting.connections import models as connections_models
 from src.domains.external_accounting.ledger import models as ledger_models
+from src.domains.external_accounting.schedules import models as schedules_models
 from src.domains.organizations import models as organizations_models
 
 metadata = Base.metadata
 
-__all__ = ["connections_models", "ledger_models", "metadata", "organizations_models"]
+__all__ = [
+    "connections_models",
+    "ledger_models",
+    "metadata",
+    "organizations_models",
+    "schedules_models",
+]

@@ -89,6 +89,18 @@ class Settings(BaseSettings):
     http_timeout_seconds: float = Field(default=30.0, gt=0)
     http_connect_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    # Schedules (docs/jobs.md): every active connection is synced this often unless its own
+    # schedule (PUT /connections/{id}/schedule) says otherwise. When the connection's last known
+    # daily budget is within `schedule_day_limit_margin` calls of XERO_DAILY_RESERVE its
+    # intervals are multiplied by `schedule_day_limit_stretch`; at or under the reserve it waits.
+    schedule_invoices_minutes: int = Field(default=15, ge=1, le=10_080)
+    schedule_accounts_minutes: int = Field(default=60, ge=1, le=10_080)
+    schedule_day_limit_margin: int = Field(default=500, ge=0)
+    schedule_day_limit_stretch: int = Field(default=4, ge=1)
+    # Token keep-alive: Xero forgets a refresh token unused for 60 days, so token sets not
+    # refreshed for this many days are refreshed by a periodic job (`ledgersync tokens keep-alive`).
+    token_keepalive_days: int = Field(default=30, ge=1, le=59)
+
     # Background jobs (Procrastinate; docs/jobs.md). On PostgreSQL `ledgersync worker` processes
     # run them; on SQLite `serve` runs them in-process. A worker beats every
     # `job_heartbeat_seconds`; one silent for `job_stalled_after_seconds` is taken for dead, and

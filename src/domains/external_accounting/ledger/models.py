@@ -169,6 +169,8 @@ class SyncRun(Base):
     __tablename__ = "sync_runs"
     __table_args__ = (
         Index("ix_sync_runs_org_started", "organization_id", "started_at"),
+        # The scheduler's "last run of this connection and object type".
+        Index("ix_sync_runs_connection_type_started", "connection_id", "object_type", "started_at"),
         Index(
             "uq_sync_runs_one_running",
             "connection_id",

@@ -1,0 +1,199 @@
+"""All SQL of schedules: the per-connection overrides and budget readings, and what the scheduler
+reads each minute about every active connection (one query, whatever the number of them)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, exists, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from src.core.database import rows_matched, utcnow
+from src.domains.external_accounting.base.sync import ObjectType
+from src.domains.external_accounting.connections.models import Connection, ConnectionStatus
+from src.domains.external_accounting.ledger.models import RunStatus, SyncRun
+from src.domains.external_accounting.schedules.models import ConnectionSchedule
+
+OBJECT_TYPES: tuple[ObjectType, ...] = ("invoices", "accounts")
+# Runs that already cover the next sync of their connection and object type.
+# TODO(issue 12 merge): RunStatus.QUEUED once the background-sync branch adds it.
+BUSY_STATUSES = (RunStatus.RUNNING.value, "queued")
+
+
+@dataclass(frozen=True)
+class RunsOfType:
+    """What the scheduler needs of a connection's runs of one object type."""
+
+    last_started_at: datetime | None
+    busy: bool  # a queued or running run exists
+    paused_until: datetime | None  # the latest daily-limit pause
+
+
+@dataclass(frozen=True)
+class SchedulingState:
+    """An active connection as the scheduler sees it."""
+
+    connection_id: uuid.UUID
+    organization_id: uuid.UUID
+    provider: str
+    connected_at: datetime
+    enabled: bool
+    every_minutes: dict[str, int | None]  # the overrides, by object type
+    day_limit_remaining: int | None
+    day_limit_observed_at: datetime | None
+    runs: dict[str, RunsOfType]
+
+
+def _of_type(object_type: str) -> list[Any]:
+    """Correlated subqueries on the connection's runs of one type (each an index lookup on
+    ix_sync_runs_connection_type_started)."""
+    same = (SyncRun.connection_id == Connection.id, SyncRun.object_type == object_type)
+    last = select(func.max(SyncRun.started_at)).where(*same).correlate(Connection)
+    busy = exists().where(*same, SyncRun.status.in_(BUSY_STATUSES)).correlate(Connection)
+    paused = (
+        select(func.max(SyncRun.paused_until))
+        .where(*same, SyncRun.status == RunStatus.PAUSED.value)
+        .correlate(Connection)
+    )
+    return [
+        last.scalar_subquery().label(f"{object_type}_last"),
+        busy.label(f"{object_type}_busy"),
+        paused.scalar_subquery().label(f"{object_type}_paused"),
+    ]
+
+
+class ScheduleRepository:
+    """Schedules and their budget readings."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, connection_id: uuid.UUID) -> ConnectionSchedule | None:
+        result = await self.session.execute(
+            select(ConnectionSchedule)
+            .where(ConnectionSchedule.connection_id == connection_id)
+            .execution_options(populate_existing=True)
+        )
+        return result.scalar_one_or_none()
+
+    async def _ensure_rows(self, connection_ids: Sequence[uuid.UUID]) -> None:
+        """A default row for each connection that has none (concurrent writers both succeed)."""
+        if not connection_ids:
+            return
+        table = cast(Table, ConnectionSchedule.__table__)
+        postgres = self.session.get_bind().dialect.name == "postgresql"
+        statement = (postgres_insert if postgres else sqlite_insert)(table)
+        await self.session.execute(
+            statement.on_conflict_do_nothing(index_elements=["connection_id"]),
+            [
+                {"connection_id": cid, "enabled": True, "updated_at": utcnow()}
+                for cid in connection_ids
+            ],
+        )
+
+    async def save(
+        self,
+        connection_id: uuid.UUID,
+        *,
+        enabled: bool,
+        invoices_every_minutes: int | None,
+        accounts_every_minutes: int | None,
+    ) -> ConnectionSchedule:
+        """Replace the connection's schedule (its budget reading is kept)."""
+        await self._ensure_rows([connection_id])
+        await self.session.execute(
+            update(ConnectionSchedule)
+            .where(ConnectionSchedule.connection_id == connection_id)
+            .values(
+                enabled=enabled,
+                invoices_every_minutes=invoices_every_minutes,
+                accounts_every_minutes=accounts_every_minutes,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        saved = await self.get(connection_id)
+        assert saved is not None
+        return saved
+
+    async def record_day_limit(
+        self, provider: str, tenant_id: str, remaining: int, observed_at: datetime
+    ) -> int:
+        """Store a tenant's daily budget reading on its active connections, unless a newer one
+        is stored; how many connections took it."""
+        result = await self.session.execute(
+            select(Connection.id).where(
+                Connection.provider == provider,
+                Connection.tenant_id == tenant_id,
+                Connection.status == ConnectionStatus.ACTIVE.value,
+            )
+        )
+        ids = list(result.scalars())
+        if not ids:
+            return 0
+        await self._ensure_rows(ids)
+        updated = await self.session.execute(
+            update(ConnectionSchedule)
+            .where(
+                ConnectionSchedule.connection_id.in_(ids),
+                or_(
+                    ConnectionSchedule.day_limit_observed_at.is_(None),
+                    ConnectionSchedule.day_limit_observed_at < observed_at,
+                ),
+            )
+            .values(day_limit_remaining=remaining, day_limit_observed_at=observed_at)
+            .execution_options(synchronize_session=False)
+        )
+        return rows_matched(updated)
+
+    async def scheduling_states(self) -> list[SchedulingState]:
+        """Every active connection with its schedule, budget reading and runs, oldest first."""
+        columns = [column for object_type in OBJECT_TYPES for column in _of_type(object_type)]
+        result = await self.session.execute(
+            select(
+                Connection.id,
+                Connection.organization_id,
+                Connection.provider,
+                Connection.connected_at,
+                ConnectionSchedule.enabled,
+                ConnectionSchedule.invoices_every_minutes,
+                ConnectionSchedule.accounts_every_minutes,
+                ConnectionSchedule.day_limit_remaining,
+                ConnectionSchedule.day_limit_observed_at,
+                *columns,
+            )
+            .outerjoin(ConnectionSchedule, ConnectionSchedule.connection_id == Connection.id)
+            .where(Connection.status == ConnectionStatus.ACTIVE.value)
+            .order_by(Connection.connected_at, Connection.id)
+        )
+        states = []
+        for row in result.mappings():
+            states.append(
+                SchedulingState(
+                    connection_id=row["id"],
+                    organization_id=row["organization_id"],
+                    provider=row["provider"],
+                    connected_at=row["connected_at"],
+                    enabled=row["enabled"] is not False,  # no row: enabled
+                    every_minutes={
+                        "invoices": row["invoices_every_minutes"],
+                        "accounts": row["accounts_every_minutes"],
+                    },
+                    day_limit_remaining=row["day_limit_remaining"],
+                    day_limit_observed_at=row["day_limit_observed_at"],
+                    runs={
+                        t: RunsOfType(
+                            last_started_at=row[f"{t}_last"],
+                            busy=bool(row[f"{t}_busy"]),
+                            paused_until=row[f"{t}_paused"],
+                        )
+                        for t in OBJECT_TYPES
+                    },
+                )
+            )
+        return states

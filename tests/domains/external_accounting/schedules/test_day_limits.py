@@ -1,0 +1,81 @@
+"""The daily budget Xero reports reaches the scheduler: a real sync's `X-DayLimit-Remaining`
+(kept per process by the call limiter) is stored per connection, a newer reading replaces an
+older one and never the reverse, and a connection whose budget is near the reserve is synced
+less often, or not at all."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from src.core.database import utcnow
+from src.core.settings import Settings
+from src.domains.external_accounting.connections.models import Connection
+from src.domains.external_accounting.schedules.service import ScheduleService
+from src.domains.external_accounting.xero.data.accounting_client import RateBudget, TenantThrottle
+from src.xero_sandbox.server import RunningSandbox
+from tests.factories import bearer
+from tests.fixtures import connected_org, sync, tighten_limits
+
+
+async def test_a_syncs_day_limit_reading_is_stored_and_spares_the_connection(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+) -> None:
+    org_id, key, connections = await connected_org(client, session_factory)
+    # A day budget that leaves this tenant just above our reserve after one accounts sync.
+    day_limit = settings.xero_daily_reserve + settings.schedule_day_limit_margin
+    tighten_limits(fresh_sandbox, day_limit=day_limit, reset_counters=True)
+    await sync(client, key, org_id, "accounts")
+    throttle: TenantThrottle = app.state.xero_throttle
+    readings = {c.tenant_id: throttle.budget(c.tenant_id) for c in connections}
+    assert all(
+        r.day_remaining is not None and r.day_remaining < day_limit for r in readings.values()
+    )
+
+    async with session_factory() as session:
+        stored = await ScheduleService(session, settings).record_day_limits(
+            "xero", throttle.budgets
+        )
+        await session.commit()
+    assert stored == len(connections)
+    first = connections[0]
+    response = await client.get(
+        f"/external-accounting/connections/{first.id}/schedule",
+        params={"org_id": str(org_id)},
+        headers=bearer(key),
+    )
+    remaining = readings[first.tenant_id].day_remaining
+    assert response.json()["day_limit_remaining"] == remaining
+
+    # Near the reserve: invoices (never synced; connected a day ago) due, but every hour
+    # instead of every 15 minutes; accounts, just synced, not due.
+    async with session_factory() as session:
+        await session.execute(update(Connection).values(connected_at=utcnow() - timedelta(days=1)))
+        await session.commit()
+        due = await ScheduleService(session, settings).due(utcnow())
+    ours = [
+        (d.object_type, d.every_minutes, d.stretched) for d in due if d.connection_id == first.id
+    ]
+    assert ours == [("invoices", 15 * settings.schedule_day_limit_stretch, True)]
+
+    # An older reading does not replace it; a newer one at the reserve stops its schedule.
+    old = RateBudget(day_remaining=4000, observed_at=utcnow() - timedelta(minutes=5))
+    spent = RateBudget(day_remaining=settings.xero_daily_reserve, observed_at=utcnow())
+    async with session_factory() as session:
+        service = ScheduleService(session, settings)
+        assert await service.record_day_limits("xero", {first.tenant_id: old}) == 0
+        assert await service.record_day_limits("xero", {first.tenant_id: spent}) == 1
+        await session.commit()
+        assert all(d.connection_id != first.id for d in await service.due(utcnow()))
+        # Unknown tenants and readings without a day figure are ignored.
+        nothing = RateBudget(day_remaining=None, observed_at=utcnow())
+        assert await service.record_day_limits("xero", {"no-such-tenant": spent}) == 0
+        assert await service.record_day_limits("xero", {first.tenant_id: nothing}) == 0

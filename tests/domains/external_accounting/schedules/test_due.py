@@ -1,0 +1,286 @@
+"""`ScheduleService.due(now)` on a compressed clock: the defaults, a connection's own intervals,
+disabled schedules, connections spread over the interval, the daily reserve, and connections
+whose run is already queued, running or paused. Each simulation ticks the scheduler every
+minute, as its periodic job does, and records a run for each sync it finds due."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from src.core.settings import Settings
+from src.domains.external_accounting.connections.models import Connection, ConnectionStatus
+from src.domains.external_accounting.ledger.models import RunStatus, SyncRun
+from src.domains.external_accounting.schedules.models import ConnectionSchedule
+from src.domains.external_accounting.schedules.service import (
+    DueSync,
+    ScheduleService,
+    latest_slot,
+    spread_offset,
+)
+from tests.factories import create_org_with_user
+
+START = datetime(2026, 12, 1, 0, 0, tzinfo=UTC)
+
+
+async def _connections(
+    session_factory: async_sessionmaker[AsyncSession], count: int = 1, **schedule: object
+) -> list[uuid.UUID]:
+    """`count` active connections, connected a day before START, each with `schedule` if given."""
+    organization, _, _ = await create_org_with_user(session_factory, name=f"o{uuid.uuid4().hex}")
+    ids = []
+    async with session_factory() as session:
+        for _ in range(count):
+            connection = Connection(
+                organization_id=organization.id,
+                tenant_id=str(uuid.uuid4()),
+                tenant_name="Demo",
+                connected_at=START - timedelta(days=1),
+            )
+            session.add(connection)
+            await session.flush()
+            if schedule:
+                session.add(ConnectionSchedule(connection_id=connection.id, **schedule))
+            ids.append(connection.id)
+        await session.commit()
+    return ids
+
+
+async def _add_run(
+    session_factory: async_sessionmaker[AsyncSession],
+    connection_id: uuid.UUID,
+    object_type: str,
+    started_at: datetime,
+    status: str = RunStatus.SUCCESS.value,
+    paused_until: datetime | None = None,
+) -> None:
+    async with session_factory() as session:
+        connection = await session.get(Connection, connection_id)
+        assert connection is not None
+        session.add(
+            SyncRun(
+                organization_id=connection.organization_id,
+                connection_id=connection_id,
+                object_type=object_type,
+                mode="incremental",
+                params={},
+                status=status,
+                started_at=started_at,
+                heartbeat_at=started_at,
+                paused_until=paused_until,
+            )
+        )
+        await session.commit()
+
+
+async def _due(
+    session_factory: async_sessionmaker[AsyncSession], settings: Settings, now: datetime
+) -> list[DueSync]:
+    async with session_factory() as session:
+        return await ScheduleService(session, settings).due(now)
+
+
+@dataclass
+class Simulation:
+    runs: dict[tuple[uuid.UUID, str], list[datetime]]
+
+    def count(self, object_type: str) -> int:
+        return sum(len(v) for (_, t), v in self.runs.items() if t == object_type)
+
+    def gaps(self, object_type: str) -> list[float]:
+        """Minutes between consecutive runs of each connection."""
+        return [
+            (b - a).total_seconds() / 60
+            for (_, t), times in self.runs.items()
+            if t == object_type
+            for a, b in zip(times, times[1:], strict=False)
+        ]
+
+
+async def _simulate(
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    minutes: int,
+    start: datetime = START,
+) -> Simulation:
+    """Tick every minute from `start` (the tick lands a few seconds past the minute, as a
+    worker's would) and start, at once, every sync found due."""
+    runs: dict[tuple[uuid.UUID, str], list[datetime]] = {}
+    for minute in range(minutes):
+        now = start + timedelta(minutes=minute, seconds=2)
+        for due in await _due(session_factory, settings, now):
+            await _add_run(session_factory, due.connection_id, due.object_type, now)
+            runs.setdefault((due.connection_id, due.object_type), []).append(now)
+    return Simulation(runs)
+
+
+async def test_by_default_invoices_every_15_minutes_and_accounts_every_hour(
+    session_factory: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    assert (settings.schedule_invoices_minutes, settings.schedule_accounts_minutes) == (15, 60)
+    [connection_id] = await _connections(session_factory)
+    # Never synced, connected a day ago: both are due at once.
+    first = await _due(session_factory, settings, START)
+    assert {(d.connection_id, d.object_type) for d in first} == {
+        (connection_id, "invoices"),
+        (connection_id, "accounts"),
+    }
+    simulation = await _simulate(session_factory, settings, minutes=3 * 60)
+    assert simulation.count("invoices") in (12, 13)
+    assert simulation.count("accounts") in (3, 4)
+    # The catch-up run is off the connection's phase (the next slot at least half an interval
+    # later is its first); from then on runs are exactly one interval apart.
+    for object_type, interval in (("invoices", 15.0), ("accounts", 60.0)):
+        gaps = simulation.gaps(object_type)
+        assert interval / 2 <= gaps[0] <= interval * 1.5 + 1, gaps  # + a tick
+        assert set(gaps[1:]) == {interval}, gaps
+
+
+async def test_a_connection_overrides_the_intervals_and_others_keep_the_defaults(
+    session_factory: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    [own] = await _connections(session_factory, invoices_every_minutes=5, accounts_every_minutes=30)
+    [default] = await _connections(session_factory)
+    [half] = await _connections(session_factory, invoices_every_minutes=1)  # accounts: default
+    simulation = await _simulate(session_factory, settings, minutes=60)
+    by_pair = {key: len(times) for key, times in simulation.runs.items()}
+    assert by_pair[(own, "invoices")] in (12, 13)
+    assert by_pair[(own, "accounts")] in (2, 3)
+    assert by_pair[(default, "invoices")] in (4, 5)
+    assert by_pair[(default, "accounts")] in (1, 2)
+    assert by_pair[(half, "invoices")] == 60  # every tick
+    assert by_pair[(half, "accounts")] in (1, 2)
+
+
+async def test_a_disabled_schedule_syncs_nothing(
+    session_factory: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    await _connections(session_factory, enabled=False, invoices_every_minutes=1)
+    assert (await _simulate(session_factory, settings, minutes=90)).runs == {}
+
+
+async def test_only_active_connections_are_scheduled(
+    session_factory: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    [connection_id] = await _connections(session_factory)
+    async with session_factory() as session:
+        connection = await session.get(Connection, connection_id)
+        assert connection is not None
+        connection.status = ConnectionStatus.NEEDS_REAUTH.value
+        await session.commit()
+    assert await _due(session_factory, settings, START) == []
+
+
+def test_offsets_are_stable_differ_between_connections_and_stay_within_the_interval() -> None:
+    ids = [uuid.uuid4() for _ in range(200)]
+    for interval in (60, 900, 3600):
+        offsets = [spread_offset(i, "invoices", interval) for i in ids]
+        assert all(0 <= o < interval for o in offsets)
+        assert offsets == [spread_offset(i, "invoices", interval) for i in ids]
+        assert len(set(offsets)) > 150 if interval > 60 else len(set(offsets)) > 40
+    now = datetime(2026, 12, 1, 9, 7, 31, tzinfo=UTC)
+    slot = latest_slot(now, 900, 123)
+    assert slot <= now < slot + timedelta(seconds=900)
+    assert (slot.timestamp() - 123) % 900 == 0
+
+
+async def test_connections_synced_together_are_spread_over_the_interval(
+    session_factory: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    connections = await _connections(session_factory, count=60)
+    for connection_id in connections:  # all synced at the same instant (no herd from here on)
+        await _add_run(session_factory, connection_id, "invoices", START)
+        await _add_run(session_factory, connection_id, "accounts", START)
+    # Each is due at its own instant of the interval, half an interval to one and a half after
+    # the common sync (the next instant at least half an interval after it).
+    simulation = await _simulate(session_factory, settings, minutes=24, start=START)
+    runs = {c: times for (c, t), times in simulation.runs.items() if t == "invoices"}
+    assert len(runs) == 60
+    ticks = Counter(times[0] for times in runs.values())
+    assert all(timedelta(minutes=7.5) <= t - START <= timedelta(minutes=23.5) for t in ticks)
+    assert len(ticks) >= 10  # spread over at least 10 minutes of the interval
+    assert max(ticks.values()) <= 15  # no herd (60 at once)
+
+
+async def test_near_the_daily_reserve_a_connection_waits_or_syncs_less_often(
+    session_factory: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    reserve, margin = settings.xero_daily_reserve, settings.schedule_day_limit_margin
+    observed = START - timedelta(minutes=1)
+    [spent] = await _connections(
+        session_factory, day_limit_remaining=reserve, day_limit_observed_at=observed
+    )
+    [near] = await _connections(
+        session_factory, day_limit_remaining=reserve + margin, day_limit_observed_at=observed
+    )
+    [plenty] = await _connections(
+        session_factory, day_limit_remaining=reserve + margin + 1, day_limit_observed_at=observed
+    )
+    [stale] = await _connections(
+        session_factory,
+        day_limit_remaining=0,
+        day_limit_observed_at=START - timedelta(seconds=settings.xero_reserve_pause_seconds + 60),
+    )
+    due = {
+        (d.connection_id, d.object_type): d for d in await _due(session_factory, settings, START)
+    }
+    assert not any(c == spent for c, _ in due)
+    assert due[(near, "invoices")].stretched
+    assert due[(near, "invoices")].every_minutes == 15 * settings.schedule_day_limit_stretch
+    assert not due[(plenty, "invoices")].stretched
+    assert due[(stale, "invoices")].every_minutes == 15  # an old reading is not trusted
+    # Over the reading's life (fresh for an hour) the one near the reserve syncs 4x less often.
+    simulation = await _simulate(session_factory, settings, minutes=59)
+    runs = {c: len(v) for (c, t), v in simulation.runs.items() if t == "invoices"}
+    assert spent not in runs
+    assert runs[near] in (1, 2)  # at least half an hour apart
+    assert runs[plenty] in (4, 5)
+
+
+async def test_a_queued_running_or_paused_run_is_not_queued_again(
+    session_factory: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    queued, running, paused, resumed, free = await _connections(session_factory, count=5)
+    await _add_run(session_factory, queued, "invoices", START - timedelta(hours=2), "queued")
+    await _add_run(session_factory, running, "invoices", START - timedelta(hours=2), "running")
+    await _add_run(
+        session_factory,
+        paused,
+        "invoices",
+        START - timedelta(hours=2),
+        RunStatus.PAUSED.value,
+        paused_until=START + timedelta(minutes=30),
+    )
+    await _add_run(
+        session_factory,
+        resumed,
+        "invoices",
+        START - timedelta(hours=2),
+        RunStatus.PAUSED.value,
+        paused_until=START - timedelta(minutes=30),
+    )
+    due = {(d.connection_id, d.object_type) for d in await _due(session_factory, settings, START)}
+    invoices = {c for c, t in due if t == "invoices"}
+    assert invoices == {resumed, free}
+    # Accounts have no run at all: each connection's are due.
+    assert {c for c, t in due if t == "accounts"} == {queued, running, paused, resumed, free}
+
+
+async def test_a_sync_by_hand_just_before_the_slot_makes_the_scheduled_one_wait(
+    session_factory: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    [connection_id] = await _connections(session_factory)
+    offset = spread_offset(connection_id, "invoices", 900)
+    slot = latest_slot(START + timedelta(hours=1), 900, offset)
+    await _add_run(session_factory, connection_id, "invoices", slot - timedelta(minutes=20))
+    due = await _due(session_factory, settings, slot + timedelta(seconds=5))
+    assert [(d.connection_id, d.object_type) for d in due if d.object_type == "invoices"] == [
+        (connection_id, "invoices")
+    ]
+    await _add_run(session_factory, connection_id, "invoices", slot - timedelta(minutes=2))
+    due = await _due(session_factory, settings, slot + timedelta(seconds=5))
+    assert [d for d in due if d.object_type == "invoices"] == []
