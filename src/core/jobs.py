@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 JOBS_SCHEMA = "procrastinate"
 # Modules that register ledgersync's own tasks on `job_tasks` when imported; every App imports
 # them, so a worker knows every task a web process may defer.
-TASK_MODULES: tuple[str, ...] = ()
+TASK_MODULES: tuple[str, ...] = ("src.domains.external_accounting.syncs.tasks",)
 
 # Raised by `defer_job` when a job with the same queueing lock is already waiting.
 AlreadyQueued = procrastinate_exceptions.AlreadyEnqueued

@@ -149,6 +149,19 @@ class SyncLeaseLost(Conflict):
     code = "sync_lease_lost"
 
 
+class SyncRunFinished(Conflict):
+    """The run already ended (success, failed, paused for good, cancelled): nothing to cancel."""
+
+    code = "sync_run_finished"
+
+
+class RunNotClaimable(Conflict):
+    """A job found its run ended, or run by another job: it has nothing to do (jobs are
+    idempotent)."""
+
+    code = "sync_run_not_claimable"
+
+
 class InvalidSyncParameter(ValidationFailed):
     """A parameter the service refuses (an unknown type, a cursor it did not issue...)."""
 
