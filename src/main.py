@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             service_resources(settings, cipher) as resources,
             serve_jobs(settings, additional_context={RESOURCES: resources}) as job_app,
         ):
+            app.state.resources = resources
             app.state.engine = resources.engine
             app.state.session_factory = resources.session_factory
             app.state.http_client = resources.http

@@ -195,6 +195,8 @@ class SyncRuns:
             lease=run.lease,
             connection_id=run.connection_id,
             mode=run.mode,
+            # Invoices this run stored in an earlier attempt are counted already.
+            started_at=run.started_at,
             count=run.count or 0,
             created=run.created or 0,
             updated=run.updated or 0,

@@ -292,10 +292,11 @@ class SyncsService:
         if run is None:
             raise RecordNotFound(f"Sync run {run_id} does not exist.")
         if not await ledger.cancel_run(run_id, "Cancelled on request."):
+            status = str((await ledger.run_by_id(run_id) or run).status)
             await self.session.rollback()
             raise SyncRunFinished(
-                f"Sync run {run_id} already ended ({run.status}); there is nothing to cancel.",
-                status=str(run.status),
+                f"Sync run {run_id} already ended ({status}); there is nothing to cancel.",
+                status=status,
             )
         await self.session.commit()
         if run.job_id is not None:
