@@ -180,3 +180,8 @@ class SyncCrashed(LedgersyncError):
 class UnsupportedProvider(LedgersyncError):
     code = "unsupported_provider"
     status_code = 501
+
+
+# Failures worth another try later: the provider down or slow, a token refresh that failed for a
+# temporary reason (a subclass). Anything else (refused, revoked, bad data) would fail again.
+TEMPORARY_FAILURES = (ProviderUnavailable,)

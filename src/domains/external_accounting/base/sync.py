@@ -129,6 +129,8 @@ class RunClaim:
     run_id: uuid.UUID
     job_id: int
     job_attempt: int
+    # How many more times the run is queued again when it fails on something temporary.
+    retries_left: int = 0
 
 
 async def _nothing_to_release() -> None:

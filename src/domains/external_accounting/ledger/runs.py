@@ -22,6 +22,7 @@ from src.domains.external_accounting.base.sync import ConnectionSyncResult, Obje
 from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.connections.repository import ConnectionRepository
 from src.domains.external_accounting.exceptions import (
+    TEMPORARY_FAILURES,
     NoActiveConnection,
     ProviderRateLimited,
     RunNotClaimable,
@@ -71,6 +72,10 @@ class RunProgress:
     # What earlier attempts of the same run (a resumed background run) had already spent.
     api_calls_before: int = 0
     limit_wait_before: float = 0.0
+    # A background run that fails on something temporary goes back to `queued` (its job
+    # re-queues it after backoff) while it has retries left; `attempts` counts them.
+    attempts: int = 0
+    retries_left: int = 0
 
     def checkpoint(self) -> dict[str, Any] | None:
         """Where a full sync got to, for a later run to resume from."""
@@ -176,8 +181,11 @@ class SyncRuns:
             await session.commit()
         return self.started(connection, run)
 
-    def started(self, connection: Connection, run: SyncRun) -> RunProgress:
-        """The progress of a run whose lease is taken and committed."""
+    def started(
+        self, connection: Connection, run: SyncRun, claim: RunClaim | None = None
+    ) -> RunProgress:
+        """The progress of a run whose lease is taken and committed (for the queued run
+        `claim` names, when given)."""
         assert run.lease is not None
         logger.info(
             "sync started",
@@ -204,6 +212,8 @@ class SyncRuns:
             pages=run.pages or 0,
             api_calls_before=run.api_calls or 0,
             limit_wait_before=run.limit_wait_seconds or 0.0,
+            attempts=run.attempts or 0,
+            retries_left=claim.retries_left if claim is not None else 0,
         )
 
     async def release(self, progress: RunProgress) -> None:
@@ -317,6 +327,7 @@ class SyncRuns:
         resume_after = None
         if isinstance(error, ProviderRateLimited):
             resume_after = datetime.fromisoformat(str(error.extra["resume_after"]))
+        retry = isinstance(error, TEMPORARY_FAILURES) and progress.retries_left > 0
         status = (
             RunStatus.CANCELLED
             if cancelled
@@ -324,6 +335,8 @@ class SyncRuns:
             if error is None
             else RunStatus.PAUSED
             if resume_after
+            else RunStatus.QUEUED
+            if retry
             else RunStatus.FAILED
         )
         succeeded = status is RunStatus.SUCCESS
@@ -343,6 +356,9 @@ class SyncRuns:
         # been stored); a finished run needs none.
         if succeeded:
             finished["checkpoint"] = None
+        if retry:
+            # Not over: queued again (keeping why), for its job to schedule the retry.
+            finished.update(finished_at=None, attempts=progress.attempts + 1)
         async with self.session_factory() as session, session.begin():
             ours = await LedgerRepository(session).finish_run(
                 progress.run_id, progress.lease, **finished

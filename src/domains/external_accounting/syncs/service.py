@@ -7,6 +7,7 @@ daily limit or failed on something temporary."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -38,13 +39,11 @@ from src.domains.external_accounting.exceptions import (
     ConnectionNotFound,
     InvalidSyncParameter,
     NoActiveConnection,
-    ProviderUnavailable,
     ReauthorisationRequired,
     RecordNotFound,
     RunNotClaimable,
     SyncInProgress,
     SyncRunFinished,
-    TokenRefreshFailed,
 )
 from src.domains.external_accounting.ledger.models import RunStatus, SyncMode, SyncRun
 from src.domains.external_accounting.ledger.repository import LedgerRepository
@@ -57,9 +56,6 @@ SyncRequest = InvoiceSyncRequest | AccountSyncRequest
 # The task that runs a queued run (`syncs/tasks.py`); the name is stored in queued jobs.
 RUN_SYNC_TASK = "syncs.run_sync"
 SYNC_QUEUE = "sync"
-# Failures worth another try later: the provider down or slow, a token refresh that failed for a
-# temporary reason. Anything else (refused, revoked, bad data) would fail the same way again.
-TEMPORARY_ERRORS = frozenset({ProviderUnavailable.code, TokenRefreshFailed.code})
 
 
 def sync_lock(connection_id: uuid.UUID, object_type: str) -> str:
@@ -197,6 +193,8 @@ class SyncsService:
             await ledger.cancel_run(run.id, "The connection is no longer active.")
             await self.session.commit()
             return
+        retries_left = max(0, self.factory.settings.sync_retry_attempts - (run.attempts or 0))
+        claim = dataclasses.replace(claim, retries_left=retries_left)
         try:
             started = await self._start_claimed(connection, run, claim)
         except SyncInProgress:
@@ -241,31 +239,22 @@ class SyncsService:
         settings = self.factory.settings
         if run.status == RunStatus.PAUSED and run.paused_until is not None:
             await self._reschedule(ledger, job_app, run, run.paused_until)
-        elif (
-            run.status == RunStatus.FAILED
-            and run.error in TEMPORARY_ERRORS
-            and run.attempts < settings.sync_retry_attempts
-        ):
-            attempt = run.attempts + 1
+        elif result.mode == SyncMode.PAUSED and result.resume_after is not None:
+            # Not started: an earlier run's pause on the daily limit has not ended.
+            await self._reschedule(ledger, job_app, run, result.resume_after)
+        elif run.status == RunStatus.QUEUED and run.error is not None and run.finished_at is None:
+            # Failed on something temporary with retries left (`SyncRuns` queued it again).
             delay = capped_backoff(
-                attempt, base=settings.sync_retry_base_seconds, cap=settings.sync_retry_max_seconds
+                run.attempts,
+                base=settings.sync_retry_base_seconds,
+                cap=settings.sync_retry_max_seconds,
             )
             delay += random.uniform(0, delay / 4)
             logger.warning(
                 "background sync failed on something temporary; retrying",
-                extra={"sync_run_id": str(run.id), "attempt": attempt, "delay_s": delay},
+                extra={"sync_run_id": str(run.id), "attempt": run.attempts, "delay_s": delay},
             )
-            await self._reschedule(
-                ledger,
-                job_app,
-                run,
-                utcnow() + timedelta(seconds=delay),
-                status=RunStatus.QUEUED,
-                attempts=attempt,
-            )
-        elif run.status in (RunStatus.QUEUED, RunStatus.PAUSED) and result.resume_after:
-            # Not started: an earlier run's pause on the daily limit has not ended.
-            await self._reschedule(ledger, job_app, run, result.resume_after)
+            await self._reschedule(ledger, job_app, run, utcnow() + timedelta(seconds=delay))
 
     async def _reschedule(
         self,

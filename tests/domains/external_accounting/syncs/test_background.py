@@ -67,7 +67,7 @@ FAST: dict[str, Any] = {
     "xero_retry_attempts": 2,
 }
 # Every accounting call takes this long, so a sync of three pages can be caught in the middle.
-SLOW_CALLS = {"path_contains": "/Invoices", "slow_rate": 1.0, "slow_seconds": 0.6}
+SLOW_CALLS = {"path_contains": "/Invoices", "slow_rate": 1.0, "slow_seconds": 0.5}
 FULL = {"incremental": "false", "months_back": "120"}
 
 
@@ -550,7 +550,7 @@ async def test_a_run_of_a_killed_worker_is_resumed_by_another_from_its_checkpoin
     assert run["mode"] == "resume"
     assert run["pages"] >= first["pages"]
     # Noticed dead after 2 s, re-queued at the next check, fetched at the next poll, and the
-    # rest of the pages at 0.6 s a call (plus slack for a loaded machine): not 15 minutes.
+    # rest of the pages at 0.5 s a call (plus slack for a loaded machine): not 15 minutes.
     assert resumed_in < 12
     async with session_factory() as session:
         stored = await LedgerRepository(session).run_by_id(uuid.UUID(run_id))

@@ -117,7 +117,7 @@ class XeroSyncService:
                 "resumed_from": str(previous.id) if checkpoint and previous else None,
             }
             await session.commit()
-        progress = self.runs.started(connection, run)
+        progress = self.runs.started(connection, run, claim)
         progress.count_unchanged = mode != SyncMode.INCREMENTAL
         if mode == SyncMode.INCREMENTAL and cursor is not None:
             since = cursor - CURSOR_OVERLAP
@@ -187,7 +187,7 @@ class XeroSyncService:
             async with self.session_factory() as session:
                 run = await self.runs.claim(LedgerRepository(session), claim)
                 await session.commit()
-            progress = self.runs.started(connection, run)
+            progress = self.runs.started(connection, run, claim)
         progress.phase_name = "accounts"
 
         async def work() -> None:
