@@ -122,6 +122,7 @@ class SyncsService:
             existing = await ledger.unfinished_run(connection.id, object_type)
             if existing is not None:
                 await self.session.commit()
+                await self._give_a_job_if_orphaned(ledger, existing, job_app)
                 return existing
             incremental = not isinstance(request, InvoiceSyncRequest) or request.incremental
             run = new_run(
@@ -155,6 +156,29 @@ class SyncsService:
             return refreshed
         raise SyncInProgress(
             f"A {object_type} sync of this connection is being queued; try again shortly."
+        )
+
+    async def _give_a_job_if_orphaned(
+        self, ledger: LedgerRepository, run: SyncRun, job_app: procrastinate.App
+    ) -> None:
+        """A waiting run whose job is gone (its process died between finishing an attempt and
+        queueing the next, or the in-memory queue that held it did) gets a new one."""
+        if run.status == RunStatus.RUNNING:
+            return  # a dead run's lease is taken over by its job, or released when stale
+        if run.job_id is not None:
+            jobs = await job_app.job_manager.list_jobs_async(id=run.job_id)
+            if any(job.status in ("todo", "doing") for job in jobs):
+                return
+        due = run.paused_until if run.paused_until and run.paused_until > utcnow() else None
+        try:
+            job_id = await self._defer(job_app, run, schedule_at=due)
+        except AlreadyQueued:
+            return
+        await ledger.set_run_job(run.id, job_id)
+        await self.session.commit()
+        run.job_id = job_id
+        logger.warning(
+            "re-queued a sync run whose job was gone", extra={"sync_run_id": str(run.id)}
         )
 
     async def _defer(

@@ -67,7 +67,7 @@ FAST: dict[str, Any] = {
     "xero_retry_attempts": 2,
 }
 # Every accounting call takes this long, so a sync of three pages can be caught in the middle.
-SLOW_CALLS = {"path_contains": "/Invoices", "slow_rate": 1.0, "slow_seconds": 0.5}
+SLOW_CALLS: dict[str, Any] = {"path_contains": "/Invoices", "slow_rate": 1.0, "slow_seconds": 0.5}
 FULL = {"incremental": "false", "months_back": "120"}
 
 
