@@ -308,10 +308,19 @@ class LedgerRepository:
         )
         return result.scalars().first()
 
-    async def unfinished_runs(self) -> list[SyncRun]:
-        """Every run that has not ended, oldest first (what a restarted SQLite service finds)."""
+    async def unfinished_background_runs(self) -> list[SyncRun]:
+        """Every background run that has not ended, oldest first (what a restarted SQLite
+        service finds). A synchronous run left `running` is not one: it may belong to another
+        live process (the CLI, a benchmark worker), and is released when its heartbeat stops."""
         result = await self.session.execute(
-            select(SyncRun).where(self._unfinished()).order_by(SyncRun.started_at)
+            select(SyncRun)
+            .where(
+                or_(
+                    SyncRun.status == RunStatus.QUEUED,
+                    and_(self._unfinished(), SyncRun.job_id.is_not(None)),
+                )
+            )
+            .order_by(SyncRun.started_at)
         )
         return list(result.scalars())
 

@@ -326,7 +326,7 @@ class SyncsService:
         SQLite did not outlive it): queued and running ones at once (resumed from their
         checkpoints), paused ones for `paused_until`."""
         ledger = LedgerRepository(self.session)
-        runs = await ledger.unfinished_runs()
+        runs = await ledger.unfinished_background_runs()
         for run in runs:
             await ledger.reset_interrupted_run(run.id)
         await self.session.commit()
