@@ -14,6 +14,7 @@ from src.core.jobs import run_worker
 from src.core.logging import configure_logging, uvicorn_log_config
 from src.core.migrations import upgrade_database
 from src.core.settings import ConfigurationError, Settings, get_settings
+from src.domains.external_accounting.base.factory import RESOURCES, service_resources
 from src.domains.external_accounting.connections.cli import rotate_encryption_keys
 from src.domains.external_accounting.xero.auth.cli import revocations_app, tokens_app
 from src.domains.organizations.cli import keys_app, orgs_app, users_app
@@ -108,7 +109,19 @@ def worker(
         raise typer.Exit(2) from None
     configure_logging(settings.log_level, json_lines=settings.log_json)
     names = [name.strip() for value in queues or [] for name in value.split(",") if name.strip()]
-    asyncio.run(run_worker(settings, concurrency=concurrency, queues=names or None))
+    asyncio.run(_work(settings, concurrency, names or None))
+
+
+async def _work(settings: Settings, concurrency: int | None, queues: list[str] | None) -> None:
+    """A worker with the resources `serve` has (one engine, HTTP client, call limiter, token
+    manager, IntegrationFactory), handed to its tasks; closed after the last job stops."""
+    async with service_resources(settings, TokenCipher.from_settings(settings)) as resources:
+        await run_worker(
+            settings,
+            concurrency=concurrency,
+            queues=queues,
+            additional_context={RESOURCES: resources},
+        )
 
 
 @app.command()

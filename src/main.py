@@ -9,20 +9,17 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import Depends, FastAPI
 
 from src.core.crypto import TokenCipher
-from src.core.database import create_engine, create_session_factory
 from src.core.deps import refuse_control_characters
 from src.core.exception_handlers import install_exception_handlers
-from src.core.http import create_http_client
+from src.core.jobs import serve_jobs
 from src.core.logging import configure_logging
 from src.core.openapi import install_openapi
 from src.core.settings import Settings, get_settings
+from src.domains.external_accounting.base.factory import RESOURCES, service_resources
 from src.domains.external_accounting.routes import PREFIXES as external_accounting_prefixes
 from src.domains.external_accounting.routes import router as external_accounting_router
-from src.domains.external_accounting.xero.auth.auth_manager import XeroAuthManager
-from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
+from src.domains.external_accounting.syncs.service import SyncsService
 from src.domains.external_accounting.xero.auth.revocations import maintenance_forever
-from src.domains.external_accounting.xero.data.accounting_client import TenantThrottle
-from src.domains.external_accounting.xero.data.call_limiter import call_limiter_from_settings
 from src.domains.health.routes import router as health_router
 
 API_DESCRIPTION = (
@@ -39,23 +36,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url, echo=settings.database_echo)
-        app.state.engine = engine
-        session_factory = create_session_factory(engine)
-        app.state.session_factory = session_factory
-        async with create_http_client(settings) as http_client:
-            app.state.http_client = http_client
-            limiter = call_limiter_from_settings(settings)
-            app.state.xero_throttle = TenantThrottle(limiter)
-            identity = XeroIdentityClient(http_client, settings)
-            app.state.xero_auth_manager = XeroAuthManager(
-                settings, session_factory, identity, cipher
-            )
-            # Retries revocations Xero did not confirm and purges expired OAuth states (there is
-            # no job queue yet).
+        # The job queue inside the resources: leaving it lets jobs in flight finish before the
+        # call limiter, the HTTP client and the engine close.
+        async with (
+            service_resources(settings, cipher) as resources,
+            serve_jobs(settings, additional_context={RESOURCES: resources}) as job_app,
+        ):
+            app.state.resources = resources
+            app.state.engine = resources.engine
+            app.state.session_factory = resources.session_factory
+            app.state.http_client = resources.http
+            app.state.xero_throttle = resources.xero_throttle
+            app.state.xero_auth_manager = resources.xero_auth_manager
+            app.state.job_app = job_app
+            if settings.is_sqlite:
+                # The in-memory queue did not outlive the previous process: its unfinished
+                # background runs are queued again, to resume from their checkpoints.
+                async with resources.session_factory() as session:
+                    await SyncsService(session, resources.factory).requeue_interrupted(job_app)
+            # Retries revocations Xero did not confirm and purges expired OAuth states.
             maintenance = (
                 asyncio.create_task(
-                    maintenance_forever(session_factory, settings, cipher, identity)
+                    maintenance_forever(
+                        resources.session_factory, settings, cipher, resources.identity
+                    )
                 )
                 if settings.maintenance_interval_seconds > 0
                 else None
@@ -65,8 +69,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 maintenance.cancel()
                 with suppress(asyncio.CancelledError):
                     await maintenance
-            await limiter.close()
-        await engine.dispose()
 
     configure_logging(settings.log_level, json_lines=settings.log_json)
     settings.require_service_settings()  # refuses to start without XERO_CLIENT_ID in production

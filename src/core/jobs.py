@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import procrastinate
+import psycopg_pool
 from procrastinate import exceptions as procrastinate_exceptions
 from procrastinate.app import WorkerOptions
 from procrastinate.jobs import DEFAULT_QUEUE
@@ -39,6 +40,7 @@ JOBS_SCHEMA = "procrastinate"
 # Modules that register ledgersync's own tasks on `job_tasks` when imported; every App imports
 # them, so a worker knows every task a web process may defer.
 TASK_MODULES: tuple[str, ...] = (
+    "src.domains.external_accounting.syncs.tasks",
     "src.domains.external_accounting.xero.auth.keep_alive",
     "src.domains.external_accounting.schedules.tasks",
 )
@@ -234,12 +236,29 @@ async def serve_jobs(
     worker in this process (on PostgreSQL, `ledgersync worker` processes run the jobs). Enter it
     after what tasks use (engine, HTTP client) exists: leaving it waits for jobs in flight."""
     app = build_job_app(settings)
-    async with app.open_async():
-        if settings.is_sqlite:
-            async with run_jobs_in_process(app, additional_context=additional_context):
-                yield app
-        else:
+    if settings.is_sqlite:
+        async with (
+            app.open_async(),
+            run_jobs_in_process(app, additional_context=additional_context),
+        ):
             yield app
+        return
+    # The web process only defers: it must start, and /healthz say what is wrong, while the
+    # database is away, so its pool opens without waiting for a first connection (the worker's
+    # waits: it has nothing to do without one).
+    pool = psycopg_pool.AsyncConnectionPool(
+        psycopg_conninfo(settings.database_url),
+        min_size=1,
+        max_size=settings.job_concurrency + 3,
+        open=False,
+        check=psycopg_pool.AsyncConnectionPool.check_connection,
+    )
+    await pool.open(wait=False)
+    try:
+        async with app.open_async(pool):
+            yield app
+    finally:
+        await pool.close()
 
 
 async def retry_stalled_jobs(app: procrastinate.App, settings: Settings) -> list[int]:

@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     job_concurrency: int = Field(default=10, ge=1)
     # How long a stopping worker waits for its jobs before cancelling them (unset: until done).
     job_shutdown_grace_seconds: float | None = Field(default=None, ge=0)
+    # A background sync that failed on something temporary (the provider down, timeouts) is
+    # queued again this many times, after capped exponential backoff, then stays failed.
+    sync_retry_attempts: int = Field(default=5, ge=0)
+    sync_retry_base_seconds: float = Field(default=30.0, ge=0)
+    sync_retry_max_seconds: float = Field(default=1800.0, ge=0)
     # Modules whose tasks workers load besides ours (tests, plugins): JSON, `["pkg.mod"]`.
     job_task_modules: list[str] = Field(default_factory=list)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import procrastinate
 from fastapi import Depends, Request
 
 from src.domains.external_accounting.base.factory import IntegrationFactory
@@ -23,3 +24,12 @@ def get_factory(request: Request) -> IntegrationFactory:
 
 
 FactoryDep = Annotated[IntegrationFactory, Depends(get_factory)]
+
+
+def get_job_app(request: Request) -> procrastinate.App:
+    """The process's job queue (`serve_jobs` in the app's lifespan)."""
+    job_app: procrastinate.App = request.app.state.job_app
+    return job_app
+
+
+JobAppDep = Annotated[procrastinate.App, Depends(get_job_app)]

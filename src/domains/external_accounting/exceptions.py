@@ -149,6 +149,19 @@ class SyncLeaseLost(Conflict):
     code = "sync_lease_lost"
 
 
+class SyncRunFinished(Conflict):
+    """The run already ended (success, failed, paused for good, cancelled): nothing to cancel."""
+
+    code = "sync_run_finished"
+
+
+class RunNotClaimable(Conflict):
+    """A job found its run ended, or run by another job: it has nothing to do (jobs are
+    idempotent)."""
+
+    code = "sync_run_not_claimable"
+
+
 class InvalidSyncParameter(ValidationFailed):
     """A parameter the service refuses (an unknown type, a cursor it did not issue...)."""
 
@@ -167,3 +180,8 @@ class SyncCrashed(LedgersyncError):
 class UnsupportedProvider(LedgersyncError):
     code = "unsupported_provider"
     status_code = 501
+
+
+# Failures worth another try later: the provider down or slow, a token refresh that failed for a
+# temporary reason (a subclass). Anything else (refused, revoked, bad data) would fail again.
+TEMPORARY_FAILURES = (ProviderUnavailable,)

@@ -1,14 +1,21 @@
 """`IntegrationFactory`: what is provider-specific, picked by provider: the sync service for a
-connection, the disconnect steps, the link that (re)connects an organisation."""
+connection, the disconnect steps, the link that (re)connects an organisation. Beside it,
+`service_resources`: what a process that serves requests or runs jobs shares (engine, sessions,
+the HTTP client, the call limiter, the token manager, the factory), built one way for both."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from src.core.crypto import TokenCipher
+from src.core.database import create_engine, create_session_factory
+from src.core.http import create_http_client
 from src.core.settings import Settings
 from src.domains.external_accounting.base.disconnect import DisconnectFlow
 from src.domains.external_accounting.base.sync import SyncService
@@ -22,6 +29,10 @@ from src.domains.external_accounting.xero.data.accounting_client import (
     RetryPolicy,
     TenantThrottle,
     XeroAccountingClient,
+)
+from src.domains.external_accounting.xero.data.call_limiter import (
+    CallLimiter,
+    call_limiter_from_settings,
 )
 from src.domains.external_accounting.xero.data.sync_service import XeroSyncService
 
@@ -88,3 +99,60 @@ class IntegrationFactory:
                 return xero_auth.connect_url(self.settings, organization_id)
             case other:
                 raise UnsupportedProvider(f"No connection is available for provider {other!r}.")
+
+
+# The key of the process's `ServiceResources` in a job worker's additional context.
+RESOURCES = "resources"
+
+
+@dataclass(frozen=True)
+class ServiceResources:
+    """One process's shared resources: the web app's lifespan and `ledgersync worker` open them
+    the same way (`service_resources`), and jobs reach them through the worker's context."""
+
+    settings: Settings
+    engine: AsyncEngine
+    session_factory: async_sessionmaker[AsyncSession]
+    http: httpx.AsyncClient
+    limiter: CallLimiter
+    xero_throttle: TenantThrottle
+    cipher: TokenCipher
+    identity: XeroIdentityClient
+    xero_auth_manager: xero_auth.XeroAuthManager
+    factory: IntegrationFactory
+
+
+@asynccontextmanager
+async def service_resources(
+    settings: Settings, cipher: TokenCipher
+) -> AsyncIterator[ServiceResources]:
+    """Open the engine, the HTTP client and the call limiter; close them in reverse order on
+    leaving (whatever ran on them, jobs included, must have stopped by then)."""
+    engine = create_engine(settings.database_url, echo=settings.database_echo)
+    try:
+        session_factory = create_session_factory(engine)
+        async with create_http_client(settings) as http:
+            limiter = call_limiter_from_settings(settings)
+            try:
+                throttle = TenantThrottle(limiter)
+                identity = XeroIdentityClient(http, settings)
+                tokens = xero_auth.XeroAuthManager(settings, session_factory, identity, cipher)
+                factory = IntegrationFactory(
+                    settings, session_factory, http, tokens, throttle, cipher=cipher
+                )
+                yield ServiceResources(
+                    settings=settings,
+                    engine=engine,
+                    session_factory=session_factory,
+                    http=http,
+                    limiter=limiter,
+                    xero_throttle=throttle,
+                    cipher=cipher,
+                    identity=identity,
+                    xero_auth_manager=tokens,
+                    factory=factory,
+                )
+            finally:
+                await limiter.close()
+    finally:
+        await engine.dispose()

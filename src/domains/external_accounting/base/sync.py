@@ -121,6 +121,18 @@ class SyncResult(BaseModel):
         )
 
 
+@dataclass(frozen=True)
+class RunClaim:
+    """A queued run (a background sync) to run, and the job attempt that runs it: instead of
+    recording a new run, the sync service takes the lease for this one."""
+
+    run_id: uuid.UUID
+    job_id: int
+    job_attempt: int
+    # How many more times the run is queued again when it fails on something temporary.
+    retries_left: int = 0
+
+
 async def _nothing_to_release() -> None:
     return None
 
@@ -146,14 +158,21 @@ class SyncService(Protocol):
         incremental: bool,
         invoice_types: Sequence[str],
         months_back: int,
+        claim: RunClaim | None = None,
     ) -> StartedSync:
-        """Take the connection's invoice lease (`SyncInProgress` when held) without syncing."""
+        """Take the connection's invoice lease (`SyncInProgress` when held) without syncing:
+        for a new run, or for the queued run `claim` names."""
         ...
 
     async def start_accounts(
-        self, connection: Connection, *, account_types: Sequence[str] | None
+        self,
+        connection: Connection,
+        *,
+        account_types: Sequence[str] | None,
+        claim: RunClaim | None = None,
     ) -> StartedSync:
-        """Take the connection's accounts lease (`SyncInProgress` when held) without syncing."""
+        """Take the connection's accounts lease (`SyncInProgress` when held) without syncing:
+        for a new run, or for the queued run `claim` names."""
         ...
 
     async def sync_invoices(

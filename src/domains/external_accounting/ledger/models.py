@@ -12,7 +12,9 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Date,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -139,16 +141,24 @@ class Account(Base):
 
 
 class RunStatus(StrEnum):
-    """Where a sync run is: `running` while it holds its lease, then how it ended."""
+    """Where a sync run is: `queued` while it waits for a worker (a background sync, or a retry
+    of a temporary failure), `running` while it holds its lease, then how it ended."""
 
+    QUEUED = "queued"
     RUNNING = "running"
     SUCCESS = "success"
     # Also a run found dead (`error="abandoned"`).
     FAILED = "failed"
-    # The provider's daily call limit stopped it; it resumes after `paused_until`.
+    # The provider's daily call limit stopped it; it resumes after `paused_until` (a background
+    # run by itself: its job is scheduled for then).
     PAUSED = "paused"
-    # Its task was cancelled, or its connection disconnected while it ran.
+    # Cancelled by a user, its task was cancelled, or its connection disconnected while it ran.
     CANCELLED = "cancelled"
+
+
+# A run in one of these statuses has not ended: a background request finds it instead of
+# queueing another (a paused run only while its resume is scheduled, i.e. it has a job).
+UNFINISHED_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
 
 
 class SyncMode(StrEnum):
@@ -178,6 +188,14 @@ class SyncRun(Base):
             unique=True,
             postgresql_where=text(f"status = '{RunStatus.RUNNING}'"),
             sqlite_where=text(f"status = '{RunStatus.RUNNING}'"),
+        ),
+        Index(
+            "uq_sync_runs_one_queued",
+            "connection_id",
+            "object_type",
+            unique=True,
+            postgresql_where=text(f"status = '{RunStatus.QUEUED}'"),
+            sqlite_where=text(f"status = '{RunStatus.QUEUED}'"),
         ),
     )
 
@@ -212,6 +230,18 @@ class SyncRun(Base):
     # still `running` with this token, so a run that lost its lease (declared dead, cancelled by
     # a disconnect) stops instead of writing beside its successor.
     lease: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    # Live progress: pages stored, what the run is doing now, and the seconds it has spent
+    # waiting for Xero's limits (the call limiter's pacing and Retry-After holds).
+    pages: Mapped[int] = mapped_column(Integer, default=0)
+    phase: Mapped[str | None] = mapped_column(String(30), default=None)
+    limit_wait_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    # Retries of temporary failures (the provider down, timeouts) so far; bounded by settings.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The background job responsible for the run (queued, running, or its scheduled resume),
+    # and which attempt of that job holds the lease: a job re-queued after its worker died takes
+    # over the run its earlier attempt left running.
+    job_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    job_attempt: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class SyncCursor(Base):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, cast
 
 from sqlalchemy import (
     ARRAY,
@@ -273,6 +273,145 @@ class LedgerRepository:
             return False
         return True
 
+    async def add_queued_run(self, run: SyncRun) -> bool:
+        """Insert a `queued` run (a background sync waiting for a worker). False, with the
+        transaction rolled back, when the connection already has one of the object type (the
+        partial unique index `uq_sync_runs_one_queued` decides, so two requests cannot both)."""
+        run.status = RunStatus.QUEUED
+        self.session.add(run)
+        try:
+            await self.session.flush()
+        except IntegrityError:
+            await self.session.rollback()
+            return False
+        return True
+
+    def _unfinished(self) -> Any:
+        """Runs that have not ended: queued, running, or paused with their resume scheduled."""
+        return or_(
+            SyncRun.status.in_((RunStatus.QUEUED, RunStatus.RUNNING)),
+            and_(SyncRun.status == RunStatus.PAUSED, SyncRun.job_id.is_not(None)),
+        )
+
+    async def unfinished_run(self, connection_id: uuid.UUID, object_type: str) -> SyncRun | None:
+        """The connection's run of this object type that has not ended (queued, running, or
+        paused with its resume scheduled), running first."""
+        result = await self.session.execute(
+            select(SyncRun)
+            .where(
+                SyncRun.connection_id == connection_id,
+                SyncRun.object_type == object_type,
+                self._unfinished(),
+            )
+            .order_by((SyncRun.status == RunStatus.RUNNING).desc(), SyncRun.started_at.desc())
+            .limit(1)
+        )
+        return result.scalars().first()
+
+    async def unfinished_background_runs(self) -> list[SyncRun]:
+        """Every background run that has not ended, oldest first (what a restarted SQLite
+        service finds). A synchronous run left `running` is not one: it may belong to another
+        live process (the CLI, a benchmark worker), and is released when its heartbeat stops."""
+        result = await self.session.execute(
+            select(SyncRun)
+            .where(
+                or_(
+                    SyncRun.status == RunStatus.QUEUED,
+                    and_(self._unfinished(), SyncRun.job_id.is_not(None)),
+                )
+            )
+            .order_by(SyncRun.started_at)
+        )
+        return list(result.scalars())
+
+    async def run_by_id(self, run_id: uuid.UUID) -> SyncRun | None:
+        """A run, whoever's, read afresh."""
+        return await self.session.get(SyncRun, run_id, populate_existing=True)
+
+    async def claim_run(
+        self, run_id: uuid.UUID, job_id: int, job_attempt: int
+    ) -> Literal["claimed", "busy", "not claimable"]:
+        """Make a waiting run `running` with a fresh lease, for the job attempt that runs it: a
+        queued or paused run that no other job is responsible for, or a run the same job's
+        earlier attempt left running (its worker died: the lease is taken over, and the dead
+        attempt, should it still be alive, is fenced off). "busy", with the transaction rolled
+        back, when another run of the connection holds the lease."""
+        waiting = and_(
+            SyncRun.status.in_((RunStatus.QUEUED, RunStatus.PAUSED)),
+            or_(SyncRun.job_id.is_(None), SyncRun.job_id == job_id),
+        )
+        orphaned = and_(
+            SyncRun.status == RunStatus.RUNNING,
+            SyncRun.job_id == job_id,
+            SyncRun.job_attempt < job_attempt,
+        )
+        try:
+            result = await self.session.execute(
+                update(SyncRun)
+                .where(SyncRun.id == run_id, or_(waiting, orphaned))
+                .values(
+                    status=RunStatus.RUNNING,
+                    lease=uuid.uuid4(),
+                    job_id=job_id,
+                    job_attempt=job_attempt,
+                    heartbeat_at=utcnow(),
+                    finished_at=None,
+                    paused_until=None,
+                    error=None,
+                    error_detail=None,
+                )
+                .execution_options(synchronize_session=False)
+            )
+        except IntegrityError:  # uq_sync_runs_one_running: another run holds the lease
+            await self.session.rollback()
+            return "busy"
+        return "claimed" if rows_matched(result) == 1 else "not claimable"
+
+    async def set_run_job(
+        self, run_id: uuid.UUID, job_id: int, *, only_if_none: bool = False, **values: Any
+    ) -> bool:
+        """Name the job now responsible for a run that has not ended (and write `values`)."""
+        query = update(SyncRun).where(SyncRun.id == run_id, self._unfinished_or_retryable())
+        if only_if_none:
+            query = query.where(SyncRun.job_id.is_(None))
+        result = await self.session.execute(
+            query.values(job_id=job_id, **values).execution_options(synchronize_session=False)
+        )
+        return rows_matched(result) == 1
+
+    def _unfinished_or_retryable(self) -> Any:
+        return SyncRun.status.in_(
+            (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.FAILED)
+        )
+
+    async def reset_interrupted_run(self, run_id: uuid.UUID) -> None:
+        """A run a previous process left queued or running goes back to `queued`, its lease
+        and job forgotten (its checkpoint kept): a job of this process runs it again."""
+        await self.session.execute(
+            update(SyncRun)
+            .where(SyncRun.id == run_id, SyncRun.status.in_((RunStatus.QUEUED, RunStatus.RUNNING)))
+            .values(status=RunStatus.QUEUED, lease=None, job_id=None, job_attempt=None)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def cancel_run(self, run_id: uuid.UUID, detail: str) -> bool:
+        """Cancel a run that has not ended: a waiting one never runs, a running one loses its
+        lease (its next page's fence stops it; what it stored stays, and so does its checkpoint).
+        False when the run had already ended."""
+        result = await self.session.execute(
+            update(SyncRun)
+            .where(SyncRun.id == run_id, self._unfinished())
+            .values(
+                status=RunStatus.CANCELLED,
+                error="cancelled",
+                error_detail=detail,
+                finished_at=utcnow(),
+                lease=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return rows_matched(result) == 1
+
     async def running_run_id(self, connection_id: uuid.UUID, object_type: str) -> uuid.UUID | None:
         """The run holding the lease on (connection, object type), if any."""
         result = await self.session.execute(
@@ -332,10 +471,11 @@ class LedgerRepository:
 
     async def cancel_running_runs(self, connection_id: uuid.UUID, detail: str) -> None:
         """Fence off every running run of a connection (disconnect, purge): each stops at its
-        next page's transaction instead of writing after the connection's data is gone."""
+        next page's transaction instead of writing after the connection's data is gone. Runs
+        waiting for a worker (queued, or paused until their resume) are cancelled too."""
         await self.session.execute(
             update(SyncRun)
-            .where(SyncRun.connection_id == connection_id, SyncRun.status == RunStatus.RUNNING)
+            .where(SyncRun.connection_id == connection_id, self._unfinished())
             .values(
                 status=RunStatus.CANCELLED,
                 error="connection_disconnected",
@@ -354,7 +494,7 @@ class LedgerRepository:
             .where(
                 SyncRun.connection_id == connection_id,
                 SyncRun.object_type == object_type,
-                SyncRun.status != RunStatus.RUNNING,
+                SyncRun.status.not_in((RunStatus.RUNNING, RunStatus.QUEUED)),
             )
             .order_by(SyncRun.started_at.desc())
             .limit(1)

@@ -18,12 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.database import utcnow
 from src.core.errors import LedgersyncError
-from src.domains.external_accounting.base.sync import ConnectionSyncResult, ObjectType
+from src.domains.external_accounting.base.sync import ConnectionSyncResult, ObjectType, RunClaim
 from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.connections.repository import ConnectionRepository
 from src.domains.external_accounting.exceptions import (
+    TEMPORARY_FAILURES,
     NoActiveConnection,
     ProviderRateLimited,
+    RunNotClaimable,
     SyncCrashed,
     SyncInProgress,
     SyncLeaseLost,
@@ -63,6 +65,17 @@ class RunProgress:
     updated: int = 0
     unchanged: int = 0
     newest: datetime | None = None
+    # Live progress: pages stored, and what the run is doing ("window", "outstanding",
+    # "changes", "accounts").
+    pages: int = 0
+    phase_name: str | None = None
+    # What earlier attempts of the same run (a resumed background run) had already spent.
+    api_calls_before: int = 0
+    limit_wait_before: float = 0.0
+    # A background run that fails on something temporary goes back to `queued` (its job
+    # re-queues it after backoff) while it has retries left; `attempts` counts them.
+    attempts: int = 0
+    retries_left: int = 0
 
     def checkpoint(self) -> dict[str, Any] | None:
         """Where a full sync got to, for a later run to resume from."""
@@ -81,16 +94,25 @@ class RunProgress:
 
 
 def new_run(
-    connection: Connection, object_type: ObjectType, *, mode: SyncMode, params: dict[str, Any]
+    connection: Connection,
+    object_type: ObjectType,
+    *,
+    mode: SyncMode,
+    params: dict[str, Any],
+    status: RunStatus = RunStatus.RUNNING,
 ) -> SyncRun:
-    """A run not yet recorded (`SyncRuns.take_lease` records it)."""
+    """A run not yet recorded (`SyncRuns.take_lease` records a running one,
+    `LedgerRepository.add_queued_run` a queued one)."""
     return SyncRun(
         organization_id=connection.organization_id,
         connection_id=connection.id,
         object_type=object_type,
         mode=mode,
         params=params,
-        status=RunStatus.RUNNING,
+        status=status,
+        pages=0,
+        limit_wait_seconds=0.0,
+        attempts=0,
     )
 
 
@@ -98,10 +120,15 @@ class SyncRuns:
     """The runs of one sync service; `api_calls` reads its client's count of calls so far."""
 
     def __init__(
-        self, session_factory: async_sessionmaker[AsyncSession], api_calls: Callable[[], int]
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        api_calls: Callable[[], int],
+        limit_waits: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.session_factory = session_factory
         self.api_calls = api_calls
+        # Seconds the client's calls have waited on the provider's limits so far.
+        self.limit_waits = limit_waits
 
     # -- start -------------------------------------------------------------------------------
 
@@ -122,6 +149,31 @@ class SyncRuns:
                 sync_run_id=str(running) if running else None,
             )
 
+    async def claim(self, repository: LedgerRepository, claim: RunClaim) -> SyncRun:
+        """Take the lease for a queued run (a background sync) in the repository's transaction,
+        as `take_lease` does for a new one: the run becomes `running` for the job attempt
+        `claim` names (also taking over the lease the same job's dead attempt left).
+        `SyncInProgress` when another run holds the connection's lease, `RunNotClaimable`
+        when the run ended or another job is responsible for it."""
+        run = await repository.run_by_id(claim.run_id)
+        if run is None:
+            raise RunNotClaimable(f"Sync run {claim.run_id} does not exist.")
+        if not await repository.connection_active(run.connection_id):
+            raise NoActiveConnection("The connection was disconnected; no sync was started.")
+        await repository.release_dead_runs(run.connection_id, run.object_type)
+        claimed = await repository.claim_run(claim.run_id, claim.job_id, claim.job_attempt)
+        if claimed == "busy":
+            running = await repository.running_run_id(run.connection_id, run.object_type)
+            raise SyncInProgress(
+                f"A {run.object_type} sync of this connection is already running.",
+                sync_run_id=str(running) if running else None,
+            )
+        if claimed == "not claimable":
+            raise RunNotClaimable(f"Sync run {claim.run_id} is not waiting for this job.")
+        claimed_run = await repository.run_by_id(claim.run_id)
+        assert claimed_run is not None
+        return claimed_run
+
     async def start(self, connection: Connection, run: SyncRun) -> RunProgress:
         """Take the lease for `run` in a transaction of its own."""
         async with self.session_factory() as session:
@@ -129,8 +181,11 @@ class SyncRuns:
             await session.commit()
         return self.started(connection, run)
 
-    def started(self, connection: Connection, run: SyncRun) -> RunProgress:
-        """The progress of a run whose lease is taken and committed."""
+    def started(
+        self, connection: Connection, run: SyncRun, claim: RunClaim | None = None
+    ) -> RunProgress:
+        """The progress of a run whose lease is taken and committed (for the queued run
+        `claim` names, when given)."""
         assert run.lease is not None
         logger.info(
             "sync started",
@@ -141,8 +196,24 @@ class SyncRuns:
                 "mode": run.mode,
             },
         )
+        # A background run resumed (after a pause, a retry, or its worker's death) goes on
+        # counting from what its earlier attempts stored.
         return RunProgress(
-            run_id=run.id, lease=run.lease, connection_id=run.connection_id, mode=run.mode
+            run_id=run.id,
+            lease=run.lease,
+            connection_id=run.connection_id,
+            mode=run.mode,
+            # Invoices this run stored in an earlier attempt are counted already.
+            started_at=run.started_at,
+            count=run.count or 0,
+            created=run.created or 0,
+            updated=run.updated or 0,
+            unchanged=run.unchanged or 0,
+            pages=run.pages or 0,
+            api_calls_before=run.api_calls or 0,
+            limit_wait_before=run.limit_wait_seconds or 0.0,
+            attempts=run.attempts or 0,
+            retries_left=claim.retries_left if claim is not None else 0,
         )
 
     async def release(self, progress: RunProgress) -> None:
@@ -183,7 +254,10 @@ class SyncRuns:
             try:
                 async with self.session_factory() as session, session.begin():
                     held = await LedgerRepository(session).hold_lease(
-                        progress.run_id, progress.lease
+                        progress.run_id,
+                        progress.lease,
+                        api_calls=self._api_calls(progress),
+                        limit_wait_seconds=self._limit_waits(progress),
                     )
             except Exception as error:  # a missed beat is retried; the run must not die of it
                 logger.warning(
@@ -194,14 +268,23 @@ class SyncRuns:
             if not held:
                 return
 
+    def _api_calls(self, progress: RunProgress) -> int:
+        return progress.api_calls_before + self.api_calls()
+
+    def _limit_waits(self, progress: RunProgress) -> float:
+        return round(progress.limit_wait_before + self.limit_waits(), 3)
+
     def _counters(self, progress: RunProgress) -> dict[str, Any]:
         return {
             "count": progress.count,
             "created": progress.created,
             "updated": progress.updated,
             "unchanged": progress.unchanged,
-            "api_calls": self.api_calls(),
+            "api_calls": self._api_calls(progress),
             "last_modified": progress.newest,
+            "pages": progress.pages,
+            "phase": progress.phase_name,
+            "limit_wait_seconds": self._limit_waits(progress),
         }
 
     # -- the whole run -----------------------------------------------------------------------
@@ -244,6 +327,7 @@ class SyncRuns:
         resume_after = None
         if isinstance(error, ProviderRateLimited):
             resume_after = datetime.fromisoformat(str(error.extra["resume_after"]))
+        retry = isinstance(error, TEMPORARY_FAILURES) and progress.retries_left > 0
         status = (
             RunStatus.CANCELLED
             if cancelled
@@ -251,6 +335,8 @@ class SyncRuns:
             if error is None
             else RunStatus.PAUSED
             if resume_after
+            else RunStatus.QUEUED
+            if retry
             else RunStatus.FAILED
         )
         succeeded = status is RunStatus.SUCCESS
@@ -270,6 +356,9 @@ class SyncRuns:
         # been stored); a finished run needs none.
         if succeeded:
             finished["checkpoint"] = None
+        if retry:
+            # Not over: queued again (keeping why), for its job to schedule the retry.
+            finished.update(finished_at=None, attempts=progress.attempts + 1)
         async with self.session_factory() as session, session.begin():
             ours = await LedgerRepository(session).finish_run(
                 progress.run_id, progress.lease, **finished
@@ -281,7 +370,7 @@ class SyncRuns:
             # Abandoned or cancelled meanwhile: that status stands, and so does the answer
             # (logged as "lost": no run row says so).
             error, logged_status = SyncLeaseLost("The sync lost its lease before it ended."), "lost"
-        api_calls = self.api_calls()
+        api_calls = self._api_calls(progress)
         log = logger.warning if error or cancelled else logger.info
         log(
             "sync finished",

@@ -91,6 +91,20 @@ SYNC_RUN_EXAMPLE: dict[str, Any] = {
     "error": None,
     "error_detail": None,
     "paused_until": None,
+    "pages": 1,
+    "phase": "changes",
+    "limit_wait_seconds": 0.0,
+    "attempts": 0,
+}
+QUEUED_SYNC_RUNS_EXAMPLE: dict[str, Any] = {
+    "sync_runs": [
+        {
+            "id": SYNC_RUN_EXAMPLE["id"],
+            "connection_id": SYNC_RUN_EXAMPLE["connection_id"],
+            "object_type": "invoices",
+            "status": RunStatus.QUEUED.value,
+        }
+    ]
 }
 
 
@@ -213,6 +227,9 @@ class AccountOut(_Out):
 
 
 class SyncRunOut(_Out):
+    """A sync run. `status`: `queued` (waiting for a worker), `running`, then `success`,
+    `failed`, `paused` (Xero's daily limit: it resumes after `paused_until`) or `cancelled`."""
+
     model_config = ConfigDict(json_schema_extra={"examples": [SYNC_RUN_EXAMPLE]})
 
     id: uuid.UUID
@@ -233,3 +250,33 @@ class SyncRunOut(_Out):
     error: str | None
     error_detail: str | None
     paused_until: datetime | None
+    pages: int = Field(description="Pages stored so far")
+    phase: str | None = Field(
+        description="What the run is doing, or did last: `window`, `outstanding` or `changes` "
+        "(invoices), `accounts`; null before it starts"
+    )
+    limit_wait_seconds: float = Field(
+        description="Seconds its calls have waited on Xero's rate limits so far"
+    )
+    attempts: int = Field(
+        description="Retries so far after temporary failures (Xero down, timeouts)"
+    )
+
+
+class QueuedSyncRun(_Out):
+    """A background sync run: `queued` when just queued, else the run the connection already
+    had (queued, running, or paused until its scheduled resume)."""
+
+    id: uuid.UUID
+    connection_id: uuid.UUID
+    object_type: str
+    status: str = Field(description="`queued`, `running` or `paused`")
+
+
+class QueuedSyncRuns(BaseModel):
+    """What a background sync request answers (202): one run per connection it covers; follow
+    each at `GET /sync-runs/{id}`."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [QUEUED_SYNC_RUNS_EXAMPLE]})
+
+    sync_runs: list[QueuedSyncRun]

@@ -22,8 +22,7 @@ from src.domains.external_accounting.schedules.models import ConnectionSchedule
 
 OBJECT_TYPES: tuple[ObjectType, ...] = ("invoices", "accounts")
 # Runs that already cover the next sync of their connection and object type.
-# TODO(issue 12 merge): RunStatus.QUEUED once the background-sync branch adds it.
-BUSY_STATUSES = (RunStatus.RUNNING.value, "queued")
+BUSY_STATUSES = (RunStatus.RUNNING.value, RunStatus.QUEUED.value)
 
 
 @dataclass(frozen=True)

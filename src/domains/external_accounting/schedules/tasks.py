@@ -16,7 +16,11 @@ from src.core.database import utcnow
 from src.core.errors import LedgersyncError
 from src.core.jobs import job_tasks
 from src.core.settings import Settings
-from src.domains.external_accounting.base.factory import IntegrationFactory
+from src.domains.external_accounting.base.factory import (
+    RESOURCES,
+    IntegrationFactory,
+    ServiceResources,
+)
 from src.domains.external_accounting.connections.models import Provider
 from src.domains.external_accounting.schedules.service import (
     DayLimitReading,
@@ -41,9 +45,7 @@ async def queue_due(
     for item in due:
         try:
             async with session_factory() as session:
-                # TODO(issue 12 merge): `SyncsService.queue` is built on the background-sync
-                # branch; remove this ignore once it exists (mypy then flags it as unused).
-                await SyncsService(session, factory).queue(item.request(), job_app)  # type: ignore[attr-defined]
+                await SyncsService(session, factory).queue(item.request(), job_app)
                 await session.commit()
         except LedgersyncError as error:
             logger.warning(
@@ -87,13 +89,11 @@ async def enqueue_due(
 async def enqueue_due_syncs(context: JobContext, timestamp: int) -> None:
     """Every minute: queue the scheduled syncs that are due (`timestamp` is the tick's; what is
     due is decided at the current instant, so a late tick queues nothing twice)."""
-    resources = context.additional_context
-    # TODO(issue 12 merge): take these from the worker's shared resources object.
-    throttle = resources.get("xero_throttle")
+    resources: ServiceResources = context.additional_context[RESOURCES]
     await enqueue_due(
-        resources["session_factory"],
-        resources["integration_factory"],
+        resources.session_factory,
+        resources.factory,
         context.app,
-        resources["settings"],
-        readings=throttle.budgets if throttle is not None else None,
+        resources.settings,
+        readings=resources.xero_throttle.budgets,
     )

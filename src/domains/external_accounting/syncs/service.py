@@ -1,21 +1,34 @@
 """The one call that starts a sync, whoever asks (a route, the CLI, a queued job, a webhook): a
-typed request in, a `SyncResult` out, nothing of HTTP in between."""
+typed request in, a `SyncResult` out, nothing of HTTP in between. A background sync is the same
+sync run by a job: `queue` records `queued` runs and defers `run_sync` jobs, `run_queued` (the
+task's body) runs one through the same provider service, and re-queues it when it paused on the
+daily limit or failed on something temporary."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
 
+import procrastinate
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from src.core.database import utcnow
+from src.core.http import capped_backoff
+from src.core.jobs import AlreadyQueued, defer_job
 from src.domains.external_accounting.base.factory import IntegrationFactory
 from src.domains.external_accounting.base.sync import (
     AccountSyncRequest,
     ConnectionSyncResult,
     InvoiceSyncRequest,
     ObjectType,
+    RunClaim,
     StartedSync,
     SyncResult,
     SyncTarget,
@@ -27,9 +40,39 @@ from src.domains.external_accounting.exceptions import (
     InvalidSyncParameter,
     NoActiveConnection,
     ReauthorisationRequired,
+    RecordNotFound,
+    RunNotClaimable,
+    SyncInProgress,
+    SyncRunFinished,
 )
+from src.domains.external_accounting.ledger.models import RunStatus, SyncMode, SyncRun
+from src.domains.external_accounting.ledger.repository import LedgerRepository
+from src.domains.external_accounting.ledger.runs import new_run
+
+logger = logging.getLogger(__name__)
 
 SyncRequest = InvoiceSyncRequest | AccountSyncRequest
+
+# The task that runs a queued run (`syncs/tasks.py`); the name is stored in queued jobs.
+RUN_SYNC_TASK = "syncs.run_sync"
+SYNC_QUEUE = "sync"
+
+
+def sync_lock(connection_id: uuid.UUID, object_type: str) -> str:
+    """The queueing lock and lock of a connection's background syncs of one object type: one
+    waiting, one running, in order."""
+    return f"sync:{connection_id}:{object_type}"
+
+
+def request_params(request: SyncRequest) -> dict[str, object]:
+    """A request's parameters, as a queued run keeps them for the job that runs it."""
+    if isinstance(request, InvoiceSyncRequest):
+        return {
+            "incremental": request.incremental,
+            "invoice_types": sorted(request.invoice_types),
+            "months_back": request.months_back,
+        }
+    return {"account_types": sorted(request.account_types or [])}
 
 
 class SyncsService:
@@ -50,6 +93,260 @@ class SyncsService:
         runs = await self._start_all(connections, lambda c: self._start(c, request))
         parts = await asyncio.gather(*(run.run() for run in runs))
         return self._combine(request.object_type, connections, parts, started)
+
+    # -- background syncs ----------------------------------------------------------------------
+
+    async def queue(self, request: SyncRequest, job_app: procrastinate.App) -> list[SyncRun]:
+        """Queue a background sync of every connection the request covers: a `queued` run and a
+        `run_sync` job each (queueing lock and lock per connection and object type). A
+        connection that already has a run of this object type that has not ended (queued,
+        running, or paused until its scheduled resume) gets that run back instead."""
+        connections = await self.connections_to_sync(request)
+        await self.session.commit()
+        ledger = LedgerRepository(self.session)
+        runs: list[SyncRun] = []
+        for connection in sorted(connections, key=lambda c: c.id):
+            runs.append(await self._queue_one(ledger, connection, request, job_app))
+        by_connection = {run.connection_id: run for run in runs}
+        return [by_connection[c.id] for c in connections]
+
+    async def _queue_one(
+        self,
+        ledger: LedgerRepository,
+        connection: Connection,
+        request: SyncRequest,
+        job_app: procrastinate.App,
+    ) -> SyncRun:
+        object_type = request.object_type
+        for _ in range(3):  # a concurrent request may queue, or its run end, meanwhile
+            existing = await ledger.unfinished_run(connection.id, object_type)
+            if existing is not None:
+                await self.session.commit()
+                await self._give_a_job_if_orphaned(ledger, existing, job_app)
+                return existing
+            incremental = not isinstance(request, InvoiceSyncRequest) or request.incremental
+            run = new_run(
+                connection,
+                object_type,
+                mode=SyncMode.INCREMENTAL if incremental else SyncMode.FULL,
+                params=request_params(request),
+                status=RunStatus.QUEUED,
+            )
+            if not await ledger.add_queued_run(run):
+                continue  # another request queued one first: return it
+            await self.session.commit()
+            try:
+                job_id = await self._defer(job_app, run)
+            except AlreadyQueued:
+                # A job of this connection and type already waits (its run ended meanwhile,
+                # or is being re-queued): this run would never be the one to run.
+                await ledger.cancel_run(run.id, "Another background sync was queued first.")
+                await self.session.commit()
+                continue
+            except BaseException:
+                await ledger.cancel_run(run.id, "The sync could not be queued.")
+                await self.session.commit()
+                raise
+            # The job may already have claimed the run (and named itself).
+            await ledger.set_run_job(run.id, job_id, only_if_none=True)
+            await self.session.commit()
+            refreshed = await ledger.run_by_id(run.id)
+            assert refreshed is not None
+            await self.session.commit()
+            return refreshed
+        raise SyncInProgress(
+            f"A {object_type} sync of this connection is being queued; try again shortly."
+        )
+
+    async def _give_a_job_if_orphaned(
+        self, ledger: LedgerRepository, run: SyncRun, job_app: procrastinate.App
+    ) -> None:
+        """A waiting run whose job is gone (its process died between finishing an attempt and
+        queueing the next, or the in-memory queue that held it did) gets a new one."""
+        if run.status == RunStatus.RUNNING:
+            return  # a dead run's lease is taken over by its job, or released when stale
+        if run.job_id is not None:
+            jobs = await job_app.job_manager.list_jobs_async(id=run.job_id)
+            if any(job.status in ("todo", "doing") for job in jobs):
+                return
+        due = run.paused_until if run.paused_until and run.paused_until > utcnow() else None
+        try:
+            job_id = await self._defer(job_app, run, schedule_at=due)
+        except AlreadyQueued:
+            return
+        await ledger.set_run_job(run.id, job_id)
+        await self.session.commit()
+        run.job_id = job_id
+        logger.warning(
+            "re-queued a sync run whose job was gone", extra={"sync_run_id": str(run.id)}
+        )
+
+    async def _defer(
+        self, job_app: procrastinate.App, run: SyncRun, schedule_at: datetime | None = None
+    ) -> int:
+        lock = sync_lock(run.connection_id, run.object_type)
+        return await defer_job(
+            job_app,
+            RUN_SYNC_TASK,
+            queueing_lock=lock,
+            lock=lock,
+            schedule_at=schedule_at,
+            run_id=str(run.id),
+        )
+
+    async def run_queued(self, claim: RunClaim, job_app: procrastinate.App) -> None:
+        """Run a queued run, as the job attempt `claim` names (the body of `run_sync`). Idempotent:
+        a run that ended, or that another job is responsible for, is left alone. Afterwards the
+        run is queued again by itself when it paused on the daily limit (for `paused_until`) or
+        failed on something temporary (after backoff, `SYNC_RETRY_ATTEMPTS` times at most)."""
+        ledger = LedgerRepository(self.session)
+        run = await ledger.run_by_id(claim.run_id)
+        if run is None or not _waiting_for(run, claim):
+            await self.session.commit()
+            logger.info(
+                "sync job has nothing to do",
+                extra={"sync_run_id": str(claim.run_id), "job_id": claim.job_id},
+            )
+            return
+        if run.paused_until is not None and run.paused_until > utcnow():
+            await self._reschedule(ledger, job_app, run, run.paused_until)  # woke early
+            return
+        connection = await self.connections.get(run.connection_id)
+        await self.session.commit()
+        if connection is None or connection.status != ConnectionStatus.ACTIVE.value:
+            await ledger.cancel_run(run.id, "The connection is no longer active.")
+            await self.session.commit()
+            return
+        retries_left = max(0, self.factory.settings.sync_retry_attempts - (run.attempts or 0))
+        claim = dataclasses.replace(claim, retries_left=retries_left)
+        try:
+            started = await self._start_claimed(connection, run, claim)
+        except SyncInProgress:
+            # A request's synchronous sync holds the lease: try again after it.
+            delay = self.factory.settings.sync_retry_base_seconds or 1.0
+            await self._reschedule(ledger, job_app, run, utcnow() + timedelta(seconds=delay))
+            return
+        except (RunNotClaimable, NoActiveConnection):
+            return
+        result = await started.run()
+        await self._after(ledger, job_app, claim.run_id, result)
+
+    async def _start_claimed(
+        self, connection: Connection, run: SyncRun, claim: RunClaim
+    ) -> StartedSync:
+        service = self.factory.get_sync_service(connection)
+        params = run.params or {}
+        if run.object_type == "invoices":
+            return await service.start_invoices(
+                connection,
+                incremental=bool(params.get("incremental", True)),
+                invoice_types=list(params.get("invoice_types") or []),
+                months_back=int(params.get("months_back", 12)),
+                claim=claim,
+            )
+        return await service.start_accounts(
+            connection, account_types=list(params.get("account_types") or []) or None, claim=claim
+        )
+
+    async def _after(
+        self,
+        ledger: LedgerRepository,
+        job_app: procrastinate.App,
+        run_id: uuid.UUID,
+        result: ConnectionSyncResult,
+    ) -> None:
+        """Queue the run again if it is to go on by itself."""
+        run = await ledger.run_by_id(run_id)
+        await self.session.commit()
+        if run is None:
+            return
+        settings = self.factory.settings
+        if run.status == RunStatus.PAUSED and run.paused_until is not None:
+            await self._reschedule(ledger, job_app, run, run.paused_until)
+        elif result.mode == SyncMode.PAUSED and result.resume_after is not None:
+            # Not started: an earlier run's pause on the daily limit has not ended.
+            await self._reschedule(ledger, job_app, run, result.resume_after)
+        elif run.status == RunStatus.QUEUED and run.error is not None and run.finished_at is None:
+            # Failed on something temporary with retries left (`SyncRuns` queued it again).
+            delay = capped_backoff(
+                run.attempts,
+                base=settings.sync_retry_base_seconds,
+                cap=settings.sync_retry_max_seconds,
+            )
+            delay += random.uniform(0, delay / 4)
+            logger.warning(
+                "background sync failed on something temporary; retrying",
+                extra={"sync_run_id": str(run.id), "attempt": run.attempts, "delay_s": delay},
+            )
+            await self._reschedule(ledger, job_app, run, utcnow() + timedelta(seconds=delay))
+
+    async def _reschedule(
+        self,
+        ledger: LedgerRepository,
+        job_app: procrastinate.App,
+        run: SyncRun,
+        at: datetime,
+        **values: Any,
+    ) -> None:
+        """A new job for the run at `at`. The job running now holds the run's lock, so the new
+        one cannot start before this one has named it."""
+        job_id = await self._defer(job_app, run, schedule_at=at)
+        await ledger.set_run_job(run.id, job_id, **values)
+        await self.session.commit()
+
+    async def cancel(
+        self, organization_id: uuid.UUID, run_id: uuid.UUID, job_app: procrastinate.App
+    ) -> SyncRun:
+        """Cancel a run that has not ended: a waiting one (queued, or paused until its resume)
+        never runs; a running one stops at its next page boundary, keeping the pages it stored.
+        `SyncRunFinished` when it had already ended."""
+        ledger = LedgerRepository(self.session)
+        run = await ledger.get_run(organization_id, run_id)
+        if run is None:
+            raise RecordNotFound(f"Sync run {run_id} does not exist.")
+        if not await ledger.cancel_run(run_id, "Cancelled on request."):
+            status = str((await ledger.run_by_id(run_id) or run).status)
+            await self.session.rollback()
+            raise SyncRunFinished(
+                f"Sync run {run_id} already ended ({status}); there is nothing to cancel.",
+                status=status,
+            )
+        await self.session.commit()
+        if run.job_id is not None:
+            # A waiting job is cancelled (its queueing lock freed); a running one is stopped by
+            # the run's fence instead.
+            await job_app.job_manager.cancel_job_by_id_async(run.job_id)
+        cancelled = await ledger.run_by_id(run_id)
+        assert cancelled is not None
+        await self.session.commit()
+        return cancelled
+
+    async def requeue_interrupted(self, job_app: procrastinate.App) -> list[uuid.UUID]:
+        """Queue again the runs a previous process left unfinished (the in-process queue of
+        SQLite did not outlive it): queued and running ones at once (resumed from their
+        checkpoints), paused ones for `paused_until`."""
+        ledger = LedgerRepository(self.session)
+        runs = await ledger.unfinished_background_runs()
+        for run in runs:
+            await ledger.reset_interrupted_run(run.id)
+        await self.session.commit()
+        requeued = []
+        for run in runs:
+            refreshed = await ledger.run_by_id(run.id)
+            assert refreshed is not None
+            at = refreshed.paused_until if refreshed.status == RunStatus.PAUSED else None
+            try:
+                job_id = await self._defer(job_app, refreshed, schedule_at=at)
+            except AlreadyQueued:
+                continue
+            await ledger.set_run_job(run.id, job_id)
+            await self.session.commit()
+            requeued.append(run.id)
+        if requeued:
+            logger.warning("re-queued interrupted sync runs", extra={"count": len(requeued)})
+        return requeued
+
+    # -- starting syncs ------------------------------------------------------------------------
 
     async def _start(self, connection: Connection, request: SyncRequest) -> StartedSync:
         """Take the connection's lease for `request` (its provider's sync service decides how)."""
@@ -131,3 +428,16 @@ class SyncsService:
                 connect_url=self.factory.connect_url(first.provider, first.organization_id),
             )
         return SyncResult.combine(object_type, parts, time.monotonic() - started)
+
+
+def _waiting_for(run: SyncRun, claim: RunClaim) -> bool:
+    """Whether the job attempt `claim` names is the one to run `run` now: the run waits and no
+    other job is responsible for it, or the same job's earlier attempt left it running (that
+    attempt's worker died)."""
+    if run.status in (RunStatus.QUEUED, RunStatus.PAUSED):
+        return run.job_id is None or run.job_id == claim.job_id
+    return (
+        run.status == RunStatus.RUNNING
+        and run.job_id == claim.job_id
+        and (run.job_attempt if run.job_attempt is not None else -1) < claim.job_attempt
+    )

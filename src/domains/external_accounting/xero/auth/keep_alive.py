@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from src.core.database import utcnow
 from src.core.jobs import job_tasks
 from src.core.settings import Settings
+from src.domains.external_accounting.base.factory import RESOURCES, ServiceResources
 from src.domains.external_accounting.connections.repository import GrantRepository
 from src.domains.external_accounting.exceptions import (
     ProviderRejected,
@@ -90,11 +91,10 @@ async def keep_alive_pass(
 @job_tasks.task("tokens.keep_alive", queue="maintenance", cron="7 * * * *", pass_context=True)
 async def keep_alive_task(context: JobContext, timestamp: int) -> None:
     """Hourly: one keep-alive pass with the worker's shared session factory, auth manager and
-    settings (`context.additional_context`)."""
-    resources = context.additional_context
-    # TODO(issue 12 merge): take these from the worker's shared resources object.
+    settings (the `ServiceResources` in `context.additional_context`)."""
+    resources: ServiceResources = context.additional_context[RESOURCES]
     report = await keep_alive_pass(
-        resources["session_factory"], resources["xero_auth_manager"], resources["settings"]
+        resources.session_factory, resources.xero_auth_manager, resources.settings
     )
     logger.info(
         "token keep-alive pass",

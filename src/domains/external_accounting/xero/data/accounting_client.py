@@ -140,6 +140,12 @@ class XeroAccountingClient:
         self.retry = retry or RetryPolicy.from_settings(settings)
         self.sleep = sleep
         self.api_calls = 0
+        # Seconds this client's calls waited on Xero's limits: the limiter's pacing, and the
+        # Retry-After of 429s (a run's live progress shows it).
+        self.limit_wait_s = 0.0
+
+    def _note_wait(self, seconds: float) -> None:
+        self.limit_wait_s += seconds
 
     # -- public calls ----------------------------------------------------------------------
 
@@ -328,7 +334,7 @@ class XeroAccountingClient:
             problem: str
             try:
                 # Every attempt is a call Xero counts: each takes its own slot.
-                async with self.throttle.limiter.slot(connection.tenant_id):
+                async with self.throttle.limiter.slot(connection.tenant_id, self._note_wait):
                     response = await self.http.get(
                         f"{self.base_url}{path}", params=params, headers=request_headers
                     )
@@ -370,6 +376,7 @@ class XeroAccountingClient:
                     "xero rate limit; waiting",
                     extra={"problem": kind, "wait_s": wait, "path": path},
                 )
+                self._note_wait(wait)
                 await self.sleep(wait)
                 continue
             if response is not None and response.status_code == 401 and not refreshed:

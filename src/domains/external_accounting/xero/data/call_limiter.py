@@ -76,11 +76,16 @@ class CallLimiter(ABC):
         self.waited_s = 0.0  # total time callers were paced (for logs and the benchmark)
 
     @asynccontextmanager
-    async def slot(self, tenant_id: str) -> AsyncIterator[None]:
-        """Wait for a slot for one call to `tenant_id`; it is freed when the block exits."""
+    async def slot(
+        self, tenant_id: str, on_wait: Callable[[float], None] | None = None
+    ) -> AsyncIterator[None]:
+        """Wait for a slot for one call to `tenant_id`; it is freed when the block exits.
+        `on_wait` hears of every wait this limiter imposes (a run's progress reports it)."""
         lease = uuid.uuid4().hex
         while (wait := await self._try_acquire(tenant_id, lease)) > 0:
             self.waited_s += wait
+            if on_wait is not None:
+                on_wait(wait)
             await self.sleep(wait)
         try:
             yield

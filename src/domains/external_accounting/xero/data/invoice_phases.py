@@ -19,6 +19,10 @@ from src.domains.external_accounting.xero.data.accounting_client import XeroAcco
 from src.domains.external_accounting.xero.data.mapping import invoice_row, line_item_rows
 from src.domains.external_accounting.xero.data.xero_models import XeroInvoice
 
+# What each phase of a full sync is called in a run's live progress (`phase`); an incremental
+# pass is "changes".
+PHASE_NAMES = ("window", "outstanding", "changes")
+
 # Xero's If-Modified-Since has one-second resolution and unknown inclusiveness: re-read one
 # second before the cursor and let the upserts absorb what was already stored.
 CURSOR_OVERLAP = timedelta(seconds=1)
@@ -89,6 +93,7 @@ class InvoicePhases:
             if index < first:
                 continue
             progress.phase = index
+            progress.phase_name = PHASE_NAMES[index]
             resume_at = checkpoint.get("since") if checkpoint and index == first else None
             progress.phase_since = datetime.fromisoformat(resume_at) if resume_at else None
             filters = dict(phase)
@@ -112,6 +117,8 @@ class InvoicePhases:
     ) -> None:
         """Every invoice matching `filters`, page by page; a cursor phase (pages oldest change
         first) also moves the incremental cursor with each page."""
+        if progress.phase_name is None:
+            progress.phase_name = "changes"
         async for page in prefetch(self.client.iter_invoice_pages(connection, **filters)):
             # After this page is stored, this phase can restart from `resume_from` without
             # missing anything (the client knows: keyset position, or a busy second's start).
@@ -146,6 +153,7 @@ class InvoicePhases:
                 connection.id, [i.invoice_id for i, _ in pairs]
             )
             now = utcnow()
+            progress.pages += 1
             rows: list[InvoiceRow] = []
             lines: list[LineItemRow] = []
             replaced: list[uuid.UUID] = []

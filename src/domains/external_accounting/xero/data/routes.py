@@ -10,7 +10,8 @@ from collections.abc import Collection
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import WithJsonSchema
 
 from src.core.deps import SessionDep, UtcDatetime
@@ -21,7 +22,7 @@ from src.domains.external_accounting.base.sync import (
     SyncResult,
 )
 from src.domains.external_accounting.connections.models import Provider
-from src.domains.external_accounting.deps import FactoryDep
+from src.domains.external_accounting.deps import FactoryDep, JobAppDep
 from src.domains.external_accounting.exceptions import (
     ConnectionNotFound,
     FullSyncRequiresAdmin,
@@ -31,16 +32,21 @@ from src.domains.external_accounting.exceptions import (
     RecordNotFound,
     SyncInProgress,
     SyncRateLimited,
+    SyncRunFinished,
 )
 from src.domains.external_accounting.ledger.filters import InvoiceFilters
 from src.domains.external_accounting.ledger.models import INVOICE_TYPES
 from src.domains.external_accounting.ledger.schemas import (
+    QUEUED_SYNC_RUNS_EXAMPLE,
     SYNC_RESULT_EXAMPLE,
+    SYNC_RUN_EXAMPLE,
     AccountOut,
     InvoiceDetail,
     InvoiceOut,
     InvoicePage,
     LineItemOut,
+    QueuedSyncRun,
+    QueuedSyncRuns,
     SyncRunOut,
 )
 from src.domains.external_accounting.ledger.service import LedgerService
@@ -49,7 +55,7 @@ from src.domains.external_accounting.syncs.policy import (
     invoice_sync_allowed,
     sync_allowed,
 )
-from src.domains.external_accounting.syncs.service import SyncsService
+from src.domains.external_accounting.syncs.service import SyncRequest, SyncsService
 from src.domains.organizations.deps import MEMBER_ERRORS, MemberOfOrg
 
 router = APIRouter(tags=["sync"])
@@ -60,6 +66,21 @@ LIST_RESPONSES = error_responses(*MEMBER_ERRORS)
 RECORD_RESPONSES = error_responses(*MEMBER_ERRORS, RecordNotFound)
 SYNC_RESPONSES = merge_responses(
     {200: {"content": {"application/json": {"example": SYNC_RESULT_EXAMPLE}}}},
+    {
+        202: {
+            "model": QueuedSyncRuns,
+            "description": "`background=true`: the runs queued (or already under way), one per "
+            "connection; follow each at `GET /sync-runs/{id}`",
+            "headers": {
+                "Location": {
+                    "description": "The first run, `/external-accounting/sync-runs/{id}`",
+                    "schema": {"type": "string"},
+                    "example": f"/external-accounting/sync-runs/{SYNC_RUN_EXAMPLE['id']}",
+                }
+            },
+            "content": {"application/json": {"example": QUEUED_SYNC_RUNS_EXAMPLE}},
+        }
+    },
     error_responses(
         *MEMBER_ERRORS,
         FullSyncRequiresAdmin,  # a full sync (`incremental=false`) is for admins
@@ -95,6 +116,36 @@ ACCOUNT_TYPES = {
     "SUPERANNUATIONLIABILITY",
     "WAGESEXPENSE",
 }
+
+BackgroundQuery = Annotated[
+    bool,
+    Query(
+        description="Queue the sync and answer 202 at once with its runs (false: sync now and "
+        "answer the result)",
+        examples=[True],
+    ),
+]
+
+
+async def _sync_or_queue(
+    request: Request,
+    service: SyncsService,
+    sync_request: SyncRequest,
+    background: bool,
+    job_app: JobAppDep,
+) -> SyncResult | JSONResponse:
+    if not background:
+        return await service.sync(sync_request)
+    runs = await service.queue(sync_request, job_app)
+    body = QueuedSyncRuns(sync_runs=[QueuedSyncRun.model_validate(run) for run in runs])
+    # Under the prefix this request came through (`/external-accounting` or `/integrations`).
+    prefix = request.url.path.rsplit("/", 2)[0]
+    return JSONResponse(
+        body.model_dump(mode="json"),
+        status_code=202,
+        headers={"Location": f"{prefix}/sync-runs/{runs[0].id}"},
+    )
+
 
 INVOICE_STATUSES = {"DRAFT", "SUBMITTED", "AUTHORISED", "PAID", "VOIDED", "DELETED"}
 
@@ -176,12 +227,17 @@ AccountTypeFilter = Annotated[list[str], listed_query("type", ACCOUNT_TYPES, "Ac
 
 
 @router.post(
-    "/invoices/sync", responses=SYNC_RESPONSES, dependencies=[Depends(invoice_sync_allowed)]
+    "/invoices/sync",
+    response_model=SyncResult,
+    responses=SYNC_RESPONSES,
+    dependencies=[Depends(invoice_sync_allowed)],
 )
 async def sync_invoices(
+    request: Request,
     access: MemberOfOrg,
     session: SessionDep,
     factory: FactoryDep,
+    job_app: JobAppDep,
     types: InvoiceTypesQuery,
     incremental: IncrementalQuery = True,
     months_back: Annotated[
@@ -195,9 +251,11 @@ async def sync_invoices(
     ] = 12,
     connection_id: ConnectionFilter = None,
     tenant_id: TenantFilter = None,
-) -> SyncResult:
-    """Sync invoices from the organisation's accounting connections; returns a summary only."""
-    request = InvoiceSyncRequest(
+    background: BackgroundQuery = False,
+) -> SyncResult | JSONResponse:
+    """Sync invoices from the organisation's accounting connections; returns a summary only
+    (with `background=true`, 202 and the queued runs at once)."""
+    sync_request = InvoiceSyncRequest(
         organization_id=access.organization_id,
         provider=Provider.XERO,
         connection_id=connection_id,
@@ -206,27 +264,38 @@ async def sync_invoices(
         invoice_types=types or sorted(INVOICE_TYPES),
         months_back=months_back,
     )
-    return await SyncsService(session, factory).sync(request)
+    service = SyncsService(session, factory)
+    return await _sync_or_queue(request, service, sync_request, background, job_app)
 
 
-@router.post("/accounts/sync", responses=SYNC_RESPONSES, dependencies=[Depends(sync_allowed)])
+@router.post(
+    "/accounts/sync",
+    response_model=SyncResult,
+    responses=SYNC_RESPONSES,
+    dependencies=[Depends(sync_allowed)],
+)
 async def sync_accounts(
+    request: Request,
     access: MemberOfOrg,
     session: SessionDep,
     factory: FactoryDep,
+    job_app: JobAppDep,
     types: AccountTypesQuery,
     connection_id: ConnectionFilter = None,
     tenant_id: TenantFilter = None,
-) -> SyncResult:
-    """Sync the chart of accounts (optionally only some account types); returns a summary only."""
-    request = AccountSyncRequest(
+    background: BackgroundQuery = False,
+) -> SyncResult | JSONResponse:
+    """Sync the chart of accounts (optionally only some account types); returns a summary only
+    (with `background=true`, 202 and the queued runs at once)."""
+    sync_request = AccountSyncRequest(
         organization_id=access.organization_id,
         provider=Provider.XERO,
         connection_id=connection_id,
         tenant_id=tenant_id,
         account_types=types or None,
     )
-    return await SyncsService(session, factory).sync(request)
+    service = SyncsService(session, factory)
+    return await _sync_or_queue(request, service, sync_request, background, job_app)
 
 
 def _decode_cursor(cursor: str) -> tuple[date | None, uuid.UUID]:
@@ -359,14 +428,34 @@ async def list_sync_runs(
     return [_run_out(run) for run in runs]
 
 
+RunIdPath = Annotated[
+    uuid.UUID,
+    Path(description="The sync run's id", examples=["0b9c8d7e-6f5a-4b3c-8d2e-1f0a9b8c7d6e"]),
+]
+
+
 @router.get("/sync-runs/{run_id}", responses=RECORD_RESPONSES)
 async def get_sync_run(
-    run_id: Annotated[
-        uuid.UUID,
-        Path(description="The sync run's id", examples=["0b9c8d7e-6f5a-4b3c-8d2e-1f0a9b8c7d6e"]),
-    ],
-    access: MemberOfOrg,
-    ledger: LedgerServiceDep,
+    run_id: RunIdPath, access: MemberOfOrg, ledger: LedgerServiceDep
 ) -> SyncRunOut:
-    """One sync run."""
+    """One sync run, with its live progress while it runs: pages and invoices so far, API
+    calls, the phase, and the seconds spent waiting on Xero's limits."""
     return _run_out(await ledger.get_run(access.organization_id, run_id))
+
+
+CANCEL_RESPONSES = error_responses(*MEMBER_ERRORS, RecordNotFound, SyncRunFinished)
+
+
+@router.post("/sync-runs/{run_id}/cancel", responses=CANCEL_RESPONSES)
+async def cancel_sync_run(
+    run_id: RunIdPath,
+    access: MemberOfOrg,
+    session: SessionDep,
+    factory: FactoryDep,
+    job_app: JobAppDep,
+) -> SyncRunOut:
+    """Cancel a run that has not ended: a queued one (or one paused until its resume) never
+    runs; a running one stops at its next page boundary, keeping the pages it stored. A run
+    that already ended: 409 `sync_run_finished`."""
+    run = await SyncsService(session, factory).cancel(access.organization_id, run_id, job_app)
+    return _run_out(run)

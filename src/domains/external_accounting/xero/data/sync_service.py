@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from src.core.database import utcnow
 from src.domains.external_accounting.base.sync import (
     ConnectionSyncResult,
+    RunClaim,
     StartedSync,
     months_ago,
 )
@@ -34,7 +35,7 @@ class XeroSyncService:
     ) -> None:
         self.session_factory = session_factory
         self.client = client
-        self.runs = SyncRuns(session_factory, lambda: client.api_calls)
+        self.runs = SyncRuns(session_factory, lambda: client.api_calls, lambda: client.limit_wait_s)
         self.invoices = InvoicePhases(session_factory, client, self.runs)
 
     async def sync_invoices(
@@ -62,21 +63,31 @@ class XeroSyncService:
         incremental: bool = True,
         invoice_types: Sequence[str] = INVOICE_TYPES,
         months_back: int = 12,
+        claim: RunClaim | None = None,
     ) -> StartedSync:
         """Take the invoice lease and decide what the run does; `SyncInProgress` when another
-        run holds the lease. Nothing is fetched until the result's `run`."""
+        run holds the lease. Nothing is fetched until the result's `run`. With `claim`, the run
+        is that queued one (a background sync): resumed from its own checkpoint when an earlier
+        attempt left one (paused, failed for a while, or its worker died)."""
         types = sorted(set(invoice_types) or set(INVOICE_TYPES))
         # Filtering by type only when it narrows: both types is every invoice.
         type_filter = types if set(types) != set(INVOICE_TYPES) else None
         scope = "invoices:" + ",".join(types)
-        run = new_run(connection, "invoices", mode=SyncMode.FULL, params={})
         async with self.session_factory() as session:
             repository = LedgerRepository(session)
             # The lease first (a run that died mid-sync is released by it, so its checkpoint is
             # resumed): what is read next no other run changes while we hold it.
-            await self.runs.take_lease(repository, run)
+            if claim is None:
+                run = new_run(connection, "invoices", mode=SyncMode.FULL, params={})
+                await self.runs.take_lease(repository, run)
+            else:
+                run = await self.runs.claim(repository, claim)
             cursor = await repository.get_cursor(connection.id, scope)
-            previous = await repository.latest_run(connection.id, "invoices")
+            previous = (
+                run
+                if claim is not None and run.checkpoint
+                else await repository.latest_run(connection.id, "invoices")
+            )
             if previous is not None and previous.paused_until and previous.paused_until > utcnow():
                 paused = _still_paused(connection, previous)
                 await session.rollback()  # no run: nothing will be called
@@ -98,6 +109,7 @@ class XeroSyncService:
             )
             run.mode = mode
             run.params = {
+                **({"background": True} if claim is not None else {}),
                 "incremental": incremental,
                 "invoice_types": types,
                 "months_back": months_back,
@@ -105,7 +117,7 @@ class XeroSyncService:
                 "resumed_from": str(previous.id) if checkpoint and previous else None,
             }
             await session.commit()
-        progress = self.runs.started(connection, run)
+        progress = self.runs.started(connection, run, claim)
         progress.count_unchanged = mode != SyncMode.INCREMENTAL
         if mode == SyncMode.INCREMENTAL and cursor is not None:
             since = cursor - CURSOR_OVERLAP
@@ -147,19 +159,36 @@ class XeroSyncService:
         return self._started_sync(connection, progress, work)
 
     async def sync_accounts(
-        self, connection: Connection, *, account_types: Sequence[str] | None = None
+        self,
+        connection: Connection,
+        *,
+        account_types: Sequence[str] | None = None,
     ) -> ConnectionSyncResult:
         """The chart of accounts (one call: Xero does not paginate it)."""
         started = await self.start_accounts(connection, account_types=account_types)
         return await started.run()
 
     async def start_accounts(
-        self, connection: Connection, *, account_types: Sequence[str] | None = None
+        self,
+        connection: Connection,
+        *,
+        account_types: Sequence[str] | None = None,
+        claim: RunClaim | None = None,
     ) -> StartedSync:
-        """Take the accounts lease (`SyncInProgress` when held); `run` syncs the chart."""
+        """Take the accounts lease (`SyncInProgress` when held); `run` syncs the chart. With
+        `claim`, the run is that queued one (a background sync)."""
         types = sorted(set(account_types or []))
-        run = new_run(connection, "accounts", mode=SyncMode.FULL, params={"account_types": types})
-        progress = await self.runs.start(connection, run)
+        if claim is None:
+            run = new_run(
+                connection, "accounts", mode=SyncMode.FULL, params={"account_types": types}
+            )
+            progress = await self.runs.start(connection, run)
+        else:
+            async with self.session_factory() as session:
+                run = await self.runs.claim(LedgerRepository(session), claim)
+                await session.commit()
+            progress = self.runs.started(connection, run, claim)
+        progress.phase_name = "accounts"
 
         async def work() -> None:
             await self._store_accounts(connection, progress, types)
@@ -175,6 +204,7 @@ class XeroSyncService:
             await self.runs.fence(repository, progress)
             versions = await repository.account_versions(connection.id)
             rows = []
+            progress.pages += 1
             for account, raw in zip(accounts, raws, strict=True):
                 progress.count += 1
                 progress.note_updated_at(account.updated_date_utc)

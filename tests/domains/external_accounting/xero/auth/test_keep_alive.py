@@ -22,6 +22,7 @@ from src.core.crypto import TokenCipher
 from src.core.database import utcnow
 from src.core.jobs import build_job_app, defer_job, run_jobs_in_process
 from src.core.settings import Settings
+from src.domains.external_accounting.base.factory import RESOURCES
 from src.domains.external_accounting.connections.models import Connection, OAuthGrant
 from src.domains.external_accounting.xero.auth.auth_manager import XeroAuthManager
 from src.domains.external_accounting.xero.auth.keep_alive import keep_alive_pass
@@ -139,11 +140,7 @@ async def test_the_hourly_job_refreshes_idle_token_sets_on_a_worker(
     before = await _grant(session_factory)
     await _age(session_factory, settings.token_keepalive_days + 1)
     job_app = build_job_app(settings)
-    resources = {
-        "settings": settings,
-        "session_factory": session_factory,
-        "xero_auth_manager": _manager(app),
-    }
+    resources = {RESOURCES: app.state.resources}
     async with job_app.open_async(), run_jobs_in_process(job_app, additional_context=resources):
         await defer_job(job_app, "tokens.keep_alive", timestamp=int(utcnow().timestamp()))
 

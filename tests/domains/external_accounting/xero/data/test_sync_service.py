@@ -599,7 +599,9 @@ async def test_an_invoice_edited_while_the_run_pages_is_counted_once(
         )
         return decode_invoices(f'{{"Invoices":[{invoice}]}}'.encode(), 1)
 
-    no_calls = cast(XeroAccountingClient, SimpleNamespace(api_calls=0))  # pages come from here
+    no_calls = cast(
+        XeroAccountingClient, SimpleNamespace(api_calls=0, limit_wait_s=0.0)
+    )  # pages come from here
     service = XeroSyncService(session_factory, no_calls)
     progress = await service.runs.start(
         connection, new_run(connection, "invoices", mode=SyncMode.FULL, params={})
