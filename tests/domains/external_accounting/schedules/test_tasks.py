@@ -1,0 +1,73 @@
+"""The scheduler end to end: a connection on a one-minute schedule is synced by the job queue
+with no request from anyone, and a connection whose schedule is disabled is left alone."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from src.core.database import utcnow
+from src.core.jobs import defer_job
+from src.core.settings import Settings
+from src.domains.external_accounting.connections.models import Connection
+from src.domains.external_accounting.ledger.models import RunStatus, SyncRun
+from src.xero_sandbox.server import RunningSandbox
+from tests.domains.external_accounting.syncs.test_background import background_service, fast
+from tests.factories import bearer
+from tests.fixtures import connected_org, sandbox_stats, wait_for
+
+
+async def _runs(
+    session_factory: async_sessionmaker[AsyncSession], connection_id: uuid.UUID
+) -> list[SyncRun]:
+    async with session_factory() as session:
+        query = select(SyncRun).where(SyncRun.connection_id == connection_id)
+        return list((await session.execute(query)).scalars())
+
+
+async def test_a_connection_on_a_one_minute_schedule_is_synced_with_no_request(
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+) -> None:
+    async with background_service(fast(settings)) as (app, client):
+        org_id, key, connections = await connected_org(client, session_factory)
+        scheduled, disabled = connections[0], connections[1]
+        for connection, body in (
+            (scheduled, {"invoices_every_minutes": 1, "accounts_every_minutes": 1}),
+            (disabled, {"enabled": False}),
+        ):
+            response = await client.put(
+                f"/external-accounting/connections/{connection.id}/schedule",
+                params={"org_id": str(org_id)},
+                json=body,
+                headers=bearer(key),
+            )
+            assert response.status_code == 200, response.text
+        # Connected two minutes ago: a new connection's first slot comes half an interval on.
+        async with session_factory() as session:
+            await session.execute(
+                update(Connection).values(connected_at=utcnow() - timedelta(minutes=2))
+            )
+            await session.commit()
+        calls_before = sandbox_stats(fresh_sandbox)["by_path"].get("/Invoices", 0)
+        # The minute's tick of the periodic task (cron fires it once a minute; a test does not
+        # wait for the wall clock's next minute).
+        await defer_job(
+            app.state.job_app,
+            "schedules.enqueue_due_syncs",
+            timestamp=int(utcnow().timestamp()),
+        )
+
+        async def both_synced() -> bool:
+            runs = await _runs(session_factory, scheduled.id)
+            done = {r.object_type for r in runs if r.status == RunStatus.SUCCESS.value}
+            return done == {"invoices", "accounts"}
+
+        await wait_for(both_synced, timeout=30)
+        assert await _runs(session_factory, disabled.id) == []
+    calls_after = sandbox_stats(fresh_sandbox)["by_path"].get("/Invoices", 0)
+    assert calls_after > calls_before
