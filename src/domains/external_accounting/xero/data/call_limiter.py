@@ -30,6 +30,10 @@ _BUSY_POLL_S = 0.01
 _UNPACED = 2**62
 
 
+# The least margin added to Xero's minute for the jitter between sending and arrival.
+MIN_JITTER_MARGIN_S = 0.25
+
+
 @dataclass(frozen=True)
 class CallLimits:
     """Xero's limits as this limiter enforces them (`window_s` is Xero's minute). The defaults are
@@ -47,9 +51,11 @@ class CallLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CallLimits:
-        """The limits from settings, the window one Xero second longer than a minute: our clock
-        starts a call when it is sent, Xero's when it arrives, and network jitter between the
-        two must not squeeze a call into the previous window."""
+        """The limits from settings, the window one Xero second (at least a quarter of a real
+        second) longer than a minute: our clock starts a call when it is sent, Xero's when it
+        arrives, and network jitter between the two must not squeeze a call into the previous
+        window. The floor matters where the minute is compressed (the sandbox, tests): a
+        sixtieth of a one-second minute is less than a busy machine's jitter."""
         if not settings.xero_pacing:
             return cls(
                 minute=_UNPACED,
@@ -61,7 +67,8 @@ class CallLimits:
             minute=settings.xero_minute_limit,
             concurrent=settings.xero_concurrent_limit,
             app_minute=settings.xero_app_minute_limit,
-            window_s=settings.xero_minute_seconds * 61 / 60,
+            window_s=settings.xero_minute_seconds
+            + max(settings.xero_minute_seconds / 60, MIN_JITTER_MARGIN_S),
         )
 
 
