@@ -130,9 +130,14 @@ async def _work(settings: Settings, concurrency: int | None, queues: list[str] |
 @app.command()
 def demo(
     invoices: int = typer.Option(2000, help="Invoices per sandbox organisation."),
-    json_lines: bool = typer.Option(False, "--json", help="Print one SyncResult JSON per line."),
+    json_lines: bool = typer.Option(
+        False,
+        "--json",
+        help="Print one SyncResult JSON per line, then one for the background sync (its runs).",
+    ),
 ) -> None:
-    """Sandbox + OAuth connect + full, incremental and accounts sync, on the embedded defaults."""
+    """Sandbox + OAuth connect + full, incremental and accounts sync, then a background full
+    sync followed to its end, on the embedded defaults."""
     from src.demo import run_demo  # imported here: it pulls in the whole app and the sandbox
 
     results = run_demo(invoices, json_lines)
