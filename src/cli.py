@@ -16,6 +16,7 @@ from src.core.migrations import upgrade_database
 from src.core.settings import ConfigurationError, Settings, get_settings
 from src.domains.external_accounting.base.factory import RESOURCES, service_resources
 from src.domains.external_accounting.connections.cli import rotate_encryption_keys
+from src.domains.external_accounting.syncs.cli import runs_app, sync_app
 from src.domains.external_accounting.xero.auth.cli import revocations_app, tokens_app
 from src.domains.organizations.cli import keys_app, orgs_app, users_app
 from src.xero_sandbox.cli import app as sandbox_app
@@ -31,6 +32,8 @@ keys_app.command("rotate-encryption")(rotate_encryption_keys)
 app.add_typer(keys_app, name="keys")
 app.add_typer(revocations_app, name="revocations")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(sync_app, name="sync")
+app.add_typer(runs_app, name="runs")
 
 
 def _configured(field: str) -> bool:
@@ -127,9 +130,14 @@ async def _work(settings: Settings, concurrency: int | None, queues: list[str] |
 @app.command()
 def demo(
     invoices: int = typer.Option(2000, help="Invoices per sandbox organisation."),
-    json_lines: bool = typer.Option(False, "--json", help="Print one SyncResult JSON per line."),
+    json_lines: bool = typer.Option(
+        False,
+        "--json",
+        help="Print one SyncResult JSON per line, then one for the background sync (its runs).",
+    ),
 ) -> None:
-    """Sandbox + OAuth connect + full, incremental and accounts sync, on the embedded defaults."""
+    """Sandbox + OAuth connect + full, incremental and accounts sync, then a background full
+    sync followed to its end, on the embedded defaults."""
     from src.demo import run_demo  # imported here: it pulls in the whole app and the sandbox
 
     results = run_demo(invoices, json_lines)

@@ -3,7 +3,9 @@
 Starts the sandbox, migrates the SQLite database, creates an organisation and an admin, connects
 two Xero tenants through the real OAuth flow (the sandbox auto-approves the consent), then runs a
 full invoice sync, lets a Xero user change a few invoices, runs an incremental sync and an
-accounts sync, and prints the results and what is now in the database."""
+accounts sync, then a full invoice sync in the background (`background=true`: 202 and queued runs,
+which the app's in-process worker runs, as `serve` does on SQLite) followed at `GET
+/sync-runs/{id}` with a progress bar, and prints the results and what is now in the database."""
 
 from __future__ import annotations
 
@@ -19,8 +21,11 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 from rich.console import Console
 from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -48,6 +53,8 @@ def _steps(console: Console, enabled: bool) -> Iterator[Any]:
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=console,
         disable=not enabled,
@@ -62,7 +69,7 @@ async def _run(invoices: int, as_json: bool) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     with RunningSandbox(sandbox_config) as sandbox, _steps(console, not as_json) as progress:
         settings = demo_settings(sandbox.base_url, sandbox_config)
-        step = progress.add_task("Migrating the database", total=7)
+        step = progress.add_task("Migrating the database", total=8)
         await asyncio.to_thread(upgrade_database, settings.database_url)
         engine = create_engine(settings.database_url)
         factory = create_session_factory(engine)
@@ -112,6 +119,13 @@ async def _run(invoices: int, as_json: bool) -> list[dict[str, Any]]:
 
             progress.update(step, description="Accounts sync", advance=1)
             results.append(await _sync(api, headers, org, "accounts"))
+
+            progress.update(
+                step, description="Background full invoice sync (queued, run by the app)", advance=1
+            )
+            first = results[0]["connections"]
+            expected = {c["connection_id"]: (c["tenant_name"], c["count"]) for c in first}
+            results.append(await _background_sync(api, headers, org, progress, expected))
             progress.update(step, description="Done", advance=1)
 
         summary = await _summary(factory, organization.id)
@@ -131,6 +145,65 @@ async def _sync(
     response.raise_for_status()
     result: dict[str, Any] = response.json()
     return result
+
+
+ENDED = ("success", "failed", "cancelled")
+
+
+async def _background_sync(
+    api: httpx.AsyncClient,
+    headers: dict[str, str],
+    org: dict[str, str],
+    progress: Progress,
+    expected: dict[str, tuple[str, int]],
+) -> dict[str, Any]:
+    """POST a background full sync (202 at once), then follow each queued run at `GET
+    /sync-runs/{id}` with a bar (invoices so far, of about what the first full sync found) until
+    it ends; one result line for the lot, with the runs as they ended."""
+    queued = await api.post(
+        "/external-accounting/invoices/sync",
+        params={**org, "incremental": "false", "background": "true"},
+        headers=headers,
+    )
+    queued.raise_for_status()
+    assert queued.status_code == 202, queued.text
+    runs: dict[str, dict[str, Any]] = {r["id"]: r for r in queued.json()["sync_runs"]}
+    names = {run_id: expected[run["connection_id"]][0] for run_id, run in runs.items()}
+    bars: dict[str, TaskID] = {
+        run_id: progress.add_task(
+            f"  {names[run_id]}: queued", total=expected[run["connection_id"]][1] or None
+        )
+        for run_id, run in runs.items()
+    }
+    deadline = time.monotonic() + 120
+    while True:
+        for run_id in runs:
+            response = await api.get(
+                f"/external-accounting/sync-runs/{run_id}", params=org, headers=headers
+            )
+            response.raise_for_status()
+            run = runs[run_id] = response.json()
+            phase = f", phase {run['phase']}" if run["phase"] else ""
+            total = expected[run["connection_id"]][1]
+            progress.update(
+                bars[run_id],
+                description=f"  {names[run_id]}: {run['status']}, pages {run['pages']}{phase}",
+                completed=run["count"],
+                # About what the first full sync found; exactly what this one found once ended.
+                total=run["count"] if run["status"] in ENDED else max(total, run["count"]) or None,
+            )
+        if all(run["status"] in ENDED for run in runs.values()):
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the background sync did not end: {list(runs.values())}")
+        await asyncio.sleep(0.1)
+    return {
+        "object_type": "invoices",
+        "background": True,
+        "success": all(run["status"] == "success" for run in runs.values()),
+        "count": sum(run["count"] for run in runs.values()),
+        "sync_runs": list(runs.values()),
+    }
 
 
 def _edit_books(sandbox: RunningSandbox) -> None:
@@ -186,12 +259,16 @@ async def _summary(factory: Any, organization_id: Any) -> list[tuple[Any, ...]]:
 def _print(
     console: Console, results: list[dict[str, Any]], summary: list[tuple[Any, ...]], url: str
 ) -> None:
+    *synced, background = results
     for title, result in zip(
-        ("Full invoice sync", "Incremental invoice sync", "Accounts sync"), results, strict=True
+        ("Full invoice sync", "Incremental invoice sync", "Accounts sync"), synced, strict=True
     ):
         shown = {k: v for k, v in result.items() if k != "connections"}
         console.rule(title)
         console.print_json(json.dumps(shown))
+    console.rule("Background full invoice sync: its runs, as GET /sync-runs/{id} shows them")
+    for run in background["sync_runs"]:
+        console.print_json(json.dumps(run))
     table = Table(title=f"Now in the database ({url})")
     for column in ("Xero organisation", "status", "rows", "total (mixed currencies)", "amount due"):
         table.add_column(column, justify="right" if column != "Xero organisation" else "left")
@@ -207,5 +284,5 @@ def _print(
 
 
 def run_demo(invoices: int = 2000, as_json: bool = False) -> list[dict[str, Any]]:
-    """Run the demo and return the SyncResults."""
+    """Run the demo and return the SyncResults (and, last, the background sync's runs)."""
     return asyncio.run(_run(invoices, as_json))

@@ -18,13 +18,28 @@ async def test_demo_connects_and_syncs(
     results = await _run(invoices=150, as_json=True)
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert lines == results
-    assert [r["object_type"] for r in results] == ["invoices", "invoices", "accounts"]
+    assert [r["object_type"] for r in results] == ["invoices", "invoices", "accounts", "invoices"]
     assert all(r["success"] for r in results)
-    full, incremental, accounts = results
+    full, incremental, accounts, background = results
     assert [c["mode"] for c in full["connections"]] == ["full", "full"]
     assert [c["mode"] for c in incremental["connections"]] == ["incremental", "incremental"]
     assert incremental["created"] + incremental["updated"] >= 4  # the edits made between syncs
     assert accounts["count"] > 0
+    # The background full sync: one queued run per connection, run by the app's in-process
+    # worker, followed at GET /sync-runs/{id} until it ended.
+    assert background["background"] is True
+    runs = background["sync_runs"]
+    assert sorted(r["connection_id"] for r in runs) == sorted(
+        str(c["connection_id"]) for c in full["connections"]
+    )
+    for run in runs:
+        assert run["status"] == "success"
+        assert run["mode"] == "full"
+        assert run["params"]["background"] is True
+        assert run["pages"] >= 1
+        assert run["count"] > 0
+        assert run["finished_at"] is not None
+    assert background["count"] == sum(r["count"] for r in runs)
     assert (tmp_path / "key").exists()
 
 

@@ -199,17 +199,22 @@ async def run_jobs_in_process(
     *,
     name: str = "in-process",
     additional_context: Mapping[str, Any] | None = None,
+    queues: Iterable[str] | None = None,
 ) -> AsyncIterator[None]:
     """Run a worker of the open `app` on the running loop while the block runs, then stop it the
     way a worker stops on SIGTERM: it takes no new job and lets those in flight finish (cancelled
     after JOB_SHUTDOWN_GRACE_SECONDS, when set). Tasks with `pass_context` find
-    `additional_context` (the service's shared resources) in `context.additional_context`."""
+    `additional_context` (the service's shared resources) in `context.additional_context`.
+    `queues`: only jobs of these (default: all)."""
+    options: WorkerOptions = {
+        "name": name,
+        "install_signal_handlers": False,
+        "additional_context": dict(additional_context or {}),
+    }
+    if queues is not None:
+        options["queues"] = list(queues)
     worker = asyncio.create_task(
-        app.run_worker_async(
-            name=name,
-            install_signal_handlers=False,
-            additional_context=dict(additional_context or {}),
-        ),
+        app.run_worker_async(**options),
         name=f"jobs {name}",
     )
     worker.add_done_callback(_log_unexpected_stop)

@@ -505,13 +505,12 @@ class LedgerRepository:
         run = await self.session.get(SyncRun, run_id)
         return run if run is not None and run.organization_id == organization_id else None
 
-    async def list_runs(self, organization_id: uuid.UUID, limit: int) -> list[SyncRun]:
-        result = await self.session.execute(
-            select(SyncRun)
-            .where(SyncRun.organization_id == organization_id)
-            .order_by(SyncRun.started_at.desc())
-            .limit(limit)
-        )
+    async def list_runs(self, organization_id: uuid.UUID | None, limit: int) -> list[SyncRun]:
+        """The newest runs of an organisation (None: of every organisation, for operators)."""
+        query = select(SyncRun)
+        if organization_id is not None:
+            query = query.where(SyncRun.organization_id == organization_id)
+        result = await self.session.execute(query.order_by(SyncRun.started_at.desc()).limit(limit))
         return list(result.scalars())
 
     # -- reading -----------------------------------------------------------------------------

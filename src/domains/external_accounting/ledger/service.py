@@ -53,13 +53,20 @@ class LedgerService:
             organization_id, types=types, connection_id=connection_id
         )
 
-    async def list_runs(self, organization_id: uuid.UUID, limit: int) -> list[SyncRun]:
-        """Recent sync runs, newest first."""
+    async def list_runs(self, organization_id: uuid.UUID | None, limit: int) -> list[SyncRun]:
+        """Recent sync runs, newest first (None: every organisation's, for operators)."""
         return await self.ledger.list_runs(organization_id, limit)
 
     async def get_run(self, organization_id: uuid.UUID, run_id: uuid.UUID) -> SyncRun:
         """One sync run."""
         run = await self.ledger.get_run(organization_id, run_id)
+        if run is None:
+            raise RecordNotFound(f"Sync run {run_id} does not exist.")
+        return run
+
+    async def find_run(self, run_id: uuid.UUID) -> SyncRun:
+        """One sync run, whichever organisation's (for operators), read afresh."""
+        run = await self.ledger.run_by_id(run_id)
         if run is None:
             raise RecordNotFound(f"Sync run {run_id} does not exist.")
         return run

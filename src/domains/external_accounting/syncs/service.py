@@ -83,14 +83,21 @@ class SyncsService:
         self.factory = factory
         self.connections = ConnectionRepository(session)
 
-    async def sync(self, request: SyncRequest) -> SyncResult:
+    async def sync(
+        self,
+        request: SyncRequest,
+        on_started: Callable[[list[uuid.UUID]], None] | None = None,
+    ) -> SyncResult:
         """Sync what `request` asks for; `SyncInProgress` (and nothing started) when any of its
         connections' syncs is already running. Commits the session's transaction first: none
-        stays open for the length of a sync."""
+        stays open for the length of a sync. `on_started` gets the ids of the runs once every
+        lease is taken (to follow their progress, as the CLI does)."""
         connections = await self.connections_to_sync(request)
         started = time.monotonic()
         await self.session.commit()
         runs = await self._start_all(connections, lambda c: self._start(c, request))
+        if on_started is not None:
+            on_started([run.run_id for run in runs if run.run_id is not None])
         parts = await asyncio.gather(*(run.run() for run in runs))
         return self._combine(request.object_type, connections, parts, started)
 
@@ -295,11 +302,14 @@ class SyncsService:
         await self.session.commit()
 
     async def cancel(
-        self, organization_id: uuid.UUID, run_id: uuid.UUID, job_app: procrastinate.App
+        self, organization_id: uuid.UUID, run_id: uuid.UUID, job_app: procrastinate.App | None
     ) -> SyncRun:
         """Cancel a run that has not ended: a waiting one (queued, or paused until its resume)
         never runs; a running one stops at its next page boundary, keeping the pages it stored.
-        `SyncRunFinished` when it had already ended."""
+        `SyncRunFinished` when it had already ended. `job_app`: the queue holding the run's
+        job, to cancel it there too; None when this process cannot reach it (another
+        process's in-memory queue, on SQLite): the job then finds its run cancelled and does
+        nothing."""
         ledger = LedgerRepository(self.session)
         run = await ledger.get_run(organization_id, run_id)
         if run is None:
@@ -312,7 +322,7 @@ class SyncsService:
                 status=status,
             )
         await self.session.commit()
-        if run.job_id is not None:
+        if run.job_id is not None and job_app is not None:
             # A waiting job is cancelled (its queueing lock freed); a running one is stopped by
             # the run's fence instead.
             await job_app.job_manager.cancel_job_by_id_async(run.job_id)
