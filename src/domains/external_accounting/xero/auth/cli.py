@@ -1,4 +1,5 @@
-"""Operator commands: `ledgersync revocations ...`, `ledgersync tokens ...`."""
+"""Operator commands: `ledgersync revocations ...`, `ledgersync tokens ...`, on the same process
+resources as the app and the worker (`service_resources`)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,8 @@ import asyncio
 import typer
 
 from src.core.crypto import TokenCipher
-from src.core.database import create_engine, create_session_factory
-from src.core.http import create_http_client
 from src.core.settings import get_settings
-from src.domains.external_accounting.xero.auth.auth_manager import XeroAuthManager
-from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
+from src.domains.external_accounting.base.factory import service_resources
 from src.domains.external_accounting.xero.auth.keep_alive import KeepAliveReport, keep_alive_pass
 from src.domains.external_accounting.xero.auth.revocations import (
     MaintenanceReport,
@@ -28,17 +26,10 @@ def retry_revocations() -> None:
     settings = get_settings()
 
     async def main() -> MaintenanceReport:
-        engine = create_engine(settings.database_url)
-        try:
-            async with create_http_client(settings) as http:
-                return await run_maintenance(
-                    create_session_factory(engine),
-                    settings,
-                    TokenCipher.from_settings(settings),
-                    XeroIdentityClient(http, settings),
-                )
-        finally:
-            await engine.dispose()
+        async with service_resources(settings, TokenCipher.from_settings(settings)) as process:
+            return await run_maintenance(
+                process.session_factory, settings, process.cipher, process.identity
+            )
 
     report = asyncio.run(main())
     typer.echo(
@@ -56,19 +47,10 @@ def keep_alive() -> None:
     settings = get_settings()
 
     async def main() -> KeepAliveReport:
-        engine = create_engine(settings.database_url)
-        try:
-            async with create_http_client(settings) as http:
-                session_factory = create_session_factory(engine)
-                manager = XeroAuthManager(
-                    settings,
-                    session_factory,
-                    XeroIdentityClient(http, settings),
-                    TokenCipher.from_settings(settings),
-                )
-                return await keep_alive_pass(session_factory, manager, settings)
-        finally:
-            await engine.dispose()
+        async with service_resources(settings, TokenCipher.from_settings(settings)) as process:
+            return await keep_alive_pass(
+                process.session_factory, process.xero_auth_manager, settings
+            )
 
     report = asyncio.run(main())
     typer.echo(
