@@ -9,10 +9,11 @@ Xero's ground truth and the comparison with it are in `ground_truth.py`."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -20,6 +21,7 @@ from unittest.mock import patch
 from urllib.parse import parse_qs, urlparse
 
 import httpx
+import procrastinate
 from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from sqlalchemy import select
@@ -27,7 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from src.core.crypto import TokenCipher
 from src.core.database import create_engine, create_session_factory
+from src.core.jobs import run_jobs_in_process
 from src.core.settings import Settings
+from src.domains.external_accounting.base.factory import RESOURCES
 from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.xero.auth.auth_manager import XeroAuthManager
 from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
@@ -417,3 +421,54 @@ async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float = 10
     while not await condition():
         assert time.monotonic() < deadline, "timed out waiting"
         await asyncio.sleep(0.02)
+
+
+# -- background jobs -------------------------------------------------------------------------
+
+ON_POSTGRES = os.environ.get("TEST_DATABASE_URL", "").startswith("postgres")
+# Compressed job timings: a dead worker is noticed within about 2.7 s, retries come in 0.1 s.
+FAST_JOBS: dict[str, Any] = {
+    "job_heartbeat_seconds": 0.5,
+    "job_stalled_after_seconds": 2.0,
+    "job_stalled_check_seconds": 0.5,
+    "job_poll_seconds": 0.2,
+    "sync_retry_base_seconds": 0.1,
+    "sync_retry_max_seconds": 0.2,
+    "xero_retry_attempts": 2,
+}
+# The same timings as a worker's or the CLI's environment.
+FAST_JOBS_ENVIRONMENT = {name.upper(): str(value) for name, value in FAST_JOBS.items()}
+
+
+def fast_jobs(settings: Settings, **overrides: Any) -> Settings:
+    """`settings` with the compressed job timings (and any other overrides)."""
+    return settings.model_copy(update={**FAST_JOBS, **overrides})
+
+
+async def empty_job_queue(job_app: procrastinate.App) -> None:
+    """No job of an earlier test left in PostgreSQL's queue (the in-memory one starts empty)."""
+    if ON_POSTGRES:
+        await job_app.connector.execute_query_async(
+            "TRUNCATE procrastinate_jobs, procrastinate_events, procrastinate_workers,"
+            " procrastinate_periodic_defers CASCADE"
+        )
+
+
+@asynccontextmanager
+async def background_service(
+    settings: Settings, *, worker: bool = True
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The service with a worker running its jobs: the one `serve` runs on SQLite; on PostgreSQL
+    a real Procrastinate worker on the app's queue and resources, in this process (tests that
+    need worker processes start `ledgersync worker`)."""
+    async with AsyncExitStack() as stack:
+        app = await stack.enter_async_context(running_app(settings))
+        await empty_job_queue(app.state.job_app)
+        if ON_POSTGRES and worker:
+            await stack.enter_async_context(
+                run_jobs_in_process(
+                    app.state.job_app, additional_context={RESOURCES: app.state.resources}
+                )
+            )
+        client = await stack.enter_async_context(app_client(app))
+        yield app, client

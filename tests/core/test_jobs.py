@@ -36,9 +36,8 @@ from src.core.jobs import (
 from src.core.migrations import alembic_config, upgrade_database
 from src.core.settings import Settings, get_settings
 from tests.core import job_tasks
-from tests.fixtures import TEST_ENCRYPTION_KEY
+from tests.fixtures import ON_POSTGRES, TEST_ENCRYPTION_KEY, empty_job_queue
 
-ON_POSTGRES = os.environ.get("TEST_DATABASE_URL", "").startswith("postgres")
 postgres_only = pytest.mark.skipif(not ON_POSTGRES, reason="TEST_DATABASE_URL is not PostgreSQL")
 REPOSITORY = Path(__file__).resolve().parents[2]
 LEDGERSYNC = Path(sys.executable).with_name("ledgersync")
@@ -63,11 +62,7 @@ async def job_app(database_url: str) -> AsyncIterator[procrastinate.App]:
     """The session database's job queue, open and empty: PostgreSQL's, or in memory on SQLite."""
     app = build_job_app(job_settings(database_url))
     async with app.open_async():
-        if ON_POSTGRES:
-            await app.connector.execute_query_async(
-                "TRUNCATE procrastinate_jobs, procrastinate_events, procrastinate_workers,"
-                " procrastinate_periodic_defers CASCADE"
-            )
+        await empty_job_queue(app)
         yield app
 
 

@@ -15,9 +15,14 @@ from src.core.settings import Settings
 from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.ledger.models import RunStatus, SyncRun
 from src.xero_sandbox.server import RunningSandbox
-from tests.domains.external_accounting.syncs.test_background import background_service, fast
 from tests.factories import bearer
-from tests.fixtures import connected_org, sandbox_stats, wait_for
+from tests.fixtures import (
+    background_service,
+    connected_org,
+    fast_jobs,
+    sandbox_stats,
+    wait_for,
+)
 
 
 async def _runs(
@@ -33,7 +38,7 @@ async def test_a_connection_on_a_one_minute_schedule_is_synced_with_no_request(
     session_factory: async_sessionmaker[AsyncSession],
     settings: Settings,
 ) -> None:
-    async with background_service(fast(settings)) as (app, client):
+    async with background_service(fast_jobs(settings)) as (app, client):
         org_id, key, connections = await connected_org(client, session_factory)
         scheduled, disabled = connections[0], connections[1]
         for connection, body in (

@@ -13,15 +13,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import procrastinate
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -38,40 +36,28 @@ from src.domains.external_accounting.syncs.service import SyncsService
 from src.xero_sandbox.server import RunningSandbox
 from tests.factories import bearer
 from tests.fixtures import (
-    app_client,
+    FAST_JOBS_ENVIRONMENT,
+    ON_POSTGRES,
+    background_service,
     connected_to_new_tenant,
+    empty_job_queue,
+    fast_jobs,
     inject_faults,
-    running_app,
     sandbox_stats,
     service_environment,
     tighten_limits,
 )
 from tests.ground_truth import assert_complete
 
-ON_POSTGRES = os.environ.get("TEST_DATABASE_URL", "").startswith("postgres")
 postgres_only = pytest.mark.skipif(not ON_POSTGRES, reason="TEST_DATABASE_URL is not PostgreSQL")
 sqlite_only = pytest.mark.skipif(ON_POSTGRES, reason="the in-memory queue of SQLite")
 LEDGERSYNC = Path(sys.executable).with_name("ledgersync")
 REPOSITORY = Path(__file__).resolve().parents[4]
 
 INVOICES = 2500  # three pages of 1,000
-# Compressed job timings: a dead worker is noticed within about 2.7 s, retries come in 0.1 s.
-FAST: dict[str, Any] = {
-    "job_heartbeat_seconds": 0.5,
-    "job_stalled_after_seconds": 2.0,
-    "job_stalled_check_seconds": 0.5,
-    "job_poll_seconds": 0.2,
-    "sync_retry_base_seconds": 0.1,
-    "sync_retry_max_seconds": 0.2,
-    "xero_retry_attempts": 2,
-}
 # Every accounting call takes this long, so a sync of three pages can be caught in the middle.
 SLOW_CALLS: dict[str, Any] = {"path_contains": "/Invoices", "slow_rate": 1.0, "slow_seconds": 0.5}
 FULL = {"incremental": "false", "months_back": "120"}
-
-
-def fast(settings: Settings, **overrides: Any) -> Settings:
-    return settings.model_copy(update={**FAST, **overrides})
 
 
 def fast_cipher(settings: Settings) -> TokenCipher:
@@ -82,35 +68,6 @@ def accounts_request(org_id: uuid.UUID, connection_id: uuid.UUID) -> AccountSync
     return AccountSyncRequest(
         organization_id=org_id, provider=Provider.XERO, connection_id=connection_id
     )
-
-
-async def empty_queue(job_app: procrastinate.App) -> None:
-    """No job of an earlier test left in PostgreSQL's queue (the in-memory one starts empty)."""
-    if ON_POSTGRES:
-        await job_app.connector.execute_query_async(
-            "TRUNCATE procrastinate_jobs, procrastinate_events, procrastinate_workers,"
-            " procrastinate_periodic_defers CASCADE"
-        )
-
-
-@asynccontextmanager
-async def background_service(
-    settings: Settings, *, worker: bool = True
-) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """The service with a worker running its jobs: the one `serve` runs on SQLite; on PostgreSQL
-    a real Procrastinate worker on the app's queue and resources, in this process (tests that
-    need worker processes start `ledgersync worker`)."""
-    async with AsyncExitStack() as stack:
-        app = await stack.enter_async_context(running_app(settings))
-        await empty_queue(app.state.job_app)
-        if ON_POSTGRES and worker:
-            await stack.enter_async_context(
-                run_jobs_in_process(
-                    app.state.job_app, additional_context={RESOURCES: app.state.resources}
-                )
-            )
-        client = await stack.enter_async_context(app_client(app))
-        yield app, client
 
 
 async def post_background(
@@ -211,7 +168,7 @@ async def test_a_background_sync_answers_202_and_serve_completes_it_in_process(
     org_id, key, connection = await connected_to_new_tenant(
         client, fresh_sandbox, session_factory, "Queued Ltd", INVOICES
     )
-    async with background_service(fast(settings)) as (_, service):
+    async with background_service(fast_jobs(settings)) as (_, service):
         response = await post_background(service, key, org_id, connection, **FULL)
         run_id = await queued_run_id(response)
         assert response.json()["sync_runs"][0]["status"] in ("queued", "running")
@@ -238,7 +195,7 @@ def start_worker(
     }
     environment.update(
         service_environment(settings, sandbox),
-        **{name.upper(): str(value) for name, value in FAST.items()},
+        **FAST_JOBS_ENVIRONMENT,
         PYTHONPATH=str(REPOSITORY),
     )
     started: list[subprocess.Popen[bytes]] = []
@@ -269,7 +226,7 @@ async def test_a_background_sync_answers_202_and_a_worker_process_completes_it(
     org_id, key, connection = await connected_to_new_tenant(
         client, fresh_sandbox, session_factory, "Queued Ltd", INVOICES
     )
-    async with background_service(fast(settings), worker=False) as (_, service):
+    async with background_service(fast_jobs(settings), worker=False) as (_, service):
         run_id = await queued_run_id(
             await post_background(service, key, org_id, connection, **FULL)
         )
@@ -297,12 +254,12 @@ async def test_a_second_request_while_one_is_queued_gets_the_same_run(
     request = InvoiceSyncRequest(
         organization_id=org_id, provider=Provider.XERO, connection_id=connection.id
     )
-    job_app = build_job_app(fast(settings))  # no worker: what is queued stays queued
+    job_app = build_job_app(fast_jobs(settings))  # no worker: what is queued stays queued
     async with (
         job_app.open_async(),
         service_resources(settings, fast_cipher(settings)) as resources,
     ):
-        await empty_queue(job_app)
+        await empty_job_queue(job_app)
         async with session_factory() as session:
             first = await SyncsService(session, resources.factory).queue(request, job_app)
         async with session_factory() as session:
@@ -329,7 +286,7 @@ async def test_a_second_request_while_one_runs_gets_the_running_run(
         client, fresh_sandbox, session_factory, "Busy Ltd", INVOICES
     )
     inject_faults(fresh_sandbox, **SLOW_CALLS)
-    async with background_service(fast(settings)) as (_, service):
+    async with background_service(fast_jobs(settings)) as (_, service):
         run_id = await queued_run_id(
             await post_background(service, key, org_id, connection, **FULL)
         )
@@ -357,12 +314,12 @@ async def test_cancelling_a_queued_run_stops_it_before_it_calls_xero(
     request = InvoiceSyncRequest(
         organization_id=org_id, provider=Provider.XERO, connection_id=connection.id
     )
-    job_app = build_job_app(fast(settings))
+    job_app = build_job_app(fast_jobs(settings))
     async with (
         job_app.open_async(),
         service_resources(settings, fast_cipher(settings)) as resources,
     ):
-        await empty_queue(job_app)
+        await empty_job_queue(job_app)
         async with session_factory() as session:
             [queued] = await SyncsService(session, resources.factory).queue(request, job_app)
         async with session_factory() as session:
@@ -415,7 +372,7 @@ async def test_cancelling_a_running_run_stops_it_at_a_page_boundary_keeping_its_
         client, fresh_sandbox, session_factory, "Halted Ltd", INVOICES
     )
     inject_faults(fresh_sandbox, **SLOW_CALLS)
-    async with background_service(fast(settings)) as (app, service):
+    async with background_service(fast_jobs(settings)) as (app, service):
         run_id = await queued_run_id(
             await post_background(service, key, org_id, connection, **FULL)
         )
@@ -459,7 +416,7 @@ async def test_a_day_limit_pause_is_resumed_by_itself_after_paused_until(
     # A sandbox day of two seconds with three calls in it; a reserve of one call, paused for a
     # second: the sync pauses (reserve and daily limit) and goes on each time, with no request.
     tighten_limits(fresh_sandbox, day_limit=3, time_scale=43_200, reset_counters=True)
-    compressed = fast(settings, xero_daily_reserve=1, xero_reserve_pause_seconds=1)
+    compressed = fast_jobs(settings, xero_daily_reserve=1, xero_reserve_pause_seconds=1)
     async with background_service(compressed) as (_, service):
         run_id = await queued_run_id(
             await post_background(service, key, org_id, connection, **FULL)
@@ -487,7 +444,7 @@ async def test_a_temporary_outage_is_retried_and_the_run_succeeds(
     # After the first page, two 503s: the client's two attempts fail, the run fails on
     # provider_unavailable and is queued again; the retry resumes from the checkpoint.
     inject_faults(fresh_sandbox, path_contains="/Invoices", skip_first=1, next_errors=[503, 503])
-    async with background_service(fast(settings)) as (_, service):
+    async with background_service(fast_jobs(settings)) as (_, service):
         run_id = await queued_run_id(
             await post_background(service, key, org_id, connection, **FULL)
         )
@@ -509,7 +466,7 @@ async def test_a_long_outage_ends_failed_with_its_reason_after_the_bounded_retri
         client, fresh_sandbox, session_factory, "Down Ltd", 10
     )
     inject_faults(fresh_sandbox, path_contains="/Invoices", next_errors=[503] * 100)
-    async with background_service(fast(settings, sync_retry_attempts=2)) as (_, service):
+    async with background_service(fast_jobs(settings, sync_retry_attempts=2)) as (_, service):
         run_id = await queued_run_id(await post_background(service, key, org_id, connection))
         run = await wait_for_run(service, key, org_id, run_id, ended, timeout=30)
     assert run["status"] == "failed"
@@ -532,7 +489,7 @@ async def test_a_run_of_a_killed_worker_is_resumed_by_another_from_its_checkpoin
         client, fresh_sandbox, session_factory, "Orphan Ltd", INVOICES
     )
     inject_faults(fresh_sandbox, **SLOW_CALLS)
-    async with background_service(fast(settings), worker=False) as (_, service):
+    async with background_service(fast_jobs(settings), worker=False) as (_, service):
         doomed = start_worker()
         run_id = await queued_run_id(
             await post_background(service, key, org_id, connection, **FULL)
@@ -573,7 +530,7 @@ async def test_serve_requeues_at_start_up_the_runs_a_previous_process_left(
     )
     accounts = accounts_request(org_id, connection.id)
     # A previous process: one run still queued, one it was running when it stopped.
-    job_app = build_job_app(fast(settings))
+    job_app = build_job_app(fast_jobs(settings))
     async with (
         job_app.open_async(),
         service_resources(settings, fast_cipher(settings)) as resources,
@@ -586,7 +543,7 @@ async def test_serve_requeues_at_start_up_the_runs_a_previous_process_left(
             repository = LedgerRepository(session)
             assert await repository.claim_run(running.id, running.job_id, 0) == "claimed"
             await session.commit()
-    async with background_service(fast(settings)) as (_, service):
+    async with background_service(fast_jobs(settings)) as (_, service):
         for run_id in (queued.id, running.id):
             run = await wait_for_run(service, key, org_id, str(run_id), ended, timeout=20)
             assert run["status"] == "success", run

@@ -30,26 +30,17 @@ from src.domains.external_accounting.ledger.repository import LedgerRepository
 from src.domains.external_accounting.syncs.service import SyncsService
 from src.xero_sandbox.server import RunningSandbox
 from tests.fixtures import (
+    FAST_JOBS_ENVIRONMENT,
+    ON_POSTGRES,
     connected_to_new_tenant,
     inject_faults,
     service_environment,
 )
 from tests.ground_truth import assert_complete
 
-ON_POSTGRES = os.environ.get("TEST_DATABASE_URL", "").startswith("postgres")
 LEDGERSYNC = Path(sys.executable).with_name("ledgersync")
 REPOSITORY = Path(__file__).resolve().parents[4]
 INVOICES = 2500  # three pages of 1,000
-# Compressed job timings for the command and the worker (see test_background.py).
-FAST = {
-    "JOB_HEARTBEAT_SECONDS": "0.5",
-    "JOB_STALLED_AFTER_SECONDS": "2",
-    "JOB_STALLED_CHECK_SECONDS": "0.5",
-    "JOB_POLL_SECONDS": "0.2",
-    "SYNC_RETRY_BASE_SECONDS": "0.1",
-    "SYNC_RETRY_MAX_SECONDS": "0.2",
-    "XERO_RETRY_ATTEMPTS": "2",
-}
 
 
 @pytest.fixture
@@ -63,7 +54,7 @@ def environment(settings: Settings, sandbox: RunningSandbox) -> dict[str, str]:
     return {
         **inherited,
         **service_environment(settings, sandbox),
-        **FAST,
+        **FAST_JOBS_ENVIRONMENT,
         "PYTHONPATH": str(REPOSITORY),
         "COLUMNS": "240",  # rich's width off a terminal: the progress line whole
     }
