@@ -9,7 +9,8 @@ skewed (log-normal, clipped) number of invoices, and `ledgersync worker` process
 Phase 1 queues the initial syncs (full invoices + accounts) of every connection at once through
 `SyncsService.queue` and waits for all to end. Phase 2 restarts the workers with compressed
 schedules (invoices every minute, accounts every 4 minutes: Xero's 15/60 minutes at
-`--time-scale 15`, which also compresses the sandbox's minute and day by 15) and lets the
+`--time-scale 15`, which also compresses the sandbox's minute and day, and the scheduler's
+one-minute tick, by 15) and lets the
 schedules alone run for `--day-minutes` real minutes, while a Xero user edits a few invoices.
 Every number is measured in the run that prints it."""
 
@@ -176,6 +177,12 @@ def build_fleet(sandbox: SandboxProcess, sizes: list[int]) -> list[Tenant]:
         http.put("/_sandbox/limits", json={"enabled": True, "reset_counters": True})
         http.post("/_sandbox/stats/reset").raise_for_status()
     return tenants
+
+
+def compressed_tick(time_scale: float) -> int:
+    """The scheduler's tick compressed like the rest of the world: the largest divisor of a
+    minute at most 60 s / `time_scale` (4 s at 15x)."""
+    return max(d for d in (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60) if d <= 60 / time_scale)
 
 
 def settings(sandbox_url: str, time_scale: float, **overrides: Any) -> Settings:
@@ -462,6 +469,7 @@ def run(args: argparse.Namespace) -> Report:
             JOB_CONCURRENCY=str(args.concurrency),
             SCHEDULE_INVOICES_MINUTES=str(INVOICES_EVERY_MIN),
             SCHEDULE_ACCOUNTS_MINUTES=str(ACCOUNTS_EVERY_MIN),
+            SCHEDULE_TICK_SECONDS=str(compressed_tick(args.time_scale)),
         )
         phase_start = utcnow()
         workers = Workers(args.workers, env2)

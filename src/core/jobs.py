@@ -58,7 +58,7 @@ class _TaskDefinition:
     queue: str
     retry: RetryValue
     pass_context: bool
-    cron: str | None
+    cron: str | Callable[[Settings], str] | None
 
 
 class TaskRegistry:
@@ -76,13 +76,14 @@ class TaskRegistry:
         queue: str = DEFAULT_QUEUE,
         retry: RetryValue = False,
         pass_context: bool = False,
-        cron: str | None = None,
+        cron: str | Callable[[Settings], str] | None = None,
     ) -> Callable[[TaskFunction], TaskFunction]:
         """Register an async function as the task `name` (stable: queued jobs refer to it).
 
         `retry`: Procrastinate's (`True`, a count, or a `RetryStrategy`). `pass_context`: the
         function gets the `JobContext` first (attempts, abort requests). `cron`: also deferred
-        periodically (six fields allowed, the last being seconds), with a `timestamp` argument.
+        periodically (six fields allowed, the last being seconds), with a `timestamp` argument;
+        a function of the settings when a setting decides how often.
         """
 
         def register(function: TaskFunction) -> TaskFunction:
@@ -96,8 +97,8 @@ class TaskRegistry:
 
         return register
 
-    def install(self, app: procrastinate.App) -> None:
-        """Declare every registered task on `app`."""
+    def install(self, app: procrastinate.App, settings: Settings) -> None:
+        """Declare every registered task on `app`, periodic ones on `settings`' cron."""
         for definition in self._definitions.values():
             options: dict[str, Any] = {
                 "name": definition.name,
@@ -106,8 +107,11 @@ class TaskRegistry:
                 "pass_context": definition.pass_context,
             }
             task = app.task(**options)(definition.function)
-            if definition.cron is not None:
-                app.periodic(cron=definition.cron, periodic_id=definition.name)(task)
+            cron = definition.cron
+            if callable(cron):
+                cron = cron(settings)
+            if cron is not None:
+                app.periodic(cron=cron, periodic_id=definition.name)(task)
 
 
 job_tasks = TaskRegistry()
@@ -162,7 +166,7 @@ def build_job_app(settings: Settings) -> procrastinate.App:
     app = procrastinate.App(
         connector=_connector(settings), worker_defaults=_worker_options(settings)
     )
-    job_tasks.install(app)
+    job_tasks.install(app, settings)
     return app
 
 

@@ -11,7 +11,7 @@ from typing import ClassVar, Literal, Protocol
 from pydantic import BaseModel, Field
 
 from src.domains.external_accounting.connections.models import Connection, Provider
-from src.domains.external_accounting.ledger.models import INVOICE_TYPES
+from src.domains.external_accounting.ledger.models import INVOICE_TYPES, RunTrigger
 
 ObjectType = Literal["invoices", "accounts"]
 
@@ -32,12 +32,13 @@ def months_ago(today: date, months: int) -> date:
 @dataclass(frozen=True, kw_only=True)
 class SyncTarget:
     """Which of an organisation's connections a sync covers: the one named (by id, or by its
-    provider tenant), else every active one."""
+    provider tenant), else every active one. `trigger` is recorded on the runs it queues."""
 
     organization_id: uuid.UUID
     provider: Provider
     connection_id: uuid.UUID | None = None
     tenant_id: str | None = None
+    trigger: RunTrigger = RunTrigger.REQUEST
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -171,6 +171,15 @@ class SyncMode(StrEnum):
     PAUSED = "paused"
 
 
+class RunTrigger(StrEnum):
+    """Why a run exists: someone asked (the API, the CLI, the demo), or the scheduler queued
+    it for a connection's slot. The scheduler tells the two apart: a run it queued for one
+    slot, however late, never stands in for the next slot; one asked for just before does."""
+
+    REQUEST = "request"
+    SCHEDULE = "schedule"
+
+
 class SyncRun(Base):
     """One sync of one connection and object type: the history, and (while `running`) the lease
     that keeps two syncs of the same connection and object type from interleaving. Its status
@@ -210,6 +219,9 @@ class SyncRun(Base):
     mode: Mapped[str] = mapped_column(String(20))
     params: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
     status: Mapped[str] = mapped_column(String(20), default=RunStatus.RUNNING)
+    trigger: Mapped[str] = mapped_column(
+        String(16), default=RunTrigger.REQUEST, server_default=RunTrigger.REQUEST.value
+    )
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

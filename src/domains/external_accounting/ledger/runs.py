@@ -30,7 +30,12 @@ from src.domains.external_accounting.exceptions import (
     SyncInProgress,
     SyncLeaseLost,
 )
-from src.domains.external_accounting.ledger.models import RunStatus, SyncMode, SyncRun
+from src.domains.external_accounting.ledger.models import (
+    RunStatus,
+    RunTrigger,
+    SyncMode,
+    SyncRun,
+)
 from src.domains.external_accounting.ledger.repository import LedgerRepository
 
 logger = logging.getLogger(__name__)
@@ -100,6 +105,7 @@ def new_run(
     mode: SyncMode,
     params: dict[str, Any],
     status: RunStatus = RunStatus.RUNNING,
+    trigger: RunTrigger = RunTrigger.REQUEST,
 ) -> SyncRun:
     """A run not yet recorded (`SyncRuns.take_lease` records a running one,
     `LedgerRepository.add_queued_run` a queued one)."""
@@ -110,6 +116,7 @@ def new_run(
         mode=mode,
         params=params,
         status=status,
+        trigger=trigger,
         pages=0,
         limit_wait_seconds=0.0,
         attempts=0,

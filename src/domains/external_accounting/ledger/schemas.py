@@ -238,6 +238,9 @@ class SyncRunOut(_Out):
     mode: str
     params: dict[str, Any]
     status: str
+    trigger: str = Field(
+        description="`request` (the API, the CLI) or `schedule` (queued by the scheduler)"
+    )
     started_at: datetime
     finished_at: datetime | None
     duration_seconds: float | None = None

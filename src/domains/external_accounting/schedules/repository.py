@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from src.core.database import rows_matched, utcnow
 from src.domains.external_accounting.base.sync import ObjectType
 from src.domains.external_accounting.connections.models import Connection, ConnectionStatus
-from src.domains.external_accounting.ledger.models import RunStatus, SyncRun
+from src.domains.external_accounting.ledger.models import RunStatus, RunTrigger, SyncRun
 from src.domains.external_accounting.schedules.models import ConnectionSchedule
 
 OBJECT_TYPES: tuple[ObjectType, ...] = ("invoices", "accounts")
@@ -30,6 +30,8 @@ class RunsOfType:
     """What the scheduler needs of a connection's runs of one object type."""
 
     last_started_at: datetime | None
+    # The last run someone asked for (not one the scheduler queued).
+    last_requested_at: datetime | None
     busy: bool  # a queued or running run exists
     paused_until: datetime | None  # the latest daily-limit pause
 
@@ -54,6 +56,11 @@ def _of_type(object_type: str) -> list[Any]:
     ix_sync_runs_connection_type_started)."""
     same = (SyncRun.connection_id == Connection.id, SyncRun.object_type == object_type)
     last = select(func.max(SyncRun.started_at)).where(*same).correlate(Connection)
+    requested = (
+        select(func.max(SyncRun.started_at))
+        .where(*same, SyncRun.trigger != RunTrigger.SCHEDULE.value)
+        .correlate(Connection)
+    )
     busy = exists().where(*same, SyncRun.status.in_(BUSY_STATUSES)).correlate(Connection)
     paused = (
         select(func.max(SyncRun.paused_until))
@@ -62,6 +69,7 @@ def _of_type(object_type: str) -> list[Any]:
     )
     return [
         last.scalar_subquery().label(f"{object_type}_last"),
+        requested.scalar_subquery().label(f"{object_type}_requested"),
         busy.label(f"{object_type}_busy"),
         paused.scalar_subquery().label(f"{object_type}_paused"),
     ]
@@ -188,6 +196,7 @@ class ScheduleRepository:
                     runs={
                         t: RunsOfType(
                             last_started_at=row[f"{t}_last"],
+                            last_requested_at=row[f"{t}_requested"],
                             busy=bool(row[f"{t}_busy"]),
                             paused_until=row[f"{t}_paused"],
                         )

@@ -6,8 +6,11 @@ hash of the connection id and object type, so a fleet's connections are spread o
 interval instead of all firing at :00, and a sync someone started by hand does not move a
 connection's phase: connections synced all at once (a fleet's first syncs) each go back to
 their own instant. It is due when its last run (of any outcome: a failing connection is not
-retried every minute) started before the latest such instant, and at least half an interval
-before it (a sync by hand just before the instant makes the scheduled one unnecessary).
+retried every minute) started before the latest such instant, unless a sync someone asked for
+started less than half an interval before it (that sync makes the scheduled one unnecessary).
+A run the scheduler queued itself never stands in for the next instant, however late it ran:
+otherwise a catch-up run (after downtime, or a fleet's first tick) would push every
+connection's next sync back by a whole interval.
 
 It is skipped while a run of that type is queued or running, or paused on the daily limit. A
 connection whose last known daily budget is at or under the reserve waits; one within the
@@ -35,6 +38,7 @@ from src.domains.external_accounting.base.sync import (
 )
 from src.domains.external_accounting.connections.models import Connection, Provider
 from src.domains.external_accounting.connections.repository import ConnectionRepository
+from src.domains.external_accounting.ledger.models import RunTrigger
 from src.domains.external_accounting.schedules.models import ConnectionSchedule
 from src.domains.external_accounting.schedules.repository import (
     OBJECT_TYPES,
@@ -42,10 +46,6 @@ from src.domains.external_accounting.schedules.repository import (
     SchedulingState,
 )
 from src.domains.external_accounting.schedules.schemas import ScheduleIn, ScheduleOut
-
-# How often the scheduler runs (its job's cron): a scheduled run starts up to this long after
-# the instant it was due.
-TICK_SECONDS = 60
 
 
 class DayLimitReading(Protocol):
@@ -79,11 +79,13 @@ class DueSync:
                 provider=provider,
                 connection_id=self.connection_id,
                 incremental=True,
+                trigger=RunTrigger.SCHEDULE,
             )
         return AccountSyncRequest(
             organization_id=self.organization_id,
             provider=provider,
             connection_id=self.connection_id,
+            trigger=RunTrigger.SCHEDULE,
         )
 
 
@@ -206,13 +208,11 @@ class ScheduleService:
         slot = latest_slot(
             now, interval_s, spread_offset(state.connection_id, object_type, interval_s)
         )
-        anchor = runs.last_started_at or state.connected_at
-        # The slot must come at least half an interval after the last run (a sync by hand just
-        # before it makes it unnecessary), less a tick: the run of the previous slot started up
-        # to a tick after that slot.
-        min_gap_s = max(0.0, min(interval_s / 2, interval_s - TICK_SECONDS))
-        if anchor >= slot or (slot - anchor).total_seconds() < min_gap_s:
-            return None
+        if (runs.last_started_at or state.connected_at) >= slot:
+            return None  # this slot has had its run
+        requested = runs.last_requested_at
+        if requested is not None and slot - requested < timedelta(seconds=interval_s / 2):
+            return None  # a sync asked for just before the slot serves it
         return DueSync(
             connection_id=state.connection_id,
             organization_id=state.organization_id,

@@ -1,7 +1,8 @@
-"""The periodic job that keeps every active connection fresh: each minute it stores the daily
-budget readings this process has seen, asks `ScheduleService.due` what is due and queues those
-syncs through `SyncsService.queue` (which returns the run already queued or running for a
-connection and object type rather than starting a second)."""
+"""The periodic job that keeps every active connection fresh: each minute (or every
+SCHEDULE_TICK_SECONDS) it stores the daily budget readings this process has seen, asks
+`ScheduleService.due` what is due and queues those syncs through `SyncsService.queue` (which
+returns the run already queued or running for a connection and object type rather than
+starting a second)."""
 
 from __future__ import annotations
 
@@ -83,8 +84,14 @@ async def enqueue_due(
     return due
 
 
+def every_tick(settings: Settings) -> str:
+    """The scheduler's cron: every minute, or every SCHEDULE_TICK_SECONDS within it."""
+    tick = settings.schedule_tick_seconds
+    return "* * * * *" if tick == 60 else f"* * * * * */{tick}"
+
+
 @job_tasks.task(
-    "schedules.enqueue_due_syncs", queue="maintenance", cron="* * * * *", pass_context=True
+    "schedules.enqueue_due_syncs", queue="maintenance", cron=every_tick, pass_context=True
 )
 async def enqueue_due_syncs(context: JobContext, timestamp: int) -> None:
     """Every minute: queue the scheduled syncs that are due (`timestamp` is the tick's; what is

@@ -138,6 +138,7 @@ class SyncsService:
                 mode=SyncMode.INCREMENTAL if incremental else SyncMode.FULL,
                 params=request_params(request),
                 status=RunStatus.QUEUED,
+                trigger=request.trigger,
             )
             if not await ledger.add_queued_run(run):
                 continue  # another request queued one first: return it

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.settings import Settings
 from src.domains.external_accounting.connections.models import Connection, ConnectionStatus
-from src.domains.external_accounting.ledger.models import RunStatus, SyncRun
+from src.domains.external_accounting.ledger.models import RunStatus, RunTrigger, SyncRun
 from src.domains.external_accounting.schedules.models import ConnectionSchedule
 from src.domains.external_accounting.schedules.service import (
     DueSync,
@@ -57,6 +57,7 @@ async def _add_run(
     started_at: datetime,
     status: str = RunStatus.SUCCESS.value,
     paused_until: datetime | None = None,
+    trigger: RunTrigger = RunTrigger.REQUEST,
 ) -> None:
     async with session_factory() as session:
         connection = await session.get(Connection, connection_id)
@@ -69,6 +70,7 @@ async def _add_run(
                 mode="incremental",
                 params={},
                 status=status,
+                trigger=trigger,
                 started_at=started_at,
                 heartbeat_at=started_at,
                 paused_until=paused_until,
@@ -113,7 +115,13 @@ async def _simulate(
     for minute in range(minutes):
         now = start + timedelta(minutes=minute, seconds=2)
         for due in await _due(session_factory, settings, now):
-            await _add_run(session_factory, due.connection_id, due.object_type, now)
+            await _add_run(
+                session_factory,
+                due.connection_id,
+                due.object_type,
+                now,
+                trigger=RunTrigger.SCHEDULE,
+            )
             runs.setdefault((due.connection_id, due.object_type), []).append(now)
     return Simulation(runs)
 
@@ -132,11 +140,11 @@ async def test_by_default_invoices_every_15_minutes_and_accounts_every_hour(
     simulation = await _simulate(session_factory, settings, minutes=3 * 60)
     assert simulation.count("invoices") in (12, 13)
     assert simulation.count("accounts") in (3, 4)
-    # The catch-up run is off the connection's phase (the next slot at least half an interval
-    # later is its first); from then on runs are exactly one interval apart.
+    # The catch-up run is off the connection's phase; the next slot is its first (however
+    # soon: the catch-up served the slot before), and from then on runs are one interval apart.
     for object_type, interval in (("invoices", 15.0), ("accounts", 60.0)):
         gaps = simulation.gaps(object_type)
-        assert interval / 2 <= gaps[0] <= interval * 1.5 + 1, gaps  # + a tick
+        assert 0 < gaps[0] <= interval + 1, gaps  # + a tick
         assert set(gaps[1:]) == {interval}, gaps
 
 
@@ -284,3 +292,41 @@ async def test_a_sync_by_hand_just_before_the_slot_makes_the_scheduled_one_wait(
     await _add_run(session_factory, connection_id, "invoices", slot - timedelta(minutes=2))
     due = await _due(session_factory, settings, slot + timedelta(seconds=5))
     assert [d for d in due if d.object_type == "invoices"] == []
+
+
+async def test_a_late_scheduled_run_does_not_push_the_next_slot_back(
+    session_factory: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    """A catch-up run (after downtime, or a fleet's first tick) just before a slot served the
+    slot before: the next slot is due all the same, so no connection waits two intervals."""
+    [connection_id] = await _connections(session_factory)
+    offset = spread_offset(connection_id, "invoices", 900)
+    slot = latest_slot(START + timedelta(hours=1), 900, offset)
+    await _add_run(
+        session_factory,
+        connection_id,
+        "invoices",
+        slot - timedelta(minutes=2),
+        trigger=RunTrigger.SCHEDULE,
+    )
+    due = await _due(session_factory, settings, slot + timedelta(seconds=5))
+    assert [(d.connection_id, d.slot_at) for d in due if d.object_type == "invoices"] == [
+        (connection_id, slot)
+    ]
+    assert due[0].request().trigger == RunTrigger.SCHEDULE
+
+
+async def test_after_downtime_each_connection_catches_up_once_then_keeps_its_slots(
+    session_factory: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    """Connections last synced hours ago (the scheduler was down): the first tick queues each
+    once, and from then on no gap between two of its syncs exceeds an interval and a tick."""
+    ids = await _connections(session_factory, 20)
+    for connection_id in ids:
+        await _add_run(session_factory, connection_id, "invoices", START - timedelta(hours=3))
+    simulation = await _simulate(session_factory, settings, 90)
+    first = {times[0] for (_, t), times in simulation.runs.items() if t == "invoices"}
+    assert first == {START + timedelta(seconds=2)}
+    gaps = simulation.gaps("invoices")
+    assert gaps
+    assert max(gaps) <= 15 + 1

@@ -6,14 +6,17 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+import pytest
+from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.database import utcnow
-from src.core.jobs import defer_job
+from src.core.jobs import build_job_app, defer_job
 from src.core.settings import Settings
 from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.ledger.models import RunStatus, SyncRun
+from src.domains.external_accounting.schedules.tasks import every_tick
 from src.xero_sandbox.server import RunningSandbox
 from tests.factories import bearer
 from tests.fixtures import (
@@ -76,3 +79,17 @@ async def test_a_connection_on_a_one_minute_schedule_is_synced_with_no_request(
         assert await _runs(session_factory, disabled.id) == []
     calls_after = sandbox_stats(fresh_sandbox)["by_path"].get("/Invoices", 0)
     assert calls_after > calls_before
+
+
+def test_the_scheduler_ticks_every_minute_or_every_tick_seconds_within_it() -> None:
+    assert every_tick(Settings()) == "* * * * *"
+    assert every_tick(Settings(schedule_tick_seconds=4)) == "* * * * * */4"
+    app = build_job_app(Settings(database_url="sqlite://", schedule_tick_seconds=5))
+    [periodic] = [
+        task
+        for task in app.periodic_registry.periodic_tasks.values()
+        if task.task.name == "schedules.enqueue_due_syncs"
+    ]
+    assert periodic.cron == "* * * * * */5"
+    with pytest.raises(ValidationError, match="must divide 60"):
+        Settings(schedule_tick_seconds=7)
