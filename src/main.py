@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI
 
 from src.core.crypto import TokenCipher
 from src.core.deps import refuse_control_characters
+from src.core.docs_pages import install_docs
 from src.core.exception_handlers import install_exception_handlers
 from src.core.jobs import serve_jobs
 from src.core.logging import configure_logging
@@ -79,6 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Keeps a customer's Xero invoices and chart of accounts in our SQL database.",
         description=API_DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # install_docs serves both pages from packaged assets
+        redoc_url=None,
         # Every parameter of every route, before any handler sees it (PostgreSQL refuses NUL).
         dependencies=[Depends(refuse_control_characters)],
     )
@@ -86,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_cipher = cipher
     install_exception_handlers(app)
     install_openapi(app)
+    install_docs(app)
     app.include_router(health_router)
     for prefix in external_accounting_prefixes:
         app.include_router(external_accounting_router, prefix=prefix)
