@@ -15,6 +15,7 @@ from src.core.exception_handlers import install_exception_handlers
 from src.core.jobs import serve_jobs
 from src.core.logging import configure_logging
 from src.core.openapi import install_openapi
+from src.core.request_id import RequestIdMiddleware
 from src.core.settings import Settings, get_settings
 from src.domains.external_accounting.base.factory import RESOURCES, service_resources
 from src.domains.external_accounting.routes import PREFIXES as external_accounting_prefixes
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_exception_handlers(app)
     install_openapi(app)
     install_docs(app)
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(health_router)
     for prefix in external_accounting_prefixes:
         app.include_router(external_accounting_router, prefix=prefix)

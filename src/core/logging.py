@@ -1,4 +1,5 @@
-"""Logging set-up: plain lines for people, JSON lines for machines, secrets never printed."""
+"""Logging set-up: plain lines for people, JSON lines for machines, secrets never printed; every
+line carries the fields bound in `log_context` (request id, run / connection / tenant ids)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
+
+from src.core.log_context import bound_log_fields
 
 # Anything that looks like a bearer token, a JWT, one of our API keys or a secret-named field
 # (`access_token=...`, `"refresh_token": "..."`, `'code': '...'`) is masked before output: a last
@@ -62,8 +65,23 @@ class AccessLogFilter(logging.Filter):
         return True
 
 
+# uvicorn's access line: `'%s - "%s %s HTTP/%s" %d'` with these arguments.
+_ACCESS_FIELDS = ("client", "method", "path", "http_version", "status")
+
+
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in record.__dict__.items() if k not in _RESERVED}
+    """The bound fields, then the line's own `extra=` fields (which win)."""
+    fields: dict[str, Any] = dict(bound_log_fields())
+    fields.update((k, v) for k, v in record.__dict__.items() if k not in _RESERVED)
+    return fields
+
+
+def _access_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """uvicorn's access line as fields (its path already without the query string)."""
+    args = record.args
+    if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+        return dict(zip(_ACCESS_FIELDS, args, strict=True))
+    return {}
 
 
 class JsonFormatter(logging.Formatter):
@@ -75,6 +93,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
+            **_access_fields(record),
             **_extras(record),
         }
         if record.exc_info:

@@ -3,6 +3,7 @@ and SQLAlchemy's errors and echo log. Each leak path is checked on real log outp
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -37,7 +38,10 @@ def restore_logging() -> Iterator[None]:
     root.handlers[:], root.level = handlers, level
 
 
-def test_the_access_log_never_shows_query_strings(tmp_path: Path) -> None:
+@pytest.mark.parametrize("json_lines", [False, True], ids=["text", "json"])
+def test_the_access_log_never_shows_query_strings(tmp_path: Path, json_lines: bool) -> None:
+    """Through `ledgersync serve` (uvicorn's own access log): no code or state in any line; as
+    JSON, the access line is fields, with the request's id."""
     database = tmp_path / "serve.db"
     upgrade_database(f"sqlite+aiosqlite:///{database}")
     port = free_port()
@@ -47,6 +51,7 @@ def test_the_access_log_never_shows_query_strings(tmp_path: Path) -> None:
         "ENVIRONMENT": "test",
         "TOKEN_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "XERO_CLIENT_ID": "app-id",
+        "LOG_JSON": "true" if json_lines else "false",
     }
     server = subprocess.Popen(
         [sys.executable, "-m", "src.cli", "serve", "--port", str(port)],
@@ -68,14 +73,27 @@ def test_the_access_log_never_shows_query_strings(tmp_path: Path) -> None:
         answer = httpx.get(
             f"{base}/external-accounting/xero/callback",
             params={"code": "AUTHCODE-6f1c2b", "state": "STATE-9a8e7d"},
+            headers={"X-Request-ID": "access-test-1"},
         )
         assert answer.status_code < 500
+        assert answer.headers["x-request-id"] == "access-test-1"
     finally:
         server.terminate()
         output, _ = server.communicate(timeout=30)
     assert "GET /external-accounting/xero/callback HTTP/1.1" in output  # the line is there...
     assert "AUTHCODE-6f1c2b" not in output  # ...without the code and the state
     assert "STATE-9a8e7d" not in output
+    if json_lines:
+        lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+        assert len(lines) == len(output.splitlines()), output  # nothing but JSON lines
+        [access] = [
+            line
+            for line in lines
+            if line["logger"] == "uvicorn.access" and line.get("request_id") == "access-test-1"
+        ]
+        assert access["method"] == "GET"
+        assert access["path"] == "/external-accounting/xero/callback"
+        assert access["status"] == answer.status_code
 
 
 SECRETS = {

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.database import utcnow
 from src.core.errors import LedgersyncError
+from src.core.log_context import log_context
 from src.domains.external_accounting.base.sync import ConnectionSyncResult, ObjectType, RunClaim
 from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.connections.repository import ConnectionRepository
@@ -304,6 +305,20 @@ class SyncRuns:
     ) -> ConnectionSyncResult:
         """Do a run's work while beating in the background, and record how it ended: whatever
         ends it (an error, a crash, a cancelled task) releases the lease it still holds."""
+        with log_context(
+            run_id=progress.run_id,
+            connection_id=connection.id,
+            organization_id=connection.organization_id,
+            tenant_id=connection.tenant_id,
+        ):
+            return await self._run(connection, progress, work)
+
+    async def _run(
+        self,
+        connection: Connection,
+        progress: RunProgress,
+        work: Callable[[], Awaitable[None]],
+    ) -> ConnectionSyncResult:
         heartbeat = asyncio.create_task(self._keep_beating(progress))
         try:
             await work()
