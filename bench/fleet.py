@@ -187,15 +187,15 @@ def compressed_tick(time_scale: float) -> int:
 
 def settings(sandbox_url: str, time_scale: float, **overrides: Any) -> Settings:
     config = SandboxConfig(limits_enabled=True, time_scale=time_scale)
-    return Settings(
-        environment="test",
-        database_url=DATABASE_URL,
-        redis_url=REDIS_URL,
-        token_encryption_keys=KEY,
-        log_level="WARNING",
+    values: dict[str, Any] = {
+        "environment": "test",
+        "database_url": DATABASE_URL,
+        "redis_url": REDIS_URL,
+        "token_encryption_keys": KEY,
+        "log_level": "WARNING",
         **config.client_settings(sandbox_url),
-        **overrides,
-    )
+    }
+    return Settings(**{**values, **overrides})
 
 
 async def connect_all(s: Settings, sandbox_url: str, tenants: list[Tenant]) -> list[uuid.UUID]:
@@ -293,6 +293,7 @@ class Workers:
 
 
 def worker_env(s: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a `ledgersync worker` (or `serve`) process on the settings `s`."""
     keys = [
         "xero_authorize_url",
         "xero_token_url",
@@ -309,9 +310,9 @@ def worker_env(s: Settings, **extra: str) -> dict[str, str]:
     env = {k.upper(): str(getattr(s, k)) for k in keys}
     env.update(
         ENVIRONMENT="test",
-        DATABASE_URL=DATABASE_URL,
-        REDIS_URL=REDIS_URL,
-        TOKEN_ENCRYPTION_KEYS=KEY,
+        DATABASE_URL=s.database_url,
+        REDIS_URL=s.redis_url or "",
+        TOKEN_ENCRYPTION_KEYS=s.token_encryption_keys.get_secret_value(),
         XERO_PACING="true",
         LOG_LEVEL="WARNING",
         **extra,
