@@ -276,7 +276,8 @@ class WebhookEmitter:
             delivery.held_back = True
             self.counters["held_back"] += 1
             self._held = delivery
-            self._later(self._seconds(self.settings.batch_window_s * HOLD_WINDOWS), self._release)
+            hold_s = self._seconds(self.settings.batch_window_s * HOLD_WINDOWS)
+            self._later(hold_s, lambda: self._release(delivery))
             return
         self._dispatch(delivery, after=self._previous)
         if held is not None:
@@ -306,10 +307,11 @@ class WebhookEmitter:
         delivery.finished_at = now_iso()
         self._unfinished.discard(delivery.number)
 
-    def _release(self) -> None:
-        held, self._held = self._held, None
-        if held is not None:
-            self._dispatch(held, after=self._previous)
+    def _release(self, delivery: Delivery) -> None:
+        """Send a held-back batch that no later batch came to overtake."""
+        if self._held is delivery:
+            self._held = None
+            self._dispatch(delivery, after=self._previous)
 
     def _dispatch(self, delivery: Delivery, after: Delivery | None = None) -> None:
         """Send `delivery` (first attempt after `after`'s, so batches arrive in the order they

@@ -159,6 +159,20 @@ def test_bulk_touch_emits_an_update_per_invoice_split_into_batches(
     ]
 
 
+def test_the_window_is_compressed_by_the_time_scale(
+    fresh_sandbox: RunningSandbox, receiver: WebhookReceiver
+) -> None:
+    tenant = tenant_ids(fresh_sandbox)[0]
+    invoice_id = new_invoice(fresh_sandbox, tenant)
+    # Ten Xero seconds of window at 20 Xero seconds per real second: half a real second.
+    httpx.put(f"{fresh_sandbox.base_url}/_sandbox/limits", json={"time_scale": 20})
+    subscribe(fresh_sandbox, receiver, batch_window_s=10)
+    started = time.monotonic()
+    edit(fresh_sandbox, tenant, invoice_id, "soon")
+    [delivery] = receiver.wait_for(1, timeout_s=3)
+    assert 0.4 < delivery.at - started < 1.5
+
+
 def test_a_failing_receiver_gets_the_batch_again_after_backoff(
     fresh_sandbox: RunningSandbox, receiver: WebhookReceiver
 ) -> None:
@@ -319,6 +333,20 @@ def test_reordered_batches_and_shuffled_events(
     assert len(set(dates)) == 6
     assert dates != sorted(dates)  # seed 3 shuffles them (a fixed permutation, not chance)
     assert settle(fresh_sandbox)["counters"]["held_back"] == 1
+
+
+def test_a_held_back_batch_no_later_batch_overtakes_goes_out_alone(
+    fresh_sandbox: RunningSandbox, receiver: WebhookReceiver
+) -> None:
+    tenant = tenant_ids(fresh_sandbox)[0]
+    invoice_id = new_invoice(fresh_sandbox, tenant)
+    subscribe(fresh_sandbox, receiver, batch_window_s=0.1, faults={"reorder_rate": 1.0})
+    changed = time.monotonic()
+    edit(fresh_sandbox, tenant, invoice_id, "alone")
+    [delivery] = receiver.wait_for(1)
+    # Closed after one window, then held for four more.
+    assert delivery.at - changed >= 0.5
+    assert settle(fresh_sandbox)["deliveries"][-1]["held_back"] is True
 
 
 def test_the_control_and_accounting_apis_stay_fast_while_the_receiver_hangs(
