@@ -70,6 +70,8 @@ def test_sandbox_serve_documents_every_switch() -> None:
         "--no-limits",
         "--time-scale",
         "--latency-ms",
+        "--webhook-url",
+        "--webhook-key",
     ):
         assert switch in result.output
 

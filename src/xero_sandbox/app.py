@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -9,7 +12,15 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from src.xero_sandbox import accounting, control, data_control, identity, token_faults
+from src.xero_sandbox import (
+    accounting,
+    control,
+    credit_notes,
+    data_control,
+    identity,
+    token_faults,
+    webhook_control,
+)
 from src.xero_sandbox.config import SandboxConfig
 from src.xero_sandbox.guard import PREFIX, AccountingGuard
 from src.xero_sandbox.paths import XeroPathCase
@@ -18,22 +29,34 @@ from src.xero_sandbox.runtime import SandboxRuntime
 from src.xero_sandbox.store import SandboxStore
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    # Deliveries in flight stop with the server; their client closes with it.
+    runtime: SandboxRuntime = app.state.sandbox
+    await runtime.webhooks.aclose()
+
+
 def create_sandbox_app(
     config: SandboxConfig | None = None, store: SandboxStore | None = None
 ) -> FastAPI:
     """A sandbox with data generated from `config` (or the given store)."""
     config = config or SandboxConfig()
-    app = FastAPI(title="Xero sandbox (ledgersync)", version="1.0")
+    app = FastAPI(title="Xero sandbox (ledgersync)", version="1.0", lifespan=_lifespan)
     app.state.sandbox = SandboxRuntime.build(config, store)
+    xero_routers = [accounting.router, credit_notes.accounting_router]
     app.include_router(identity.router)
-    app.include_router(accounting.router, prefix=PREFIX)
+    for router in xero_routers:
+        app.include_router(router, prefix=PREFIX)
     app.include_router(control.router, prefix="/_sandbox")
     app.include_router(data_control.router, prefix="/_sandbox")
+    app.include_router(credit_notes.control_router, prefix="/_sandbox")
+    app.include_router(webhook_control.router, prefix="/_sandbox")
     app.include_router(token_faults.router, prefix="/_sandbox")
     app.add_middleware(AccountingGuard, runtime_holder=app.state)
     # Added last, so it runs first: the guard must see Xero's path in the route's spelling.
     xero_paths = [r.path for r in identity.router.routes if isinstance(r, APIRoute)] + [
-        PREFIX + r.path for r in accounting.router.routes if isinstance(r, APIRoute)
+        PREFIX + r.path for router in xero_routers for r in router.routes if isinstance(r, APIRoute)
     ]
     app.add_middleware(XeroPathCase, route_paths=xero_paths)
 

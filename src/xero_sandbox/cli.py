@@ -71,6 +71,18 @@ def serve(
     day_limit: int = typer.Option(
         5000, help="Calls per tenant per day (1000 on Xero's smallest tier)."
     ),
+    webhook_url: str | None = typer.Option(
+        None, help="POST Xero's webhook event batches here (also PUT /_sandbox/webhooks)."
+    ),
+    webhook_key: str | None = typer.Option(
+        None, help="The webhook signing key (x-xero-signature); no deliveries without one."
+    ),
+    webhook_batch_window: float = typer.Option(
+        0.5, help="Seconds Xero collects events into one batch (compressed by --time-scale)."
+    ),
+    webhook_max_attempts: int = typer.Option(
+        30, help="Attempts per delivery before Xero gives up and disables the webhook."
+    ),
 ) -> None:
     """Serve the sandbox until interrupted."""
     config = SandboxConfig(
@@ -87,6 +99,10 @@ def serve(
         client_id=client_id,
         client_secret=client_secret,
         day_limit=day_limit,
+        webhook_url=webhook_url,
+        webhook_key=webhook_key,
+        webhook_batch_window_s=webhook_batch_window,
+        webhook_max_attempts=webhook_max_attempts,
     )
     typer.echo(f"generating {tenants} tenant(s) x {invoices} invoices (seed {seed})...", err=True)
     application = create_sandbox_app(config)
@@ -94,6 +110,9 @@ def serve(
         typer.echo(f"  tenant {tenant.tenant_id}  {tenant.name}", err=True)
     base_url = f"http://{host}:{port}"
     typer.echo(f"Xero sandbox on {base_url}  (client_id {client_id})", err=True)
+    if webhook_url:
+        signed = "signed" if webhook_key else "not sent until a key is set"
+        typer.echo(f"Webhooks to {webhook_url} ({signed})", err=True)
     typer.echo(f"Point ledgersync at it:  ledgersync serve --sandbox {base_url}", err=True)
     typer.echo("or export these before starting it another way:", err=True)
     for name, value in as_environment(config.client_settings(base_url)).items():

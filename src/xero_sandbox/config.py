@@ -27,6 +27,13 @@ class SandboxConfig(BaseModel):
     minute_limit: int = Field(default=60, ge=1)
     concurrent_limit: int = Field(default=5, ge=1)
     app_minute_limit: int = Field(default=10_000, ge=1)
+    # Webhooks (see webhooks.py): where Xero POSTs its event batches and the key that signs
+    # them; no deliveries until both are set. Durations are Xero seconds, compressed by
+    # `time_scale` like the rate-limit minute.
+    webhook_url: str | None = None
+    webhook_key: str | None = Field(default=None, min_length=1, repr=False)
+    webhook_batch_window_s: float = Field(default=0.5, gt=0, le=3600)
+    webhook_max_attempts: int = Field(default=30, ge=1, le=1000)
 
     def client_settings(self, base_url: str) -> dict[str, Any]:
         """What a Xero client needs to talk to this sandbox at `base_url`, keyed by ledgersync's

@@ -1,4 +1,5 @@
-"""Control API for the data: the ground truth, and the edits a Xero user makes to invoices."""
+"""Control API for the data: the ground truth, and the edits a Xero user makes to invoices (each
+emits the INVOICE event Xero would)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from src.xero_sandbox.records import InvoiceRecord
 from src.xero_sandbox.render import render_account, render_invoice
 from src.xero_sandbox.responses import JsonResponse
 from src.xero_sandbox.store import ExactAmounts, SandboxDataError, TenantData
+from src.xero_sandbox.webhook_control import emit_invoice_change
 
 router = APIRouter(tags=["sandbox data"])
 
@@ -110,6 +112,7 @@ async def create_invoice(request: Request, tenant_id: str, body: NewInvoice) -> 
         )
     except (SandboxDataError, ValueError) as error:
         return _error(400, "invalid_mutation", str(error))
+    emit_invoice_change(request, tenant.tenant_id, record, created=True)
     response = _answer(tenant, record)
     response.status_code = 201
     return response
@@ -129,6 +132,7 @@ async def touch_invoices(request: Request, tenant_id: str, body: BulkTouch) -> R
         record = tenant.invoice(index)
         record.reference = f"{record.reference} (edited)".strip()[:255]
         tenant.touch(record)
+        emit_invoice_change(request, tenant.tenant_id, record)
         touched += 1
     return JsonResponse({"touched": touched})
 
@@ -170,4 +174,5 @@ async def mutate_invoice(
             record = tenant.set_status(invoice_id, status)
     except (SandboxDataError, ValueError) as error:
         return _error(400, "invalid_mutation", str(error).splitlines()[0])
+    emit_invoice_change(request, tenant.tenant_id, record)
     return _answer(tenant, record)

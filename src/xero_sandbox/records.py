@@ -96,6 +96,39 @@ class CreditRecord:
 
 
 @dataclass
+class AllocationRecord:
+    """A credit note's amount applied to one invoice."""
+
+    invoice_id: str
+    invoice_number: str
+    day: int
+    amount: Decimal
+
+
+@dataclass
+class CreditNoteRecord:
+    """A credit note made through the control API: one untaxed line, allocated in full."""
+
+    credit_note_id: str
+    number: str
+    type: str  # ACCRECCREDIT | ACCPAYCREDIT
+    status: str
+    contact_id: str
+    contact_name: str
+    date_day: int
+    currency_code: str
+    currency_rate: Decimal
+    account_code: str
+    total: Decimal
+    allocations: list[AllocationRecord]
+    updated_ms: int
+
+    @property
+    def remaining_credit(self) -> Decimal:
+        return self.total - sum((a.amount for a in self.allocations), ZERO)
+
+
+@dataclass
 class InvoiceRecord:
     index: int
     invoice_id: str

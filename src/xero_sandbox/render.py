@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from src.xero_sandbox.records import ZERO, InvoiceRecord, LineRecord
+from src.xero_sandbox.records import ZERO, CreditNoteRecord, InvoiceRecord, LineRecord, stable_uuid
 from src.xero_sandbox.xero_dates import day_to_date, day_to_ms, ms_to_datetime, ms_to_xero
 
 
@@ -117,6 +117,53 @@ def render_invoice(
     rendered["Overpayments"] = []
     rendered["LineItems"] = [render_line(line) for line in record.lines] if line_items else []
     return rendered
+
+
+def render_credit_note(note: CreditNoteRecord) -> dict[str, Any]:
+    """A credit note as `GET /CreditNotes` returns it, with its line and allocations."""
+    return {
+        "CreditNoteID": note.credit_note_id,
+        "CreditNoteNumber": note.number,
+        "Type": note.type,
+        "Status": note.status,
+        "Contact": {"ContactID": note.contact_id, "Name": note.contact_name},
+        "DateString": _day_string(note.date_day),
+        "Date": _day(note.date_day),
+        "LineAmountTypes": "NoTax",
+        "LineItems": [
+            {
+                "LineItemID": stable_uuid("credit-note-line", note.credit_note_id),
+                "Description": f"Credit against {note.allocations[0].invoice_number}",
+                "Quantity": num(Decimal("1.0000")),
+                "UnitAmount": num(note.total),
+                "TaxType": "NONE",
+                "TaxAmount": num(ZERO),
+                "LineAmount": num(note.total),
+                "AccountCode": note.account_code,
+                "Tracking": [],
+            }
+        ],
+        "SubTotal": num(note.total),
+        "TotalTax": num(ZERO),
+        "Total": num(note.total),
+        "UpdatedDateUTC": ms_to_xero(note.updated_ms),
+        "UpdatedDateUTCString": ms_to_datetime(note.updated_ms).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "CurrencyCode": note.currency_code,
+        "CurrencyRate": num(note.currency_rate),
+        "FullyPaidOnDate": _day(note.date_day),
+        "RemainingCredit": num(note.remaining_credit),
+        "Allocations": [
+            {
+                "Amount": num(a.amount),
+                "Date": _day(a.day),
+                "Invoice": {"InvoiceID": a.invoice_id, "InvoiceNumber": a.invoice_number},
+            }
+            for a in note.allocations
+        ],
+        "Payments": [],
+        "HasAttachments": False,
+        "HasErrors": False,
+    }
 
 
 def render_account(account: dict[str, Any]) -> dict[str, Any]:

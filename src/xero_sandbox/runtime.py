@@ -10,6 +10,7 @@ from src.xero_sandbox.faults import FaultPlan
 from src.xero_sandbox.identity import IdentityState
 from src.xero_sandbox.limits import RateLimiter
 from src.xero_sandbox.store import SandboxStore
+from src.xero_sandbox.webhooks import WebhookEmitter
 
 
 @dataclass
@@ -42,6 +43,11 @@ class SandboxRuntime:
     limiter: RateLimiter
     faults: FaultPlan
     stats: CallStats = field(default_factory=CallStats)
+    webhooks: WebhookEmitter = field(init=False)
+
+    def __post_init__(self) -> None:
+        # The webhook clock follows the time scale in force (`PUT /_sandbox/limits` changes it).
+        self.webhooks = WebhookEmitter(self.config, lambda: self.limiter.time_scale)
 
     @classmethod
     def build(cls, config: SandboxConfig, store: SandboxStore | None = None) -> SandboxRuntime:
@@ -55,8 +61,10 @@ class SandboxRuntime:
         )
 
     def reset(self) -> None:
-        """Regenerate the data from the seed and forget tokens, faults, counters and stats."""
+        """Regenerate the data from the seed and forget tokens, faults, counters, stats and
+        webhook state (back to the configured subscription)."""
         self.store = generate_store(self.config)
+        self.webhooks.reset()
         self.identity.reset()
         self.limiter = limiter_for(self.config)
         self.faults = FaultPlan()

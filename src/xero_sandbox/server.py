@@ -50,7 +50,7 @@ class RunningSandbox:
         self.base_url = f"http://{host}:{self.port}"
         self.app = create_sandbox_app(config)
         self._server = uvicorn.Server(
-            uvicorn.Config(self.app, host=host, port=self.port, log_level="warning", lifespan="off")
+            uvicorn.Config(self.app, host=host, port=self.port, log_level="warning", lifespan="on")
         )
         self._thread = threading.Thread(target=self._serve, name="xero-sandbox", daemon=True)
 
@@ -117,6 +117,12 @@ class SandboxProcess:
         ]
         if config.accounts is not None:
             args += ["--accounts", str(config.accounts)]
+        if config.webhook_url is not None:
+            args += ["--webhook-url", config.webhook_url]
+        if config.webhook_key is not None:
+            args += ["--webhook-key", config.webhook_key]
+        args += ["--webhook-batch-window", str(config.webhook_batch_window_s)]
+        args += ["--webhook-max-attempts", str(config.webhook_max_attempts)]
         args.append("--auto-approve" if config.auto_approve else "--no-auto-approve")
         args.append("--limits" if config.limits_enabled else "--no-limits")
         self.process = subprocess.Popen(args, env={**os.environ, "PYTHONUNBUFFERED": "1"})

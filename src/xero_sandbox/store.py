@@ -25,6 +25,9 @@ from src.xero_sandbox.records import (
     TYPE_CODE,
     TYPES,
     ZERO,
+    AllocationRecord,
+    CreditNoteRecord,
+    CreditRecord,
     InvoiceColumns,
     InvoiceRecord,
     LineRecord,
@@ -82,6 +85,8 @@ class TenantData:
     accounts: list[dict[str, Any]]
     columns: InvoiceColumns
     overrides: dict[int, InvoiceRecord] = field(default_factory=dict)
+    # Credit notes made through the control API (the generated ones live on their invoices).
+    credit_notes: dict[str, CreditNoteRecord] = field(default_factory=dict)
     version: int = 0
     _cache: OrderedDict[tuple[InvoiceQuery, int], list[int]] = field(default_factory=OrderedDict)
 
@@ -311,6 +316,47 @@ class TenantData:
             record.status = "PAID"
             record.fully_paid_day = today
         return self.touch(record)
+
+    def create_credit_note(self, invoice_id_text: str, amount: Decimal) -> CreditNoteRecord:
+        """A credit note for `amount`, allocated in full to the invoice: its AmountCredited
+        rises, its AmountDue falls (PAID at zero) and its UpdatedDateUTC moves."""
+        record = self._get(invoice_id_text)
+        if record.status != "AUTHORISED":
+            raise SandboxDataError(
+                f"Only AUTHORISED invoices take a credit note allocation, not {record.status}"
+            )
+        if money(amount) != amount:
+            raise SandboxDataError("A credit note amount has at most 2 decimal places")
+        due = record.amount_due
+        if amount <= ZERO or amount > due:
+            raise SandboxDataError(
+                f"The credit must be more than 0 and at most the amount due {due}"
+            )
+        today = date_to_day(datetime.now(UTC).date())
+        note_id = stable_uuid("credit-note", self.tenant_id, record.invoice_id, len(record.credits))
+        number = f"CN-{record.index + 1:06d}-{len(record.credits) + 1}"
+        record.credits.append(CreditRecord(note_id, number, today, amount))
+        if record.amount_due == ZERO:
+            record.status = "PAID"
+            record.fully_paid_day = today
+        self.touch(record)
+        note = CreditNoteRecord(
+            credit_note_id=note_id,
+            number=number,
+            type=f"{record.type}CREDIT",
+            status="PAID",  # Xero's status for a credit note with nothing left to allocate
+            contact_id=record.contact_id,
+            contact_name=record.contact_name,
+            date_day=today,
+            currency_code=record.currency_code,
+            currency_rate=record.currency_rate,
+            account_code=record.lines[0].account_code,
+            total=amount,
+            allocations=[AllocationRecord(record.invoice_id, record.number, today, amount)],
+            updated_ms=record.updated_ms,
+        )
+        self.credit_notes[note_id] = note
+        return note
 
 
 @dataclass
