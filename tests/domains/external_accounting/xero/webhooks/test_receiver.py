@@ -21,53 +21,13 @@ from src.core.settings import Settings
 from src.domains.external_accounting.xero.webhooks.deps import SIGNATURE_HEADER, signature_of
 from src.domains.external_accounting.xero.webhooks.models import EventStatus, WebhookEvent
 from tests.factories import bearer
+from tests.fixtures import WEBHOOK_KEY as KEY
 from tests.fixtures import app_client, connected_org, running_app
+from tests.fixtures import post_webhook as post_signed
+from tests.fixtures import xero_delivery as delivery
+from tests.fixtures import xero_event as event
 
-KEY = "test-webhook-key-0123456789abcdef"
 PREFIXES = ("/external-accounting", "/integrations")
-
-
-def event(
-    tenant_id: str,
-    resource_id: str,
-    at: str = "2026-12-02T00:44:09.923",
-    category: str = "INVOICE",
-    event_type: str = "UPDATE",
-) -> dict[str, Any]:
-    """One event as Xero writes it (no zone on `eventDateUtc`)."""
-    return {
-        "resourceUrl": f"https://api.xero.com/api.xro/2.0/Invoices/{resource_id}",
-        "resourceId": resource_id,
-        "eventDateUtc": at,
-        "eventType": event_type,
-        "eventCategory": category,
-        "tenantId": tenant_id,
-        "tenantType": "ORGANISATION",
-    }
-
-
-def delivery(*events: dict[str, Any]) -> bytes:
-    return json.dumps(
-        {
-            "events": list(events),
-            "firstEventSequence": 1,
-            "lastEventSequence": max(1, len(events)),
-            "entropy": "FXNGWLCCGVANWHKILRUB",
-        }
-    ).encode()
-
-
-async def post_signed(
-    client: httpx.AsyncClient,
-    body: bytes,
-    key: str | None = KEY,
-    prefix: str = "/external-accounting",
-) -> httpx.Response:
-    """POST a delivery as Xero does: the raw bytes, signed with `key` (None: unsigned)."""
-    headers = {"Content-Type": "application/json"}
-    if key is not None:
-        headers[SIGNATURE_HEADER] = signature_of(key, body)
-    return await client.post(f"{prefix}/xero/webhooks", content=body, headers=headers)
 
 
 @pytest.fixture

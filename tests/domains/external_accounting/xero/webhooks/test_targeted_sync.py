@@ -23,12 +23,7 @@ from src.domains.external_accounting.ledger.models import Invoice, RunTrigger, S
 from src.domains.external_accounting.xero.webhooks.models import EventStatus, WebhookEvent
 from src.xero_sandbox.server import RunningSandbox
 from src.xero_sandbox.xero_dates import parse_xero_date
-from tests.domains.external_accounting.xero.webhooks.test_receiver import (
-    KEY,
-    delivery,
-    event,
-    post_signed,
-)
+from tests.fixtures import WEBHOOK_KEY as KEY
 from tests.fixtures import (
     background_service,
     connected_org,
@@ -38,6 +33,9 @@ from tests.fixtures import (
     sync,
     wait_for,
 )
+from tests.fixtures import post_webhook as post_signed
+from tests.fixtures import xero_delivery as delivery
+from tests.fixtures import xero_event as event
 from tests.ground_truth import assert_complete
 
 FULL = {"incremental": "false", "months_back": "120"}
