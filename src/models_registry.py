@@ -4,6 +4,7 @@ from src.core.database import Base
 from src.domains.external_accounting.connections import models as connections_models
 from src.domains.external_accounting.ledger import models as ledger_models
 from src.domains.external_accounting.schedules import models as schedules_models
+from src.domains.external_accounting.xero.webhooks import models as webhooks_models
 from src.domains.organizations import models as organizations_models
 
 metadata = Base.metadata
@@ -14,4 +15,5 @@ __all__ = [
     "metadata",
     "organizations_models",
     "schedules_models",
+    "webhooks_models",
 ]

@@ -9,6 +9,7 @@ Xero's ground truth and the comparison with it are in `ground_truth.py`."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 import uuid
@@ -35,6 +36,7 @@ from src.domains.external_accounting.base.factory import RESOURCES
 from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.xero.auth.auth_manager import XeroAuthManager
 from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
+from src.domains.external_accounting.xero.webhooks.deps import SIGNATURE_HEADER, signature_of
 from src.main import create_app
 from src.models_registry import metadata
 from src.xero_sandbox.config import SandboxConfig
@@ -472,3 +474,51 @@ async def background_service(
             )
         client = await stack.enter_async_context(app_client(app))
         yield app, client
+
+
+# -- Xero webhook deliveries, signed as Xero signs them -------------------------------------
+
+WEBHOOK_KEY = "test-webhook-key-0123456789abcdef"
+
+
+def xero_event(
+    tenant_id: str,
+    resource_id: str,
+    at: str = "2026-12-02T00:44:09.923",
+    category: str = "INVOICE",
+    event_type: str = "UPDATE",
+) -> dict[str, Any]:
+    """One event as Xero writes it (no zone on `eventDateUtc`)."""
+    return {
+        "resourceUrl": f"https://api.xero.com/api.xro/2.0/Invoices/{resource_id}",
+        "resourceId": resource_id,
+        "eventDateUtc": at,
+        "eventType": event_type,
+        "eventCategory": category,
+        "tenantId": tenant_id,
+        "tenantType": "ORGANISATION",
+    }
+
+
+def xero_delivery(*events: dict[str, Any]) -> bytes:
+    return json.dumps(
+        {
+            "events": list(events),
+            "firstEventSequence": 1,
+            "lastEventSequence": max(1, len(events)),
+            "entropy": "FXNGWLCCGVANWHKILRUB",
+        }
+    ).encode()
+
+
+async def post_webhook(
+    client: httpx.AsyncClient,
+    body: bytes,
+    key: str | None = WEBHOOK_KEY,
+    prefix: str = "/external-accounting",
+) -> httpx.Response:
+    """POST a delivery as Xero does: the raw bytes, signed with `key` (None: unsigned)."""
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers[SIGNATURE_HEADER] = signature_of(key, body)
+    return await client.post(f"{prefix}/xero/webhooks", content=body, headers=headers)

@@ -43,7 +43,18 @@ class Settings(BaseSettings):
     xero_client_secret: SecretStr = SecretStr("")
     # Unset: the callback under PUBLIC_BASE_URL (see `_redirect_uri_from_base_url`).
     xero_redirect_uri: str = ""
+    # Xero's webhook signing key (docs/webhooks.md). Unset: webhooks are off and every
+    # delivery is refused (401); set: deliveries drive targeted syncs and schedules relax.
     xero_webhook_key: SecretStr = SecretStr("")
+    # Events of one connection arriving within this window become one job (a burst of edits
+    # costs one fetch per 50 changed invoices, not one per event).
+    webhook_coalesce_seconds: float = Field(default=1.5, ge=0, le=60)
+    # A webhook body larger than this is refused (413) before it is read further: Xero's
+    # batches are a few kilobytes, so anything near this is not Xero.
+    webhook_max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # When another sync of the connection holds the invoice lease, the targeted sync waits this
+    # long and tries again (its events stay pending meanwhile).
+    webhook_busy_retry_seconds: float = Field(default=5.0, gt=0)
     xero_scopes: str = "offline_access accounting.invoices.read accounting.settings.read"
 
     token_encryption_keys: SecretStr = SecretStr("")
@@ -95,6 +106,11 @@ class Settings(BaseSettings):
     # intervals are multiplied by `schedule_day_limit_stretch`; at or under the reserve it waits.
     schedule_invoices_minutes: int = Field(default=15, ge=1, le=10_080)
     schedule_accounts_minutes: int = Field(default=60, ge=1, le=10_080)
+    # With webhooks on (XERO_WEBHOOK_KEY set) events bring changes within seconds and the
+    # schedule is only the safety net for dropped deliveries: these defaults replace the two
+    # above (a connection's own schedule still wins).
+    schedule_invoices_minutes_with_webhooks: int = Field(default=90, ge=1, le=10_080)
+    schedule_accounts_minutes_with_webhooks: int = Field(default=360, ge=1, le=10_080)
     schedule_day_limit_margin: int = Field(default=500, ge=0)
     schedule_day_limit_stretch: int = Field(default=4, ge=1)
     # How often the scheduler looks for what is due (a divisor of 60): a slot waits up to this
@@ -178,6 +194,11 @@ class Settings(BaseSettings):
                 )
                 + "): set XERO_CLIENT_ID and XERO_CLIENT_SECRET to your Xero app's credentials."
             )
+
+    @property
+    def webhooks_enabled(self) -> bool:
+        """True when Xero's webhook key is configured: deliveries are accepted."""
+        return bool(self.xero_webhook_key.get_secret_value())
 
     @property
     def is_sqlite(self) -> bool:

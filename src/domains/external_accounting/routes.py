@@ -8,11 +8,13 @@ from src.domains.external_accounting.connections.routes import router as connect
 from src.domains.external_accounting.schedules.routes import router as schedules_router
 from src.domains.external_accounting.xero.auth.routes import router as xero_auth_router
 from src.domains.external_accounting.xero.data.routes import router as xero_data_router
+from src.domains.external_accounting.xero.webhooks.routes import router as xero_webhooks_router
 
 router = APIRouter()
 router.include_router(xero_auth_router)
 router.include_router(connections_router)
 router.include_router(schedules_router)
 router.include_router(xero_data_router)
+router.include_router(xero_webhooks_router)
 
 PREFIXES = ("/external-accounting", "/integrations")

@@ -62,16 +62,21 @@ class IntegrationFactory:
         """A fresh sync service (with its own API-call count) for the connection's provider."""
         match connection.provider:
             case Provider.XERO.value:
-                client = XeroAccountingClient(
-                    self.http,
-                    self.xero_tokens,
-                    self.settings,
-                    self.xero_throttle,
-                    RetryPolicy.from_settings(self.settings),
-                )
-                return XeroSyncService(self.session_factory, client)
+                return self.xero_sync_service()
             case other:
                 raise UnsupportedProvider(f"No sync is available for provider {other!r}.")
+
+    def xero_sync_service(self) -> XeroSyncService:
+        """A fresh Xero sync service (its own API-call count) for what only Xero offers, such
+        as the targeted syncs its webhooks drive."""
+        client = XeroAccountingClient(
+            self.http,
+            self.xero_tokens,
+            self.settings,
+            self.xero_throttle,
+            RetryPolicy.from_settings(self.settings),
+        )
+        return XeroSyncService(self.session_factory, client)
 
     def get_disconnect_flow(self, provider: str, session: AsyncSession) -> DisconnectFlow:
         """The provider's disconnect steps, writing in the caller's `session`."""

@@ -169,15 +169,20 @@ class SyncMode(StrEnum):
     INCREMENTAL = "incremental"
     RESUME = "resume"
     PAUSED = "paused"
+    # Only the invoices webhook events named, fetched by id (the cursor does not move).
+    TARGETED = "targeted"
 
 
 class RunTrigger(StrEnum):
-    """Why a run exists: someone asked (the API, the CLI, the demo), or the scheduler queued
-    it for a connection's slot. The scheduler tells the two apart: a run it queued for one
-    slot, however late, never stands in for the next slot; one asked for just before does."""
+    """Why a run exists: someone asked (the API, the CLI, the demo), the scheduler queued
+    it for a connection's slot, or Xero's webhook events asked for it. The scheduler tells them
+    apart: a run it queued for one slot, however late, never stands in for the next slot; one
+    asked for just before does; a webhook's never does (it covers only the invoices its events
+    named, so the schedule stays the safety net for deliveries Xero dropped)."""
 
     REQUEST = "request"
     SCHEDULE = "schedule"
+    WEBHOOK = "webhook"
 
 
 class SyncRun(Base):

@@ -39,6 +39,7 @@ from src.domains.external_accounting.ledger.models import (
     Invoice,
     InvoiceLineItem,
     RunStatus,
+    RunTrigger,
     SyncCursor,
     SyncRun,
 )
@@ -295,12 +296,14 @@ class LedgerRepository:
 
     async def unfinished_run(self, connection_id: uuid.UUID, object_type: str) -> SyncRun | None:
         """The connection's run of this object type that has not ended (queued, running, or
-        paused with its resume scheduled), running first."""
+        paused with its resume scheduled), running first. A webhook's targeted run is not one:
+        it covers only a few invoices, so a request queues its own run (which waits for it)."""
         result = await self.session.execute(
             select(SyncRun)
             .where(
                 SyncRun.connection_id == connection_id,
                 SyncRun.object_type == object_type,
+                SyncRun.trigger != RunTrigger.WEBHOOK.value,
                 self._unfinished(),
             )
             .order_by((SyncRun.status == RunStatus.RUNNING).desc(), SyncRun.started_at.desc())
@@ -488,13 +491,19 @@ class LedgerRepository:
         )
 
     async def latest_run(self, connection_id: uuid.UUID, object_type: str) -> SyncRun | None:
-        """The connection's most recent finished (or paused, or failed) run of an object type."""
+        """The connection's most recent finished (or paused, or failed) run of an object type.
+        A webhook's targeted run counts only when paused (the daily limit is the tenant's): it
+        must not hide the checkpoint of a full sync that stopped before it."""
         result = await self.session.execute(
             select(SyncRun)
             .where(
                 SyncRun.connection_id == connection_id,
                 SyncRun.object_type == object_type,
                 SyncRun.status.not_in((RunStatus.RUNNING, RunStatus.QUEUED)),
+                or_(
+                    SyncRun.trigger != RunTrigger.WEBHOOK.value,
+                    SyncRun.status == RunStatus.PAUSED.value,
+                ),
             )
             .order_by(SyncRun.started_at.desc())
             .limit(1)

@@ -55,10 +55,13 @@ def _of_type(object_type: str) -> list[Any]:
     """Correlated subqueries on the connection's runs of one type (each an index lookup on
     ix_sync_runs_connection_type_started)."""
     same = (SyncRun.connection_id == Connection.id, SyncRun.object_type == object_type)
-    last = select(func.max(SyncRun.started_at)).where(*same).correlate(Connection)
+    # A webhook's targeted run fetched a few invoices by id: it never stands in for a slot, or
+    # a busy organisation's events would keep its safety-net sync from ever running.
+    slot_runs = (*same, SyncRun.trigger != RunTrigger.WEBHOOK.value)
+    last = select(func.max(SyncRun.started_at)).where(*slot_runs).correlate(Connection)
     requested = (
         select(func.max(SyncRun.started_at))
-        .where(*same, SyncRun.trigger != RunTrigger.SCHEDULE.value)
+        .where(*slot_runs, SyncRun.trigger != RunTrigger.SCHEDULE.value)
         .correlate(Connection)
     )
     busy = exists().where(*same, SyncRun.status.in_(BUSY_STATUSES)).correlate(Connection)

@@ -112,7 +112,14 @@ class ScheduleService:
         self.connections = ConnectionRepository(session)
 
     def defaults(self) -> dict[str, int]:
+        """The intervals of a connection without its own: relaxed when webhooks are on, since
+        events bring changes and the schedule only catches what a dropped delivery missed."""
         s = self.settings
+        if s.webhooks_enabled:
+            return {
+                "invoices": s.schedule_invoices_minutes_with_webhooks,
+                "accounts": s.schedule_accounts_minutes_with_webhooks,
+            }
         return {"invoices": s.schedule_invoices_minutes, "accounts": s.schedule_accounts_minutes}
 
     # -- the API -----------------------------------------------------------------------------

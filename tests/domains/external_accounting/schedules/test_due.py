@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.settings import Settings
@@ -330,3 +331,33 @@ async def test_after_downtime_each_connection_catches_up_once_then_keeps_its_slo
     gaps = simulation.gaps("invoices")
     assert gaps
     assert max(gaps) <= 15 + 1
+
+
+async def test_with_webhooks_on_an_idle_connection_costs_20_calls_a_day(
+    session_factory: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    """The safety net's cost, on a compressed day: invoices every 90 minutes and accounts every
+    6 hours (an idle connection's incremental sync and accounts sync are one call each), and a
+    webhook's targeted runs never stand in for a slot (or a busy organisation's events would
+    keep its safety-net sync away)."""
+    relaxed = settings.model_copy(update={"xero_webhook_key": SecretStr("key")})
+    [connection] = await _connections(session_factory)
+    for hour in range(24):  # a targeted run every hour, just before the slots could come
+        await _add_run(
+            session_factory,
+            connection,
+            "invoices",
+            START + timedelta(hours=hour, minutes=59),
+            trigger=RunTrigger.WEBHOOK,
+        )
+    day = await _simulate(session_factory, relaxed, minutes=24 * 60)
+    # The first tick catches up the slot before START (connected the day before); then a day.
+    for object_type, every in (("invoices", 90), ("accounts", 360)):
+        times = day.runs[(connection, object_type)]
+        assert times[0] == START + timedelta(seconds=2)
+        assert len(times[1:]) == 24 * 60 // every
+    assert (
+        len(day.runs[(connection, "invoices")][1:]) + len(day.runs[(connection, "accounts")][1:])
+        == 20
+    )
+    assert set(day.gaps("invoices")[1:]) == {90.0}

@@ -48,9 +48,11 @@ from src.domains.external_accounting.xero.data.query import (
 )
 from src.domains.external_accounting.xero.data.xero_models import (
     XeroAccount,
+    XeroCreditNote,
     XeroDataInvalid,
     XeroInvoicePage,
     decode_accounts,
+    decode_credit_notes,
     decode_invoices,
 )
 
@@ -58,6 +60,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_PAGE_SIZE = 1000
+# Xero refuses long `IDs=` lists (about 52 GUIDs is the reported limit): ask for 50 at a time.
+MAX_IDS_PER_CALL = 50
 
 
 @dataclass
@@ -185,6 +189,33 @@ class XeroAccountingClient:
         return await self._send(
             connection, "/Invoices", params, headers, lambda body: decode_invoices(body, page)
         )
+
+    async def get_invoices_by_ids(
+        self, connection: Connection, invoice_ids: Sequence[str]
+    ) -> XeroInvoicePage:
+        """The invoices named (at most MAX_IDS_PER_CALL), with line items (`page=1`: Xero sends
+        lines only when a page is asked for). An id Xero does not know is simply absent."""
+        _check_id_batch(invoice_ids)
+        params: dict[str, str | int] = {
+            "IDs": ",".join(invoice_ids),
+            "page": 1,
+            "pageSize": MAX_PAGE_SIZE,
+        }
+        return await self._send(
+            connection, "/Invoices", params, {}, lambda body: decode_invoices(body, 1)
+        )
+
+    async def get_credit_notes_by_ids(
+        self, connection: Connection, credit_note_ids: Sequence[str]
+    ) -> list[XeroCreditNote]:
+        """The credit notes named (at most MAX_IDS_PER_CALL), with their allocations."""
+        _check_id_batch(credit_note_ids)
+        params: dict[str, str | int] = {
+            "IDs": ",".join(credit_note_ids),
+            "page": 1,
+            "pageSize": MAX_PAGE_SIZE,
+        }
+        return await self._send(connection, "/CreditNotes", params, {}, decode_credit_notes)
 
     async def iter_invoice_pages(
         self,
@@ -407,6 +438,11 @@ class XeroAccountingClient:
                 },
             )
             await self.sleep(delay)
+
+
+def _check_id_batch(ids: Sequence[str]) -> None:
+    if not ids or len(ids) > MAX_IDS_PER_CALL:
+        raise ValueError(f"between 1 and {MAX_IDS_PER_CALL} ids per call, not {len(ids)}")
 
 
 def _unseen(page: XeroInvoicePage, overlap: dict[str, datetime]) -> list[tuple[Any, JsonText]]:

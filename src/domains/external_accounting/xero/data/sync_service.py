@@ -19,10 +19,20 @@ from src.domains.external_accounting.base.sync import (
 )
 from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.exceptions import ProviderRateLimited
-from src.domains.external_accounting.ledger.models import INVOICE_TYPES, SyncMode, SyncRun
+from src.domains.external_accounting.ledger.models import (
+    INVOICE_TYPES,
+    RunTrigger,
+    SyncMode,
+    SyncRun,
+)
 from src.domains.external_accounting.ledger.repository import LedgerRepository
 from src.domains.external_accounting.ledger.runs import RunProgress, SyncRuns, new_run
 from src.domains.external_accounting.xero.data.accounting_client import XeroAccountingClient
+from src.domains.external_accounting.xero.data.changed_invoices import (
+    ALL_TYPES_SCOPE,
+    ChangedInvoices,
+    plan,
+)
 from src.domains.external_accounting.xero.data.invoice_phases import CURSOR_OVERLAP, InvoicePhases
 from src.domains.external_accounting.xero.data.mapping import account_row
 
@@ -37,6 +47,7 @@ class XeroSyncService:
         self.client = client
         self.runs = SyncRuns(session_factory, lambda: client.api_calls, lambda: client.limit_wait_s)
         self.invoices = InvoicePhases(session_factory, client, self.runs)
+        self.changed = ChangedInvoices(session_factory, client, self.invoices)
 
     async def sync_invoices(
         self,
@@ -157,6 +168,56 @@ class XeroSyncService:
                 )
 
         return self._started_sync(connection, progress, work)
+
+    async def sync_changed_invoices(
+        self,
+        connection: Connection,
+        *,
+        invoice_ids: Sequence[str],
+        credit_note_ids: Sequence[str] = (),
+        changes_since_cursor: int = 0,
+    ) -> ConnectionSyncResult:
+        """A targeted run (trigger `webhook`): the invoices named, and those of ours the credit
+        notes named are allocated to, fetched by id; or an incremental pass when that takes
+        fewer calls (`changes_since_cursor`: how many changes the caller knows of since the
+        cursor). It takes the invoice lease like any sync (`SyncInProgress` when another holds
+        it) and answers without calling Xero while a daily-limit pause lasts."""
+        async with self.session_factory() as session:
+            repository = LedgerRepository(session)
+            run = new_run(
+                connection,
+                "invoices",
+                mode=SyncMode.TARGETED,
+                params={},
+                trigger=RunTrigger.WEBHOOK,
+            )
+            await self.runs.take_lease(repository, run)
+            previous = await repository.latest_run(connection.id, "invoices")
+            if previous is not None and previous.paused_until and previous.paused_until > utcnow():
+                await session.rollback()  # no run: nothing will be called
+                return _still_paused(connection, previous)
+            cursor = await repository.get_cursor(connection.id, ALL_TYPES_SCOPE)
+            targets = plan(
+                invoice_ids,
+                credit_note_ids,
+                cursor=cursor,
+                changes_since_cursor=changes_since_cursor,
+            )
+            if targets.incremental_from is not None:
+                run.mode = SyncMode.INCREMENTAL
+            run.params = {
+                "invoice_ids": len(targets.invoice_ids),
+                "credit_note_ids": len(targets.credit_note_ids),
+                "cursor": cursor.isoformat() if cursor else None,
+            }
+            await session.commit()
+        progress = self.runs.started(connection, run)
+        progress.count_unchanged = False
+
+        async def work() -> None:
+            await self.changed.sync(connection, progress, targets)
+
+        return await self.runs.run(connection, progress, work)
 
     async def sync_accounts(
         self,

@@ -144,6 +144,33 @@ class XeroAccount(msgspec.Struct, kw_only=True):
         self.updated_date_utc = parse_xero_datetime(self.updated_date_text)
 
 
+class XeroAllocatedInvoice(msgspec.Struct, frozen=True):
+    invoice_id: str | None = _field("InvoiceID")
+    invoice_number: str | None = _field("InvoiceNumber")
+
+
+class XeroAllocation(msgspec.Struct, frozen=True):
+    """Part of a credit note applied to an invoice (its `AmountCredited` and `AmountDue`)."""
+
+    amount: Decimal | None = _field("Amount")
+    date_text: str | None = _field("Date")
+    invoice: XeroAllocatedInvoice | None = _field("Invoice")
+
+
+class XeroCreditNote(msgspec.Struct, kw_only=True):
+    """What a credit note event needs of the credit note: which invoices it is allocated to."""
+
+    credit_note_id: str = _field("CreditNoteID", msgspec.NODEFAULT)
+    type: str | None = _field("Type")
+    status: str | None = _field("Status")
+    allocations: list[XeroAllocation] = msgspec.field(default_factory=list, name="Allocations")
+
+    def allocated_invoice_ids(self) -> list[str]:
+        """The invoices this credit note is allocated to (each once)."""
+        ids = (a.invoice.invoice_id for a in self.allocations if a.invoice is not None)
+        return list(dict.fromkeys(i for i in ids if i))
+
+
 class _Pagination(msgspec.Struct):
     page_count: int | None = _field("pageCount")
     item_count: int | None = _field("itemCount")
@@ -156,6 +183,10 @@ class _InvoicesEnvelope(msgspec.Struct):
 
 class _AccountsEnvelope(msgspec.Struct):
     accounts: list[msgspec.Raw] = msgspec.field(default_factory=list, name="Accounts")
+
+
+class _CreditNotesEnvelope(msgspec.Struct):
+    credit_notes: list[XeroCreditNote] = msgspec.field(default_factory=list, name="CreditNotes")
 
 
 class XeroDataInvalid(ValueError):
@@ -180,6 +211,7 @@ _invoice_decoder = msgspec.json.Decoder(XeroInvoice)
 _account_decoder = msgspec.json.Decoder(XeroAccount)
 _invoices_envelope = msgspec.json.Decoder(_InvoicesEnvelope)
 _accounts_envelope = msgspec.json.Decoder(_AccountsEnvelope)
+_credit_notes_envelope = msgspec.json.Decoder(_CreditNotesEnvelope)
 
 
 def decode_invoices(body: bytes, page: int) -> XeroInvoicePage:
@@ -210,4 +242,12 @@ def decode_accounts(body: bytes) -> tuple[list[XeroAccount], list[JsonText]]:
     try:
         return [_account_decoder.decode(raw) for raw in raws], raws
     except (msgspec.ValidationError, ValueError) as error:
+        raise XeroDataInvalid(str(error)) from None
+
+
+def decode_credit_notes(body: bytes) -> list[XeroCreditNote]:
+    """A `/CreditNotes` response body → the credit notes with their allocations."""
+    try:
+        return _credit_notes_envelope.decode(body).credit_notes
+    except msgspec.ValidationError as error:
         raise XeroDataInvalid(str(error)) from None
