@@ -166,14 +166,16 @@ class SyncRuns:
         run = await repository.run_by_id(claim.run_id)
         if run is None:
             raise RunNotClaimable(f"Sync run {claim.run_id} does not exist.")
-        if not await repository.connection_active(run.connection_id):
+        # Read before claiming: a refused claim rolls back, expiring `run`.
+        connection_id, object_type = run.connection_id, run.object_type
+        if not await repository.connection_active(connection_id):
             raise NoActiveConnection("The connection was disconnected; no sync was started.")
-        await repository.release_dead_runs(run.connection_id, run.object_type)
+        await repository.release_dead_runs(connection_id, object_type)
         claimed = await repository.claim_run(claim.run_id, claim.job_id, claim.job_attempt)
         if claimed == "busy":
-            running = await repository.running_run_id(run.connection_id, run.object_type)
+            running = await repository.running_run_id(connection_id, object_type)
             raise SyncInProgress(
-                f"A {run.object_type} sync of this connection is already running.",
+                f"A {object_type} sync of this connection is already running.",
                 sync_run_id=str(running) if running else None,
             )
         if claimed == "not claimable":

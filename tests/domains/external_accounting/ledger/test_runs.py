@@ -17,12 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from src.core.database import utcnow
 from src.core.settings import Settings
 from src.domains.external_accounting.base.factory import IntegrationFactory
+from src.domains.external_accounting.base.sync import RunClaim
 from src.domains.external_accounting.connections.models import Connection
+from src.domains.external_accounting.exceptions import SyncInProgress
 from src.domains.external_accounting.ledger import runs as sync_runs
-from src.domains.external_accounting.ledger.models import Invoice, SyncRun
+from src.domains.external_accounting.ledger.models import Invoice, RunStatus, SyncMode, SyncRun
+from src.domains.external_accounting.ledger.repository import LedgerRepository
 from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
 from src.xero_sandbox.server import RunningSandbox
-from tests.factories import bearer
+from tests.factories import bearer, create_org_with_user
 from tests.fixtures import (
     connected_org,
     connected_to_new_tenant,
@@ -235,3 +238,34 @@ async def test_simultaneous_requests_answer_for_exactly_the_runs_they_started(
         assert refused["error"] == "sync_in_progress"
         assert uuid.UUID(refused["sync_run_id"]) in answered
     assert {run.connection_id for run in runs} == {c.id for c in connections}
+
+
+async def test_a_queued_run_whose_connection_is_busy_is_refused_not_crashed(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """Claiming a queued run while another run holds the lease (a webhook's targeted run, a
+    sync by request) is `SyncInProgress` naming that run, so its job retries later; the claim's
+    rollback expired the run, which once made this a crash (a lazy load outside the loop)."""
+    organization, _, _ = await create_org_with_user(session_factory)
+    async with session_factory() as session:
+        connection = Connection(
+            organization_id=organization.id, tenant_id=str(uuid.uuid4()), tenant_name="Busy"
+        )
+        session.add(connection)
+        await session.commit()
+        repository = LedgerRepository(session)
+        holder = sync_runs.new_run(connection, "invoices", mode=SyncMode.INCREMENTAL, params={})
+        assert await repository.add_running_run(holder)
+        queued = sync_runs.new_run(
+            connection, "invoices", mode=SyncMode.INCREMENTAL, params={}, status=RunStatus.QUEUED
+        )
+        assert await repository.add_queued_run(queued)
+        await session.commit()
+        holder_id, queued_id = holder.id, queued.id
+    async with session_factory() as session:
+        runs = sync_runs.SyncRuns(session_factory, api_calls=lambda: 0)
+        with pytest.raises(SyncInProgress) as refused:
+            await runs.claim(
+                LedgerRepository(session), RunClaim(run_id=queued_id, job_id=1, job_attempt=1)
+            )
+    assert refused.value.extra["sync_run_id"] == str(holder_id)
