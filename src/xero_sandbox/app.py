@@ -9,7 +9,14 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from src.xero_sandbox import accounting, control, data_control, identity, token_faults
+from src.xero_sandbox import (
+    accounting,
+    blind_spots,
+    control,
+    data_control,
+    identity,
+    token_faults,
+)
 from src.xero_sandbox.config import SandboxConfig
 from src.xero_sandbox.guard import PREFIX, AccountingGuard
 from src.xero_sandbox.paths import XeroPathCase
@@ -29,6 +36,7 @@ def create_sandbox_app(
     app.include_router(accounting.router, prefix=PREFIX)
     app.include_router(control.router, prefix="/_sandbox")
     app.include_router(data_control.router, prefix="/_sandbox")
+    app.include_router(blind_spots.router, prefix="/_sandbox")
     app.include_router(token_faults.router, prefix="/_sandbox")
     app.add_middleware(AccountingGuard, runtime_holder=app.state)
     # Added last, so it runs first: the guard must see Xero's path in the route's spelling.

@@ -17,7 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from src.core.database import rows_matched, utcnow
 from src.domains.external_accounting.base.sync import ObjectType
 from src.domains.external_accounting.connections.models import Connection, ConnectionStatus
-from src.domains.external_accounting.ledger.models import RunStatus, RunTrigger, SyncRun
+from src.domains.external_accounting.ledger.models import (
+    RunStatus,
+    RunTrigger,
+    SyncMode,
+    SyncRun,
+)
 from src.domains.external_accounting.schedules.models import ConnectionSchedule
 
 OBJECT_TYPES: tuple[ObjectType, ...] = ("invoices", "accounts")
@@ -55,10 +60,13 @@ def _of_type(object_type: str) -> list[Any]:
     """Correlated subqueries on the connection's runs of one type (each an index lookup on
     ix_sync_runs_connection_type_started)."""
     same = (SyncRun.connection_id == Connection.id, SyncRun.object_type == object_type)
-    last = select(func.max(SyncRun.started_at)).where(*same).correlate(Connection)
+    # A reconciliation sweep reads no changes since a cursor: it never stands in for a sync
+    # (while it runs it is busy like any run).
+    sync = (*same, SyncRun.mode != SyncMode.RECONCILE.value)
+    last = select(func.max(SyncRun.started_at)).where(*sync).correlate(Connection)
     requested = (
         select(func.max(SyncRun.started_at))
-        .where(*same, SyncRun.trigger != RunTrigger.SCHEDULE.value)
+        .where(*sync, SyncRun.trigger != RunTrigger.SCHEDULE.value)
         .correlate(Connection)
     )
     busy = exists().where(*same, SyncRun.status.in_(BUSY_STATUSES)).correlate(Connection)
