@@ -43,6 +43,11 @@ def _document(text: str | bytes) -> Any:
     return json.loads(text, parse_float=Decimal)
 
 
+def _last_page(page: XeroInvoicePage) -> bool:
+    """Xero's pagination says no page follows (unknown: assume one does)."""
+    return page.page_count is not None and page.page >= page.page_count
+
+
 class InvoiceSweep:
     """Re-reads a connection's open and recent invoices and corrects what differs silently."""
 
@@ -81,6 +86,8 @@ class InvoiceSweep:
             progress.phase, progress.phase_name = index, SWEEP_PHASES[index]
             resume_at = checkpoint.get("since") if checkpoint and index == first else None
             progress.phase_since = datetime.fromisoformat(resume_at) if resume_at else None
+            if self._spent(progress) >= max_calls:
+                return  # the checkpoint says: this phase, from its start
             # Not prefetched: the next page is asked for only when the cap allows its call.
             pages = self.client.iter_invoice_pages(
                 connection, modified_since=progress.phase_since, **filters
@@ -89,9 +96,14 @@ class InvoiceSweep:
                 if page.resume_from is not None:
                     progress.phase_since = page.resume_from
                 await self._compare_and_store(connection, progress, page)
-                if progress.api_calls_before + self.client.api_calls >= max_calls:
+                # After a phase's last page the generator ends without another call.
+                if self._spent(progress) >= max_calls and not _last_page(page):
                     return  # the checkpoint stays: the next sweep continues here
         progress.checkpoint_base = None  # a whole cycle: the next sweep starts over
+
+    def _spent(self, progress: RunProgress) -> int:
+        """Calls this run has made (earlier attempts of it included)."""
+        return progress.api_calls_before + self.client.api_calls
 
     async def _compare_and_store(
         self, connection: Connection, progress: RunProgress, page: XeroInvoicePage
