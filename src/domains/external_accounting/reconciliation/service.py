@@ -49,7 +49,7 @@ def sweep_slot(connection_id: uuid.UUID, now: datetime, settings: Settings) -> d
 
 
 class ReconcileService:
-    """Queues reconciliation sweeps and decides which are due."""
+    """Queues reconciliation sweeps."""
 
     def __init__(self, session: AsyncSession, factory: IntegrationFactory) -> None:
         self.session = session
@@ -77,6 +77,14 @@ class ReconcileService:
             window_days=self.settings.reconcile_window_days,
             max_calls=self.settings.reconcile_max_calls,
         )
+
+
+class SweepScheduler:
+    """Which connections' sweeps are due."""
+
+    def __init__(self, session: AsyncSession, settings: Settings) -> None:
+        self.session = session
+        self.settings = settings
 
     async def due(self, now: datetime) -> list[DueSweep]:
         """Every active connection to sweep at `now`, the longest due first."""

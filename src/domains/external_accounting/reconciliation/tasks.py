@@ -18,7 +18,11 @@ from src.domains.external_accounting.base.factory import (
     IntegrationFactory,
     ServiceResources,
 )
-from src.domains.external_accounting.reconciliation.service import DueSweep, ReconcileService
+from src.domains.external_accounting.reconciliation.service import (
+    DueSweep,
+    ReconcileService,
+    SweepScheduler,
+)
 from src.domains.external_accounting.schedules.tasks import every_tick
 
 logger = logging.getLogger(__name__)
@@ -31,7 +35,7 @@ async def enqueue_due(
 ) -> list[DueSweep]:
     """One pass: queue every sweep due now; the sweeps queued."""
     async with session_factory() as session:
-        due = await ReconcileService(session, factory).due(utcnow())
+        due = await SweepScheduler(session, factory.settings).due(utcnow())
     queued = []
     for item in due:
         try:
