@@ -136,11 +136,12 @@ class SyncsService:
         for connection in connections:
             waiting = await ledger.unfinished_run(connection.id, "invoices")
             if waiting is not None and waiting.mode != SyncMode.RECONCILE:
+                waiting_id = waiting.id  # read before the rollback expires it
                 await self.session.rollback()
                 raise SyncInProgress(
                     "An invoice sync of this connection is queued or running; sweep again "
                     "when it ends.",
-                    sync_run_id=str(waiting.id),
+                    sync_run_id=str(waiting_id),
                 )
         await self.session.commit()
         accounts = AccountSyncRequest(

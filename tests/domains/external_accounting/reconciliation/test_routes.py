@@ -10,9 +10,12 @@ import uuid
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.settings import Settings
+from src.domains.external_accounting.ledger.models import RunStatus, SyncMode, SyncRun
+from src.domains.external_accounting.ledger.runs import new_run
 from src.domains.organizations.models import Organization, Role
 from src.xero_sandbox.server import RunningSandbox
 from tests.factories import add_member, bearer, create_org_with_user
@@ -128,3 +131,29 @@ async def test_an_admin_queues_a_sweep_that_the_job_queue_runs(
         a for a in await local_accounts(session_factory, connection) if a.code == "091"
     )
     assert tombstone.status == "DELETED"
+
+
+async def test_a_connection_with_an_invoice_sync_waiting_is_not_swept(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    org_id, key, connections = await connected_org(client, session_factory)
+    connection = connections[0]
+    waiting = new_run(
+        connection,
+        "invoices",
+        mode=SyncMode.INCREMENTAL,
+        params={},
+        status=RunStatus.QUEUED,
+    )
+    async with session_factory() as session:
+        session.add(waiting)
+        await session.commit()
+    response = await post_reconcile(client, key, org_id, connection_id=str(connection.id))
+    assert response.status_code == 409, response.text
+    assert response.json()["error"] == "sync_in_progress"
+    assert response.json()["sync_run_id"] == str(waiting.id)
+    async with session_factory() as session:
+        runs = (await session.execute(select(SyncRun.mode))).scalars().all()
+    assert list(runs) == ["incremental"]  # nothing queued, not even the accounts run
