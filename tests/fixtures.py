@@ -149,6 +149,24 @@ def clear_token_faults(sandbox: RunningSandbox) -> None:
     _control(sandbox, "DELETE", "token-faults")
 
 
+def recode_line(
+    sandbox: RunningSandbox, tenant_id: str, invoice_id: str, position: int, account_code: str
+) -> dict[str, Any]:
+    """Xero's blind spot: re-code an invoice line without bumping UpdatedDateUTC."""
+    path = f"tenants/{tenant_id}/invoices/{invoice_id}/lines/{position}/account-code"
+    body: dict[str, Any] = _control(
+        sandbox, "POST", path, json={"account_code": account_code}
+    ).json()
+    return body
+
+
+def delete_account_at_xero(
+    sandbox: RunningSandbox, tenant_id: str, account_id: str
+) -> httpx.Response:
+    """Delete an account outright in the sandbox, whatever it answers (409 when it is used)."""
+    return httpx.delete(f"{sandbox.base_url}/_sandbox/tenants/{tenant_id}/accounts/{account_id}")
+
+
 def tighten_limits(sandbox: RunningSandbox, **limits: Any) -> None:
     """Set the sandbox's rate limits (`minute_limit`, `time_scale` to compress time, ...)."""
     _control(sandbox, "PUT", "limits", json=limits)

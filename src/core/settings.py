@@ -116,6 +116,16 @@ class Settings(BaseSettings):
     # How often the scheduler looks for what is due (a divisor of 60): a slot waits up to this
     # long. Benchmarks and tests that compress the clock compress it too.
     schedule_tick_seconds: int = Field(default=60, ge=1, le=60)
+    # The reconciliation sweep (docs/reconciliation.md): every `reconcile_every_minutes` from
+    # `reconcile_start_minute` past midnight UTC, each connection at its own instant within
+    # `reconcile_spread_minutes` after it (nightly by default: 02:00-06:00 UTC), re-reads the
+    # open invoices and those dated in the last `reconcile_window_days` days, at most
+    # `reconcile_max_calls` calls per connection per sweep (the next sweep goes on from there).
+    reconcile_every_minutes: int = Field(default=1440, ge=1, le=10_080)
+    reconcile_start_minute: int = Field(default=120, ge=0, le=10_079)
+    reconcile_spread_minutes: int = Field(default=240, ge=1, le=10_080)
+    reconcile_window_days: int = Field(default=90, ge=0, le=3650)
+    reconcile_max_calls: int = Field(default=50, ge=1, le=5000)
     # Token keep-alive: Xero forgets a refresh token unused for 60 days, so token sets not
     # refreshed for this many days are refreshed by a periodic job (`ledgersync tokens keep-alive`).
     token_keepalive_days: int = Field(default=30, ge=1, le=59)

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 
 from src.xero_sandbox import (
     accounting,
+    blind_spots,
     control,
     credit_notes,
     data_control,
@@ -52,6 +53,7 @@ def create_sandbox_app(
     app.include_router(data_control.router, prefix="/_sandbox")
     app.include_router(credit_notes.control_router, prefix="/_sandbox")
     app.include_router(webhook_control.router, prefix="/_sandbox")
+    app.include_router(blind_spots.router, prefix="/_sandbox")
     app.include_router(token_faults.router, prefix="/_sandbox")
     app.add_middleware(AccountingGuard, runtime_holder=app.state)
     # Added last, so it runs first: the guard must see Xero's path in the route's spelling.

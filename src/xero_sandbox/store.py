@@ -57,6 +57,10 @@ class SandboxDataError(ValueError):
     """A control-API request that Xero would refuse (e.g. voiding a paid invoice)."""
 
 
+class AccountInUse(SandboxDataError):
+    """Xero deletes only accounts no transaction uses (the others can only be archived)."""
+
+
 def now_ms() -> int:
     """The current instant in Unix ms."""
     return time.time_ns() // 1_000_000
@@ -357,6 +361,61 @@ class TenantData:
         )
         self.credit_notes[note_id] = note
         return note
+
+    # -- Xero's blind spots (edits `UpdatedDateUTC` never shows, see blind_spots.py) -------------
+
+    def set_line_account_code(
+        self, invoice_id_text: str, position: int, code: str
+    ) -> InvoiceRecord:
+        """Re-code line `position` to the account with `code`, leaving UpdatedDateUTC as it is
+        (Xero does not mark an invoice updated for it). Voided and deleted invoices are final."""
+        record = self._get(invoice_id_text)
+        if record.status in ("VOIDED", "DELETED"):
+            raise SandboxDataError(f"An invoice in status {record.status} cannot be edited")
+        if not 0 <= position < len(record.lines):
+            raise SandboxDataError(
+                f"The invoice has no line {position} (it has {len(record.lines)})"
+            )
+        account = next((a for a in self.accounts if a["Code"] == code), None)
+        if account is None:
+            raise SandboxDataError(f"No account has code {code!r}")
+        # A copy, so the pool line other invoices share (and its cached rendering) stays as it is.
+        record.lines[position] = replace(
+            record.lines[position],
+            account_code=code,
+            account_id=str(account["AccountID"]),
+            json_tail=None,
+        )
+        self.overrides[record.index] = record
+        self.version += 1
+        return record
+
+    def delete_account(self, account_id_text: str) -> dict[str, Any]:
+        """Remove an account outright, as Xero's `DELETE /Accounts/{id}` does for unused ones;
+        `AccountInUse` when a line of any invoice is coded to it, LookupError when unknown."""
+        wanted = account_id_text.lower()
+        account = next((a for a in self.accounts if a["AccountID"] == wanted), None)
+        if account is None:
+            raise LookupError(account_id_text)
+        if self._account_used(wanted):
+            raise AccountInUse(
+                f"Account {account['Code']} is used by invoice lines; archive it instead"
+            )
+        self.accounts.remove(account)
+        return account
+
+    def _account_used(self, account_id_text: str) -> bool:
+        # Generated lines only draw on the profile's revenue and expense accounts, so any other
+        # account is used only by an edited invoice: no scan of every invoice for those.
+        pools = self.profile.revenue_accounts + self.profile.expense_accounts
+        edited = self.overrides.values()
+        if not any(pool_id == account_id_text for _, pool_id in pools):
+            return any(line.account_id == account_id_text for r in edited for line in r.lines)
+        return any(
+            line.account_id == account_id_text
+            for index in range(self.invoice_count)
+            for line in self.invoice(index).lines
+        )
 
 
 @dataclass

@@ -176,6 +176,18 @@ class SyncService(Protocol):
         for a new run, or for the queued run `claim` names."""
         ...
 
+    async def start_reconcile(
+        self,
+        connection: Connection,
+        *,
+        window_days: int,
+        max_calls: int,
+        claim: RunClaim | None = None,
+    ) -> StartedSync:
+        """Take the connection's invoice lease for a reconciliation sweep (`SyncInProgress`
+        when held): re-read what timestamps cannot vouch for, at most `max_calls` calls."""
+        ...
+
     async def sync_invoices(
         self,
         connection: Connection,

@@ -108,7 +108,8 @@ class InvoiceLineItem(Base):
 
 
 class Account(Base):
-    """An account of the chart of accounts."""
+    """An account of the chart of accounts; one deleted at the provider is kept as a tombstone
+    (status DELETED, `deleted_at`), like a voided invoice."""
 
     __tablename__ = "accounts"
     __table_args__ = (UniqueConstraint("connection_id", "provider_id"),)
@@ -138,6 +139,9 @@ class Account(Base):
     provider_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     raw: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # When a sync of the whole chart first missed it (Xero hard-deletes unused accounts); null
+    # while the provider lists it (one that reappears is live again).
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 class RunStatus(StrEnum):
@@ -171,6 +175,9 @@ class SyncMode(StrEnum):
     PAUSED = "paused"
     # Only the invoices webhook events named, fetched by id (the cursor does not move).
     TARGETED = "targeted"
+    # The reconciliation sweep: re-reads what timestamps cannot vouch for (open and recent
+    # invoices, the whole chart) and corrects what differs; it never moves a cursor.
+    RECONCILE = "reconcile"
 
 
 class RunTrigger(StrEnum):
@@ -183,6 +190,8 @@ class RunTrigger(StrEnum):
     REQUEST = "request"
     SCHEDULE = "schedule"
     WEBHOOK = "webhook"
+    # The reconciliation sweep (nightly, or on demand): never stands in for a scheduled sync.
+    RECONCILE = "reconcile"
 
 
 class SyncRun(Base):
@@ -259,6 +268,10 @@ class SyncRun(Base):
     # over the run its earlier attempt left running.
     job_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
     job_attempt: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Records whose stored content differed from the provider's although its timestamp did not
+    # move (a silent edit; an account deleted at the provider), and how many were rewritten.
+    found: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    corrected: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class SyncCursor(Base):

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    Text,
     and_,
     any_,
     bindparam,
@@ -24,6 +25,9 @@ from sqlalchemy import (
     or_,
     select,
     update,
+)
+from sqlalchemy import (
+    cast as sql_cast,
 )
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
@@ -41,6 +45,7 @@ from src.domains.external_accounting.ledger.models import (
     RunStatus,
     RunTrigger,
     SyncCursor,
+    SyncMode,
     SyncRun,
 )
 from src.domains.external_accounting.ledger.rows import (
@@ -123,6 +128,21 @@ class LedgerRepository:
             for row in result
         }
 
+    async def stored_documents(
+        self, connection_id: uuid.UUID, provider_ids: Sequence[str]
+    ) -> dict[str, tuple[datetime, str]]:
+        """provider id → (provider timestamp, the document as stored, verbatim text) of the
+        invoices already stored: what the reconciliation sweep compares Xero's answer with."""
+        result = await self.session.execute(
+            select(
+                Invoice.provider_id, Invoice.provider_updated_at, sql_cast(Invoice.raw, Text)
+            ).where(
+                Invoice.connection_id == connection_id,
+                self._one_of(Invoice.provider_id, provider_ids),
+            )
+        )
+        return {row[0]: (row[1], row[2]) for row in result}
+
     async def mark_verified(self, invoice_ids: Sequence[uuid.UUID], moment: datetime) -> None:
         """Invoices Xero confirmed unchanged: `synced_at` says when they were last checked."""
         if invoice_ids:
@@ -203,6 +223,13 @@ class LedgerRepository:
             )
         )
         return {row.provider_id: row.provider_updated_at for row in result}
+
+    async def connection_accounts(self, connection_id: uuid.UUID) -> list[Account]:
+        """Every stored account of a connection, deleted ones included."""
+        result = await self.session.execute(
+            select(Account).where(Account.connection_id == connection_id)
+        )
+        return list(result.scalars())
 
     async def upsert_accounts(self, rows: Sequence[AccountRow]) -> None:
         if not rows:
@@ -490,10 +517,14 @@ class LedgerRepository:
             .execution_options(synchronize_session=False)
         )
 
-    async def latest_run(self, connection_id: uuid.UUID, object_type: str) -> SyncRun | None:
-        """The connection's most recent finished (or paused, or failed) run of an object type.
-        A webhook's targeted run counts only when paused (the daily limit is the tenant's): it
-        must not hide the checkpoint of a full sync that stopped before it."""
+    async def latest_run(
+        self, connection_id: uuid.UUID, object_type: str, *, reconcile: bool = False
+    ) -> SyncRun | None:
+        """The connection's most recent finished (or paused, or failed) run of an object type:
+        of its syncs, or (`reconcile`) of its reconciliation sweeps. The two never resume each
+        other's checkpoints. A webhook's targeted run counts only when paused (the daily limit
+        is the tenant's): it must not hide the checkpoint of a full sync that stopped before it."""
+        sweep = SyncRun.mode == SyncMode.RECONCILE.value
         result = await self.session.execute(
             select(SyncRun)
             .where(
@@ -504,6 +535,7 @@ class LedgerRepository:
                     SyncRun.trigger != RunTrigger.WEBHOOK.value,
                     SyncRun.status == RunStatus.PAUSED.value,
                 ),
+                sweep if reconcile else ~sweep,
             )
             .order_by(SyncRun.started_at.desc())
             .limit(1)

@@ -93,6 +93,8 @@ class AccountRow(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     provider_updated_at: datetime | None
     raw: JsonText
     synced_at: datetime
+    # Set when the provider's whole chart no longer lists the account (kept as a tombstone).
+    deleted_at: datetime | None = None
 
 
 Row = InvoiceRow | LineItemRow | AccountRow

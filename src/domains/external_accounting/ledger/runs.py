@@ -70,6 +70,13 @@ class RunProgress:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    # Records whose content differed although their timestamp had not moved, and how many of
+    # them were rewritten (the reconciliation sweep; an accounts sync's deletions).
+    found: int = 0
+    corrected: int = 0
+    # A sweep that stopped at its call cap ends in success but keeps its checkpoint: the next
+    # sweep goes on from there.
+    keep_checkpoint: bool = False
     newest: datetime | None = None
     # Live progress: pages stored, and what the run is doing ("window", "outstanding",
     # "changes", "accounts").
@@ -219,6 +226,8 @@ class SyncRuns:
             created=run.created or 0,
             updated=run.updated or 0,
             unchanged=run.unchanged or 0,
+            found=run.found or 0,
+            corrected=run.corrected or 0,
             pages=run.pages or 0,
             api_calls_before=run.api_calls or 0,
             limit_wait_before=run.limit_wait_seconds or 0.0,
@@ -290,6 +299,8 @@ class SyncRuns:
             "created": progress.created,
             "updated": progress.updated,
             "unchanged": progress.unchanged,
+            "found": progress.found,
+            "corrected": progress.corrected,
             "api_calls": self._api_calls(progress),
             "last_modified": progress.newest,
             "pages": progress.pages,
@@ -379,7 +390,7 @@ class SyncRuns:
         # The checkpoint stays as the last stored page left it (the page in hand may not have
         # been stored); a finished run needs none.
         if succeeded:
-            finished["checkpoint"] = None
+            finished["checkpoint"] = progress.checkpoint() if progress.keep_checkpoint else None
         if retry:
             # Not over: queued again (keeping why), for its job to schedule the retry.
             finished.update(finished_at=None, attempts=progress.attempts + 1)

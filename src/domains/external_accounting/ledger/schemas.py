@@ -71,6 +71,7 @@ ACCOUNT_EXAMPLE: dict[str, Any] = {
     "tax_type": "NONE",
     "reporting_code": "ASS",
     "provider_updated_at": "2026-10-30T22:01:11+00:00",
+    "deleted_at": None,
 }
 SYNC_RUN_EXAMPLE: dict[str, Any] = {
     "id": "0b9c8d7e-6f5a-4b3c-8d2e-1f0a9b8c7d6e",
@@ -86,6 +87,8 @@ SYNC_RUN_EXAMPLE: dict[str, Any] = {
     "created": 2,
     "updated": 9,
     "unchanged": 1,
+    "found": 0,
+    "corrected": 0,
     "api_calls": 1,
     "last_modified": "2026-12-01T07:58:41+00:00",
     "error": None,
@@ -224,6 +227,11 @@ class AccountOut(_Out):
     tax_type: str | None
     reporting_code: str | None
     provider_updated_at: datetime | None
+    deleted_at: datetime | None = Field(
+        default=None,
+        description="When a sync of the whole chart first missed it (deleted at Xero; status "
+        "`DELETED`); null while Xero lists it",
+    )
 
 
 class SyncRunOut(_Out):
@@ -239,7 +247,8 @@ class SyncRunOut(_Out):
     params: dict[str, Any]
     status: str
     trigger: str = Field(
-        description="`request` (the API, the CLI) or `schedule` (queued by the scheduler)"
+        description="`request` (the API, the CLI), `schedule` (queued by the scheduler) or "
+        "`reconcile` (the reconciliation sweep)"
     )
     started_at: datetime
     finished_at: datetime | None
@@ -248,6 +257,12 @@ class SyncRunOut(_Out):
     created: int
     updated: int
     unchanged: int
+    found: int = Field(
+        default=0,
+        description="Records that differed from the provider's although their timestamp had not "
+        "moved (silent edits, accounts deleted at the provider)",
+    )
+    corrected: int = Field(default=0, description="Of those, how many were rewritten")
     api_calls: int
     last_modified: datetime | None
     error: str | None
@@ -256,7 +271,7 @@ class SyncRunOut(_Out):
     pages: int = Field(description="Pages stored so far")
     phase: str | None = Field(
         description="What the run is doing, or did last: `window`, `outstanding` or `changes` "
-        "(invoices), `accounts`; null before it starts"
+        "(invoices), `open` or `recent` (a sweep's invoices), `accounts`; null before it starts"
     )
     limit_wait_seconds: float = Field(
         description="Seconds its calls have waited on Xero's rate limits so far"

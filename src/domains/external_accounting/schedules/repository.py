@@ -17,7 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from src.core.database import rows_matched, utcnow
 from src.domains.external_accounting.base.sync import ObjectType
 from src.domains.external_accounting.connections.models import Connection, ConnectionStatus
-from src.domains.external_accounting.ledger.models import RunStatus, RunTrigger, SyncRun
+from src.domains.external_accounting.ledger.models import (
+    RunStatus,
+    RunTrigger,
+    SyncMode,
+    SyncRun,
+)
 from src.domains.external_accounting.schedules.models import ConnectionSchedule
 
 OBJECT_TYPES: tuple[ObjectType, ...] = ("invoices", "accounts")
@@ -55,9 +60,14 @@ def _of_type(object_type: str) -> list[Any]:
     """Correlated subqueries on the connection's runs of one type (each an index lookup on
     ix_sync_runs_connection_type_started)."""
     same = (SyncRun.connection_id == Connection.id, SyncRun.object_type == object_type)
-    # A webhook's targeted run fetched a few invoices by id: it never stands in for a slot, or
-    # a busy organisation's events would keep its safety-net sync from ever running.
-    slot_runs = (*same, SyncRun.trigger != RunTrigger.WEBHOOK.value)
+    # A webhook's targeted run fetched a few invoices by id, and a reconciliation sweep reads no
+    # changes since a cursor: neither stands in for a slot (a busy organisation's events would
+    # keep its safety-net sync from ever running). While they run they are busy like any run.
+    slot_runs = (
+        *same,
+        SyncRun.trigger != RunTrigger.WEBHOOK.value,
+        SyncRun.mode != SyncMode.RECONCILE.value,
+    )
     last = select(func.max(SyncRun.started_at)).where(*slot_runs).correlate(Connection)
     requested = (
         select(func.max(SyncRun.started_at))

@@ -45,7 +45,7 @@ from src.domains.external_accounting.exceptions import (
     SyncInProgress,
     SyncRunFinished,
 )
-from src.domains.external_accounting.ledger.models import RunStatus, SyncMode, SyncRun
+from src.domains.external_accounting.ledger.models import RunStatus, RunTrigger, SyncMode, SyncRun
 from src.domains.external_accounting.ledger.repository import LedgerRepository
 from src.domains.external_accounting.ledger.runs import new_run
 
@@ -117,14 +117,64 @@ class SyncsService:
         by_connection = {run.connection_id: run for run in runs}
         return [by_connection[c.id] for c in connections]
 
+    async def queue_reconcile(
+        self,
+        target: SyncTarget,
+        job_app: procrastinate.App,
+        *,
+        window_days: int,
+        max_calls: int,
+    ) -> list[SyncRun]:
+        """Queue a reconciliation sweep of every connection the target covers: an accounts run
+        (the whole chart: deleted accounts) and an invoices run (silent edits), both mode
+        `reconcile`. A connection whose accounts run is already under way gets it back (any
+        whole-chart sync finds the deletions); one whose invoices sweep is, gets that back.
+        `SyncInProgress` (and nothing queued) when another invoice sync waits for a connection:
+        the sweep holds the invoice lease, and two waiting invoice runs cannot both be queued."""
+        connections = await self.connections_to_sync(target)
+        ledger = LedgerRepository(self.session)
+        for connection in connections:
+            waiting = await ledger.unfinished_run(connection.id, "invoices")
+            if waiting is not None and waiting.mode != SyncMode.RECONCILE:
+                waiting_id = waiting.id  # read before the rollback expires it
+                await self.session.rollback()
+                raise SyncInProgress(
+                    "An invoice sync of this connection is queued or running; sweep again "
+                    "when it ends.",
+                    sync_run_id=str(waiting_id),
+                )
+        await self.session.commit()
+        accounts = AccountSyncRequest(
+            organization_id=target.organization_id,
+            provider=target.provider,
+            trigger=RunTrigger.RECONCILE,
+        )
+        sweep: dict[str, object] = {"window_days": window_days, "max_calls": max_calls}
+        runs: list[SyncRun] = []
+        for connection in sorted(connections, key=lambda c: c.id):
+            runs.append(
+                await self._queue_one(ledger, connection, accounts, job_app, SyncMode.RECONCILE)
+            )
+            runs.append(
+                await self._queue_one(
+                    ledger, connection, accounts, job_app, SyncMode.RECONCILE, "invoices", sweep
+                )
+            )
+        return runs
+
     async def _queue_one(
         self,
         ledger: LedgerRepository,
         connection: Connection,
         request: SyncRequest,
         job_app: procrastinate.App,
+        mode: SyncMode | None = None,
+        object_type: ObjectType | None = None,
+        params: dict[str, object] | None = None,
     ) -> SyncRun:
-        object_type = request.object_type
+        """Queue one connection's run of `request` (as `mode`, of `object_type`, with `params`
+        when given: a sweep's), or give back the run of that object type already under way."""
+        object_type = object_type or request.object_type
         for _ in range(3):  # a concurrent request may queue, or its run end, meanwhile
             existing = await ledger.unfinished_run(connection.id, object_type)
             if existing is not None:
@@ -135,8 +185,8 @@ class SyncsService:
             run = new_run(
                 connection,
                 object_type,
-                mode=SyncMode.INCREMENTAL if incremental else SyncMode.FULL,
-                params=request_params(request),
+                mode=mode or (SyncMode.INCREMENTAL if incremental else SyncMode.FULL),
+                params=params if params is not None else request_params(request),
                 status=RunStatus.QUEUED,
                 trigger=request.trigger,
             )
@@ -244,6 +294,14 @@ class SyncsService:
     ) -> StartedSync:
         service = self.factory.get_sync_service(connection)
         params = run.params or {}
+        if run.object_type == "invoices" and run.mode == SyncMode.RECONCILE:
+            settings = self.factory.settings
+            return await service.start_reconcile(
+                connection,
+                window_days=int(params.get("window_days", settings.reconcile_window_days)),
+                max_calls=int(params.get("max_calls", settings.reconcile_max_calls)),
+                claim=claim,
+            )
         if run.object_type == "invoices":
             return await service.start_invoices(
                 connection,

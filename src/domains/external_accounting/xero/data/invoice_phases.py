@@ -4,6 +4,7 @@ phases in order, and the transaction that stores one page."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -142,10 +143,13 @@ class InvoicePhases:
         cursor_scope: str | None,
         *,
         cursor_at: datetime | None = None,
+        rewrite: Collection[str] = (),
     ) -> None:
         """One page in one transaction: the fence (the run still holds its lease, else nothing
         is written), invoices, their line items, the run's counters and (for incremental
-        passes, whose pages come oldest change first) the cursor."""
+        passes, whose pages come oldest change first) the cursor. Invoices named in `rewrite`
+        (provider ids) are written even though their UpdatedDateUTC equals the stored one: the
+        reconciliation sweep found their content changed silently."""
         async with self.session_factory() as session, session.begin():
             repository = LedgerRepository(session)
             await self.runs.fence(repository, progress)
@@ -164,6 +168,7 @@ class InvoicePhases:
                 unchanged = (
                     existing is not None
                     and existing.provider_updated_at == invoice.updated_date_utc
+                    and invoice.invoice_id not in rewrite
                 )
                 # Seen earlier in this run only if edited while the run paged: count it once.
                 counted = existing is not None and existing.synced_at >= progress.started_at

@@ -7,8 +7,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from src.core.database import JsonText, utcnow
+from src.core.database import JsonText, json_dumps, utcnow
 from src.domains.external_accounting.connections.models import Connection
+from src.domains.external_accounting.ledger.models import Account
 from src.domains.external_accounting.ledger.rows import AccountRow, InvoiceRow, LineItemRow
 from src.domains.external_accounting.xero.data.xero_models import (
     XeroAccount,
@@ -110,4 +111,37 @@ def account_row(connection: Connection, account: XeroAccount, raw: JsonText) -> 
         provider_updated_at=account.updated_date_utc,
         raw=raw,
         synced_at=utcnow(),
+    )
+
+
+# The status of an account Xero no longer lists (Xero's own AccountStatus for a deleted one).
+DELETED_ACCOUNT_STATUS = "DELETED"
+
+
+def deleted_account_row(stored: Account, *, noticed_at: datetime) -> AccountRow:
+    """The `accounts` row of a stored account that Xero's whole chart no longer lists: kept with
+    everything we knew of it, status DELETED and when we noticed."""
+    return AccountRow(
+        id=stored.id,
+        organization_id=stored.organization_id,
+        connection_id=stored.connection_id,
+        provider_id=stored.provider_id,
+        code=stored.code,
+        name=stored.name,
+        type=stored.type,
+        class_=stored.class_,
+        status=DELETED_ACCOUNT_STATUS,
+        description=stored.description,
+        bank_account_number=stored.bank_account_number,
+        bank_account_type=stored.bank_account_type,
+        currency_code=stored.currency_code,
+        tax_type=stored.tax_type,
+        reporting_code=stored.reporting_code,
+        reporting_code_name=stored.reporting_code_name,
+        system_account=stored.system_account,
+        enable_payments_to_account=stored.enable_payments_to_account,
+        provider_updated_at=stored.provider_updated_at,
+        raw=JsonText(json_dumps(stored.raw).encode()),
+        synced_at=noticed_at,
+        deleted_at=noticed_at,
     )

@@ -21,11 +21,13 @@ from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.exceptions import ProviderRateLimited
 from src.domains.external_accounting.ledger.models import (
     INVOICE_TYPES,
+    Account,
     RunTrigger,
     SyncMode,
     SyncRun,
 )
 from src.domains.external_accounting.ledger.repository import LedgerRepository
+from src.domains.external_accounting.ledger.rows import AccountRow
 from src.domains.external_accounting.ledger.runs import RunProgress, SyncRuns, new_run
 from src.domains.external_accounting.xero.data.accounting_client import XeroAccountingClient
 from src.domains.external_accounting.xero.data.changed_invoices import (
@@ -34,7 +36,8 @@ from src.domains.external_accounting.xero.data.changed_invoices import (
     plan,
 )
 from src.domains.external_accounting.xero.data.invoice_phases import CURSOR_OVERLAP, InvoicePhases
-from src.domains.external_accounting.xero.data.mapping import account_row
+from src.domains.external_accounting.xero.data.mapping import account_row, deleted_account_row
+from src.domains.external_accounting.xero.data.reconcile import SWEEP_SCOPE, InvoiceSweep
 
 
 class XeroSyncService:
@@ -48,6 +51,7 @@ class XeroSyncService:
         self.runs = SyncRuns(session_factory, lambda: client.api_calls, lambda: client.limit_wait_s)
         self.invoices = InvoicePhases(session_factory, client, self.runs)
         self.changed = ChangedInvoices(session_factory, client, self.invoices)
+        self.sweep = InvoiceSweep(session_factory, client, self.invoices)
 
     async def sync_invoices(
         self,
@@ -263,22 +267,98 @@ class XeroSyncService:
         async with self.session_factory() as session, session.begin():
             repository = LedgerRepository(session)
             await self.runs.fence(repository, progress)
-            versions = await repository.account_versions(connection.id)
+            stored = {a.provider_id: a for a in await repository.connection_accounts(connection.id)}
             rows = []
             progress.pages += 1
             for account, raw in zip(accounts, raws, strict=True):
                 progress.count += 1
                 progress.note_updated_at(account.updated_date_utc)
-                if account.account_id in versions:
-                    if versions[account.account_id] == account.updated_date_utc:
+                existing = stored.get(account.account_id)
+                if existing is not None:
+                    # One we had marked deleted is listed again: live again, whatever its stamp.
+                    if (
+                        existing.provider_updated_at == account.updated_date_utc
+                        and existing.deleted_at is None
+                    ):
                         progress.unchanged += 1
                         continue
                     progress.updated += 1
                 else:
                     progress.created += 1
                 rows.append(account_row(connection, account, raw))
+            if not types:
+                rows += self._deleted_at_xero(progress, stored, {a.account_id for a in accounts})
             await repository.upsert_accounts(rows)
             await self.runs.checkpoint(repository, progress)
+
+    def _deleted_at_xero(
+        self, progress: RunProgress, stored: dict[str, Account], listed: set[str]
+    ) -> list[AccountRow]:
+        """Xero hard-deletes unused accounts and says nothing (no timestamp moves): an account
+        the whole chart no longer lists is marked deleted, kept with its data. Only a list of
+        every type can tell; it costs no call beyond the sync's own."""
+        noticed_at = utcnow()
+        rows = [
+            deleted_account_row(account, noticed_at=noticed_at)
+            for provider_id, account in stored.items()
+            if provider_id not in listed and account.deleted_at is None
+        ]
+        progress.found += len(rows)
+        progress.corrected += len(rows)
+        progress.updated += len(rows)
+        return rows
+
+    async def start_reconcile(
+        self,
+        connection: Connection,
+        *,
+        window_days: int,
+        max_calls: int,
+        claim: RunClaim | None = None,
+    ) -> StartedSync:
+        """Take the invoice lease for a reconciliation sweep (`SyncInProgress` when held): it
+        goes on from where the connection's last sweep stopped at its call cap, if one did."""
+        async with self.session_factory() as session:
+            repository = LedgerRepository(session)
+            if claim is None:
+                run = new_run(
+                    connection,
+                    "invoices",
+                    mode=SyncMode.RECONCILE,
+                    params={},
+                    trigger=RunTrigger.RECONCILE,
+                )
+                await self.runs.take_lease(repository, run)
+            else:
+                run = await self.runs.claim(repository, claim)
+            # A resumed attempt of this run goes on from its own checkpoint.
+            previous = (
+                run
+                if run.checkpoint
+                else await repository.latest_run(connection.id, "invoices", reconcile=True)
+            )
+            checkpoint = previous.checkpoint if previous is not None else None
+            if not checkpoint or checkpoint.get("scope") != SWEEP_SCOPE:
+                checkpoint = None
+            run.params = {
+                **(run.params or {}),
+                "window_days": window_days,
+                "max_calls": max_calls,
+                "continued_from": str(previous.id) if checkpoint and previous else None,
+            }
+            await session.commit()
+        progress = self.runs.started(connection, run, claim)
+
+        async def work() -> None:
+            await self.sweep.sweep(
+                connection,
+                progress,
+                window_days=window_days,
+                max_calls=max_calls,
+                checkpoint=checkpoint,
+            )
+
+        return self._started_sync(connection, progress, work)
 
     def _started_sync(
         self,

@@ -1,0 +1,71 @@
+"""All SQL of the reconciliation sweep's scheduling: when each active connection was last swept
+(one query for the whole fleet)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from src.domains.external_accounting.connections.models import Connection, ConnectionStatus
+from src.domains.external_accounting.ledger.models import SyncMode, SyncRun
+from src.domains.external_accounting.schedules.models import ConnectionSchedule
+
+
+@dataclass(frozen=True)
+class SweepState:
+    """An active connection as the sweep's scheduler sees it."""
+
+    connection_id: uuid.UUID
+    organization_id: uuid.UUID
+    provider: str
+    connected_at: datetime
+    enabled: bool  # its schedule's switch: a connection nobody syncs unasked is not swept either
+    last_swept_at: datetime | None  # when its last invoice sweep started
+
+
+class ReconcileRepository:
+    """What the sweep's scheduler reads."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def sweep_states(self) -> list[SweepState]:
+        """Every active connection with the start of its last invoice sweep, oldest first."""
+        last = (
+            select(func.max(SyncRun.started_at))
+            .where(
+                SyncRun.connection_id == Connection.id,
+                SyncRun.object_type == "invoices",
+                SyncRun.mode == SyncMode.RECONCILE.value,
+            )
+            .correlate(Connection)
+            .scalar_subquery()
+        )
+        result = await self.session.execute(
+            select(
+                Connection.id,
+                Connection.organization_id,
+                Connection.provider,
+                Connection.connected_at,
+                ConnectionSchedule.enabled,
+                last.label("last_swept_at"),
+            )
+            .outerjoin(ConnectionSchedule, ConnectionSchedule.connection_id == Connection.id)
+            .where(Connection.status == ConnectionStatus.ACTIVE.value)
+            .order_by(Connection.connected_at, Connection.id)
+        )
+        return [
+            SweepState(
+                connection_id=row.id,
+                organization_id=row.organization_id,
+                provider=row.provider,
+                connected_at=row.connected_at,
+                enabled=row.enabled is not False,  # no schedule row: enabled
+                last_swept_at=row.last_swept_at,
+            )
+            for row in result
+        ]
