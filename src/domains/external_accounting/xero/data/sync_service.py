@@ -198,25 +198,24 @@ class XeroSyncService:
     async def _store_accounts(
         self, connection: Connection, progress: RunProgress, types: list[str]
     ) -> None:
+        """The chart in one transaction: only accounts that are new or whose content changed
+        are written, each with its change recorded."""
         accounts, raws = await self.client.get_accounts(connection, types=types or None)
         async with self.session_factory() as session, session.begin():
             repository = LedgerRepository(session)
             await self.runs.fence(repository, progress)
-            versions = await repository.account_versions(connection.id)
-            rows = []
             progress.pages += 1
+            rows = []
             for account, raw in zip(accounts, raws, strict=True):
                 progress.count += 1
                 progress.note_updated_at(account.updated_date_utc)
-                if account.account_id in versions:
-                    if versions[account.account_id] == account.updated_date_utc:
-                        progress.unchanged += 1
-                        continue
-                    progress.updated += 1
-                else:
-                    progress.created += 1
                 rows.append(account_row(connection, account, raw))
-            await repository.upsert_accounts(rows)
+            writes = await repository.upsert_accounts(
+                connection.id, rows, run_id=progress.run_id, seen_at=utcnow()
+            )
+            progress.created += writes.created
+            progress.updated += writes.updated
+            progress.unchanged += writes.unchanged
             await self.runs.checkpoint(repository, progress)
 
     def _started_sync(
