@@ -222,7 +222,12 @@ class LedgerRepository:
         if self.session.get_bind().dialect.name != "postgresql":
             return None
         connection = await self.session.connection()
-        return (await connection.get_raw_connection()).driver_connection
+        driver = (await connection.get_raw_connection()).driver_connection
+        if not driver.is_in_transaction():
+            # SQLAlchemy begins the driver's transaction lazily, at its first statement: a COPY
+            # sent before one would commit on its own.
+            await self.session.execute(select(1))
+        return driver
 
     async def _copy_upsert_invoices(
         self,

@@ -120,7 +120,8 @@ async def test_history_shows_each_version_of_an_invoice_paid_in_two_parts(
     assert full["changes"]["fully_paid_on"]["old"] is None
     # Each version names the run that wrote it, and when.
     runs = [v["run_id"] for v in versions]
-    assert len(set(runs)) == 3 and None not in runs
+    assert len(set(runs)) == 3
+    assert None not in runs
     assert [v["seen_at"] for v in versions] == sorted(v["seen_at"] for v in versions)
 
 
@@ -166,7 +167,8 @@ async def test_a_line_edit_shows_the_old_and_new_lines(
     latest = response.json()["versions"][-1]
     assert (latest["version"], latest["kind"]) == (2, "updated")
     lines = latest["changes"]["lines"]
-    assert len(lines["old"]) == 1 and len(lines["new"]) == 2
+    assert len(lines["old"]) == 1
+    assert len(lines["new"]) == 2
     assert Decimal(lines["old"][0]["unit_amount"]) == Decimal("10.50")
     assert lines["new"][0] == {**lines["old"][0], **lines["new"][0]}
     added = edited["LineItems"][1]
@@ -197,4 +199,5 @@ async def test_another_organisations_invoice_is_not_found(
         params={"org_id": str(other.id)},
         headers=bearer(other_key),
     )
-    assert feed.status_code == 200 and feed.json()["changes"] == []
+    assert feed.status_code == 200
+    assert feed.json()["changes"] == []
