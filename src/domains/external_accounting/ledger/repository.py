@@ -222,7 +222,7 @@ class LedgerRepository:
         if self.session.get_bind().dialect.name != "postgresql":
             return None
         connection = await self.session.connection()
-        driver = (await connection.get_raw_connection()).driver_connection
+        driver: Any = (await connection.get_raw_connection()).driver_connection
         if not driver.is_in_transaction():
             # SQLAlchemy begins the driver's transaction lazily, at its first statement: a COPY
             # sent before one would commit on its own.
