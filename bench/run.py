@@ -33,7 +33,9 @@ from src.xero_sandbox.config import SandboxConfig  # noqa: E402
 from src.xero_sandbox.server import SandboxProcess  # noqa: E402
 
 BENCH_KEY = Fernet.generate_key().decode()
-POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/ledgersync_bench"
+# BENCH_POSTGRES_DB: another database name, for benchmarks run side by side (each run drops it).
+BENCH_DB = os.environ.get("BENCH_POSTGRES_DB", "ledgersync_bench")
+POSTGRES = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{BENCH_DB}"
 # Six years of generated history: a 120-month window makes the full sync extract every invoice,
 # the same set an extract-everything tool such as tap-xero reads.
 MONTHS_BACK = 120
@@ -74,7 +76,7 @@ def _fmt(value: float | None, unit: str) -> str:
 
 
 def _reset_postgres() -> None:
-    for sql in ("DROP DATABASE IF EXISTS ledgersync_bench", "CREATE DATABASE ledgersync_bench"):
+    for sql in (f"DROP DATABASE IF EXISTS {BENCH_DB}", f"CREATE DATABASE {BENCH_DB}"):
         subprocess.run(
             ["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c", sql],
             check=True,

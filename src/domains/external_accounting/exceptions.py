@@ -170,6 +170,12 @@ class RecordNotFound(NotFound):
     code = "not_found"
 
 
+class InvalidCursor(BadRequest):
+    """A feed cursor this API did not issue (pass back `next_cursor` as it came)."""
+
+    code = "invalid_cursor"
+
+
 class SyncCrashed(LedgersyncError):
     """An unexpected error ended a sync; the run is recorded as failed before it propagates."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from src.domains.external_accounting.connections.routes import router as connections_router
+from src.domains.external_accounting.ledger.routes import router as ledger_router
 from src.domains.external_accounting.reconciliation.routes import router as reconcile_router
 from src.domains.external_accounting.schedules.routes import router as schedules_router
 from src.domains.external_accounting.xero.auth.routes import router as xero_auth_router
@@ -18,5 +19,6 @@ router.include_router(schedules_router)
 router.include_router(xero_data_router)
 router.include_router(xero_webhooks_router)
 router.include_router(reconcile_router)
+router.include_router(ledger_router)
 
 PREFIXES = ("/external-accounting", "/integrations")

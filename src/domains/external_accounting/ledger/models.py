@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Date,
+    FetchedValue,
     Float,
     ForeignKey,
     Index,
@@ -81,6 +82,8 @@ class Invoice(Base):
     provider_updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     raw: Mapped[dict[str, Any]] = mapped_column(RawDocument)
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The version of its last change recorded in `ledger_changes` (1: as first stored).
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class InvoiceLineItem(Base):
@@ -142,6 +145,65 @@ class Account(Base):
     # When a sync of the whole chart first missed it (Xero hard-deletes unused accounts); null
     # while the provider lists it (one that reappears is live again).
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # The version of its last change recorded in `ledger_changes` (1: as first stored).
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+
+class RecordType(StrEnum):
+    """What a change is about."""
+
+    INVOICE = "invoice"
+    ACCOUNT = "account"
+
+
+class ChangeKind(StrEnum):
+    """What happened to the record: stored for the first time, changed, or (accounts) marked
+    deleted (its status became DELETED; it is kept, like a voided invoice)."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+
+
+class LedgerChange(Base):
+    """One version of a synced invoice or account: what a sync's write changed, recorded in the
+    same transaction as the write. The change feed reads these in commit order.
+
+    `commit_xid` orders the feed on PostgreSQL, where `id` (a sequence) is not commit order: it
+    is the writing transaction's id (`pg_current_xact_id()`, the column's server default), and
+    rows are served only below the oldest transaction still running, so a transaction that took
+    a lower id but commits later is never skipped. SQLite has one writer at a time, so `id` is
+    commit order there and `commit_xid` is 0. The defaults are per database, in the migration."""
+
+    __tablename__ = "ledger_changes"
+    __table_args__ = (
+        Index("ix_ledger_changes_feed", "organization_id", "commit_xid", "id"),
+        Index("ix_ledger_changes_record", "record_id", "version"),
+        # Ids never reused on SQLite (a plain rowid reuses the highest after a delete).
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    commit_xid: Mapped[int] = mapped_column(BigInteger, server_default=FetchedValue())
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    connection_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE")
+    )
+    record_type: Mapped[str] = mapped_column(String(10))
+    record_id: Mapped[uuid.UUID] = mapped_column()
+    provider_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(10))
+    version: Mapped[int] = mapped_column(Integer)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The sync run whose transaction wrote it.
+    run_id: Mapped[uuid.UUID | None] = mapped_column()
+    # {field: {"old": ..., "new": ...}}; money as exact decimal strings; `lines`: old and new
+    # line lists when any line differs.
+    changes: Mapped[dict[str, Any]] = mapped_column(RawDocument)
 
 
 class RunStatus(StrEnum):

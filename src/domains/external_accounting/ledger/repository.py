@@ -13,6 +13,7 @@ from typing import Any, Literal, NamedTuple, cast
 
 from sqlalchemy import (
     ARRAY,
+    BigInteger,
     Select,
     String,
     Table,
@@ -21,9 +22,12 @@ from sqlalchemy import (
     any_,
     bindparam,
     delete,
+    func,
     insert,
+    literal,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy import (
@@ -37,11 +41,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from src.core.database import rows_matched, utcnow
 from src.domains.external_accounting.connections.models import Connection, ConnectionStatus
+from src.domains.external_accounting.ledger.changes import (
+    ACCOUNT_FIELDS,
+    INVOICE_FIELDS,
+    LINE_FIELDS,
+    AccountWrites,
+    StoredAccount,
+    StoredInvoice,
+    Values,
+    account_changes,
+    invoice_changes,
+)
 from src.domains.external_accounting.ledger.filters import InvoiceFilters
 from src.domains.external_accounting.ledger.models import (
     Account,
     Invoice,
     InvoiceLineItem,
+    LedgerChange,
+    RecordType,
     RunStatus,
     RunTrigger,
     SyncCursor,
@@ -50,6 +67,7 @@ from src.domains.external_accounting.ledger.models import (
 )
 from src.domains.external_accounting.ledger.rows import (
     AccountRow,
+    ChangeRow,
     InvoiceRow,
     LineItemRow,
     as_params,
@@ -68,6 +86,11 @@ class StoredVersion(NamedTuple):
     id: uuid.UUID
     provider_updated_at: datetime
     synced_at: datetime
+
+
+def _labelled(model: Any, fields: dict[str, Any]) -> list[Any]:
+    """The model's columns of these fields, labelled by field name (`class_` is `class`)."""
+    return [getattr(model, name).label(name) for name in fields]
 
 
 # A run whose heartbeat is older than this is taken to have died (crash, deploy) and its lease
@@ -158,14 +181,23 @@ class LedgerRepository:
         rows: Sequence[InvoiceRow],
         lines: Sequence[LineItemRow],
         replaced: Sequence[uuid.UUID],
+        *,
+        run_id: uuid.UUID | None,
+        seen_at: datetime,
     ) -> None:
-        """Insert or update invoices by (connection, provider id) and replace their line items, in
-        the caller's transaction so an invoice and its lines are never half-written."""
+        """Insert or update invoices by (connection, provider id), replace their line items, and
+        record what changed (`ledger_changes`), all in the caller's transaction so an invoice,
+        its lines and its history are never half-written. `replaced`: the rows already stored,
+        whose old values are read first (locked on PostgreSQL: a concurrent writer of the same
+        invoice waits, then reads this version, so versions never fork)."""
         if not rows:
             return
+        stored = await self._stored_invoices(replaced)
+        rows, recorded = invoice_changes(rows, lines, stored, run_id=run_id, seen_at=seen_at)
         driver = await self._asyncpg()
         if driver is not None:
             await self._copy_upsert_invoices(driver, rows, lines, replaced)
+            await self._copy_changes(driver, recorded)
             return
         await self._upsert(Invoice, as_params(rows, {"raw"}))
         if replaced:
@@ -177,13 +209,42 @@ class LedgerRepository:
                 insert(InvoiceLineItem.__table__),  # type: ignore[arg-type]
                 as_params(lines, {"tracking"}),
             )
+        await self._insert_changes(recorded)
+
+    async def _stored_invoices(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredInvoice]:
+        """The reported fields and lines of these stored invoices: one query for the invoices,
+        one for their lines."""
+        if not ids:
+            return {}
+        invoices = await self.session.execute(
+            select(Invoice.id, Invoice.version, *_labelled(Invoice, INVOICE_FIELDS))
+            .where(self._one_of(Invoice.id, ids))
+            .with_for_update()
+        )
+        lines: dict[uuid.UUID, list[Values]] = {}
+        result = await self.session.execute(
+            select(InvoiceLineItem.invoice_id, *_labelled(InvoiceLineItem, LINE_FIELDS))
+            .where(self._one_of(InvoiceLineItem.invoice_id, ids))
+            .order_by(InvoiceLineItem.invoice_id, InvoiceLineItem.position)
+        )
+        for invoice_id, *values in result:
+            lines.setdefault(invoice_id, []).append(tuple(values))
+        return {
+            invoice_id: StoredInvoice(version, tuple(values), lines.get(invoice_id, []))
+            for invoice_id, version, *values in invoices
+        }
 
     async def _asyncpg(self) -> Any | None:
         """On PostgreSQL, the asyncpg connection under this session's open transaction."""
         if self.session.get_bind().dialect.name != "postgresql":
             return None
         connection = await self.session.connection()
-        return (await connection.get_raw_connection()).driver_connection
+        driver: Any = (await connection.get_raw_connection()).driver_connection
+        if not driver.is_in_transaction():
+            # SQLAlchemy begins the driver's transaction lazily, at its first statement: a COPY
+            # sent before one would commit on its own.
+            await self.session.execute(select(1))
+        return driver
 
     async def _copy_upsert_invoices(
         self,
@@ -216,13 +277,13 @@ class LedgerRepository:
                 "invoice_line_items", records=as_records(lines), columns=columns(LineItemRow)
             )
 
-    async def account_versions(self, connection_id: uuid.UUID) -> dict[str, datetime | None]:
-        result = await self.session.execute(
-            select(Account.provider_id, Account.provider_updated_at).where(
-                Account.connection_id == connection_id
+    async def _copy_changes(self, driver: Any, recorded: Sequence[ChangeRow]) -> None:
+        """PostgreSQL: change rows by `COPY`; `id` and `commit_xid` come from their defaults
+        (the sequence, and this transaction's id)."""
+        if recorded:
+            await driver.copy_records_to_table(
+                "ledger_changes", records=as_records(recorded), columns=columns(ChangeRow)
             )
-        )
-        return {row.provider_id: row.provider_updated_at for row in result}
 
     async def connection_accounts(self, connection_id: uuid.UUID) -> list[Account]:
         """Every stored account of a connection, deleted ones included."""
@@ -231,15 +292,62 @@ class LedgerRepository:
         )
         return list(result.scalars())
 
-    async def upsert_accounts(self, rows: Sequence[AccountRow]) -> None:
-        if not rows:
+    async def _insert_changes(self, recorded: Sequence[ChangeRow]) -> None:
+        """Change rows, by COPY on PostgreSQL, else one executemany."""
+        if not recorded:
             return
-        await self._upsert(Account, as_params(rows))
+        driver = await self._asyncpg()
+        if driver is not None:
+            await self._copy_changes(driver, recorded)
+            return
+        await self.session.execute(
+            insert(LedgerChange.__table__),  # type: ignore[arg-type]
+            as_params(recorded, {"changes"}),
+        )
+
+    async def add_changes(self, recorded: Sequence[ChangeRow]) -> None:
+        """Record changes written some other way (tests of the feed's ordering use it)."""
+        await self._insert_changes(recorded)
+
+    async def _stored_accounts(self, connection_id: uuid.UUID) -> dict[str, StoredAccount]:
+        """The connection's stored accounts by provider id, locked on PostgreSQL like invoices."""
+        result = await self.session.execute(
+            select(
+                Account.provider_id,
+                Account.id,
+                Account.version,
+                *_labelled(Account, ACCOUNT_FIELDS),
+            )
+            .where(Account.connection_id == connection_id)
+            .with_for_update()
+        )
+        return {
+            provider_id: StoredAccount(account_id, version, tuple(values))
+            for provider_id, account_id, version, *values in result
+        }
+
+    async def upsert_accounts(
+        self,
+        connection_id: uuid.UUID,
+        rows: Sequence[AccountRow],
+        *,
+        run_id: uuid.UUID | None,
+        seen_at: datetime,
+    ) -> AccountWrites:
+        """Write the accounts that are new or whose content changed (nothing else), and record
+        each change, in the caller's transaction. An account written with status DELETED is
+        recorded as `deleted`."""
+        stored = await self._stored_accounts(connection_id)
+        writes = account_changes(rows, stored, run_id=run_id, seen_at=seen_at)
+        if writes.rows:
+            await self._upsert(Account, as_params(writes.rows))
+        await self._insert_changes(writes.changes)
+        return writes
 
     async def purge_connection(self, connection_id: uuid.UUID) -> None:
         """Delete everything synced for a connection (line items go with their invoices), and
         the checkpoints that say how far its runs got: nothing of theirs is stored any more."""
-        for table in (Invoice, Account, SyncCursor):
+        for table in (Invoice, Account, SyncCursor, LedgerChange):
             await self.session.execute(delete(table).where(table.connection_id == connection_id))
         await self.session.execute(
             update(SyncRun)
@@ -620,4 +728,39 @@ class LedgerRepository:
         if connection_id:
             query = query.where(Account.connection_id == connection_id)
         result = await self.session.execute(query.order_by(Account.code, Account.id))
+        return list(result.scalars())
+
+    # -- history and the change feed ---------------------------------------------------------
+
+    async def changes_after(
+        self, organization_id: uuid.UUID, after: tuple[int, int], limit: int
+    ) -> list[LedgerChange]:
+        """The organisation's changes after the feed position `after` = (commit_xid, id), in
+        commit order. On PostgreSQL only rows of transactions older than the oldest one still
+        running are served: every transaction below that horizon has ended, so no change with a
+        lower position can commit later and be skipped by a reader already past it. The horizon
+        and the rows are read in one statement, i.e. from one snapshot."""
+        position = tuple_(LedgerChange.commit_xid, LedgerChange.id)
+        query = select(LedgerChange).where(
+            LedgerChange.organization_id == organization_id,
+            position > tuple_(literal(after[0], BigInteger), literal(after[1], BigInteger)),
+        )
+        if self.session.get_bind().dialect.name == "postgresql":
+            horizon = sql_cast(
+                sql_cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger
+            )
+            query = query.where(LedgerChange.commit_xid < horizon)
+        query = query.order_by(LedgerChange.commit_xid, LedgerChange.id).limit(limit)
+        return list((await self.session.execute(query)).scalars())
+
+    async def invoice_history(self, invoice_id: uuid.UUID) -> list[LedgerChange]:
+        """An invoice's recorded versions, oldest first."""
+        result = await self.session.execute(
+            select(LedgerChange)
+            .where(
+                LedgerChange.record_id == invoice_id,
+                LedgerChange.record_type == RecordType.INVOICE.value,
+            )
+            .order_by(LedgerChange.version, LedgerChange.id)
+        )
         return list(result.scalars())

@@ -48,6 +48,7 @@ class InvoiceRow(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     provider_updated_at: datetime
     raw: str  # the invoice's JSON text, verbatim
     synced_at: datetime
+    version: int = 1  # the writer sets it when the invoice's content changed
 
 
 class LineItemRow(msgspec.Struct, kw_only=True, frozen=True, gc=False):
@@ -95,9 +96,25 @@ class AccountRow(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     synced_at: datetime
     # Set when the provider's whole chart no longer lists the account (kept as a tombstone).
     deleted_at: datetime | None = None
+    version: int = 1  # the writer sets it when the account's content changed
 
 
-Row = InvoiceRow | LineItemRow | AccountRow
+class ChangeRow(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """A `ledger_changes` row (`id` and `commit_xid` are the database's)."""
+
+    organization_id: uuid.UUID
+    connection_id: uuid.UUID
+    record_type: str
+    record_id: uuid.UUID
+    provider_id: str
+    kind: str
+    version: int
+    seen_at: datetime
+    run_id: uuid.UUID | None
+    changes: str  # JSON text
+
+
+Row = InvoiceRow | LineItemRow | AccountRow | ChangeRow
 
 # Fields named differently from their column (a Python keyword).
 _COLUMN_OF = {"class_": "class"}

@@ -298,3 +298,119 @@ class QueuedSyncRuns(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [QUEUED_SYNC_RUNS_EXAMPLE]})
 
     sync_runs: list[QueuedSyncRun]
+
+
+# -- history and the change feed ---------------------------------------------------------------
+
+LINE_CHANGE_EXAMPLE: dict[str, Any] = {
+    "description": "Consulting, November",
+    "quantity": "10.0000",
+    "unit_amount": "100.0000",
+    "item_code": None,
+    "account_code": "200",
+    "tax_type": "OUTPUT2",
+    "tax_amount": "150.0000",
+    "line_amount": "1000.0000",
+}
+VERSION_EXAMPLE: dict[str, Any] = {
+    "version": 2,
+    "kind": "updated",
+    "seen_at": "2026-12-01T08:15:02+00:00",
+    "run_id": SYNC_RUN_EXAMPLE["id"],
+    "changes": {
+        "status": {"old": "AUTHORISED", "new": "PAID"},
+        "amount_due": {"old": "1150.0000", "new": "0.0000"},
+        "amount_paid": {"old": "0.0000", "new": "1150.0000"},
+        "fully_paid_on": {"old": None, "new": "2026-12-01"},
+        "provider_updated_at": {
+            "old": "2026-11-02T09:14:27+00:00",
+            "new": "2026-12-01T08:10:40+00:00",
+        },
+    },
+}
+CHANGE_EXAMPLE: dict[str, Any] = {
+    "record_type": "invoice",
+    "record_id": INVOICE_EXAMPLE["id"],
+    "provider_id": INVOICE_EXAMPLE["provider_id"],
+    "connection_id": INVOICE_EXAMPLE["connection_id"],
+    **VERSION_EXAMPLE,
+}
+FEED_CURSOR_EXAMPLE = "djEuODMxMjQuNTAwMQ"
+
+
+class FieldChange(BaseModel):
+    """A field's value before and after (null before a record's first version). Money is exact
+    decimal text at the stored scale; dates and instants ISO 8601; `lines` are lists of lines
+    (description, quantity, unit_amount, item_code, account_code, tax_type, tax_amount,
+    line_amount), old and new in full when any line differs."""
+
+    old: Any = Field(description="The value before this version")
+    new: Any = Field(description="The value in this version")
+
+
+class VersionOut(_Out):
+    """One version of a record: what a sync's write changed."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [VERSION_EXAMPLE]})
+
+    version: int = Field(description="1 when first stored, then one more per recorded change")
+    kind: str = Field(
+        description="`created`, `updated`, or `deleted` (an account whose status became DELETED)"
+    )
+    seen_at: datetime = Field(description="When the sync wrote it")
+    run_id: uuid.UUID | None = Field(description="The sync run whose transaction wrote it")
+    changes: dict[str, FieldChange] = Field(
+        description="Old and new value of each field that changed (every field for `created`)"
+    )
+
+
+class ChangeOut(VersionOut):
+    """An entry of the change feed: which record, and the version it reached."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [CHANGE_EXAMPLE]})
+
+    record_type: str = Field(description="`invoice` or `account`")
+    record_id: uuid.UUID = Field(description="Our id of the record (`/invoices/{id}`)")
+    provider_id: str = Field(description="Xero's InvoiceID or AccountID")
+    connection_id: uuid.UUID
+
+
+class ChangeFeed(BaseModel):
+    """A page of the change feed, in commit order."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"changes": [CHANGE_EXAMPLE], "next_cursor": FEED_CURSOR_EXAMPLE, "has_more": False}
+            ]
+        }
+    )
+
+    changes: list[ChangeOut]
+    next_cursor: str = Field(
+        description="Pass as `cursor` for the changes after these (also when this page is "
+        "empty: poll with it later)"
+    )
+    has_more: bool = Field(description="More changes are ready now; false: caught up")
+
+
+class InvoiceHistory(BaseModel):
+    """An invoice's recorded versions, oldest first."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "invoice_id": INVOICE_EXAMPLE["id"],
+                    "provider_id": INVOICE_EXAMPLE["provider_id"],
+                    "version": 2,
+                    "versions": [VERSION_EXAMPLE],
+                }
+            ]
+        }
+    )
+
+    invoice_id: uuid.UUID
+    provider_id: str
+    version: int = Field(description="The version the stored invoice is at")
+    versions: list[VersionOut]

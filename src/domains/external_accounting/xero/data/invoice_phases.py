@@ -146,10 +146,11 @@ class InvoicePhases:
         rewrite: Collection[str] = (),
     ) -> None:
         """One page in one transaction: the fence (the run still holds its lease, else nothing
-        is written), invoices, their line items, the run's counters and (for incremental
-        passes, whose pages come oldest change first) the cursor. Invoices named in `rewrite`
-        (provider ids) are written even though their UpdatedDateUTC equals the stored one: the
-        reconciliation sweep found their content changed silently."""
+        is written), invoices, their line items, what changed in them (`ledger_changes`), the
+        run's counters and (for incremental passes, whose pages come oldest change first) the
+        cursor. Invoices named in `rewrite` (provider ids) are written even though their
+        UpdatedDateUTC equals the stored one: the reconciliation sweep found their content
+        changed silently."""
         async with self.session_factory() as session, session.begin():
             repository = LedgerRepository(session)
             await self.runs.fence(repository, progress)
@@ -189,7 +190,9 @@ class InvoicePhases:
                     invoice_row(connection, row_id=row_id, invoice=invoice, raw=raw, synced_at=now)
                 )
                 lines.extend(line_item_rows(row_id, invoice))
-            await repository.upsert_invoices(rows, lines, replaced)
+            await repository.upsert_invoices(
+                rows, lines, replaced, run_id=progress.run_id, seen_at=now
+            )
             await repository.mark_verified(verified, now)
             await self.runs.checkpoint(repository, progress)
             if cursor_scope is not None:

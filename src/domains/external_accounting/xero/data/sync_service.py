@@ -263,32 +263,28 @@ class XeroSyncService:
     async def _store_accounts(
         self, connection: Connection, progress: RunProgress, types: list[str]
     ) -> None:
+        """The chart in one transaction: only accounts that are new or whose content changed
+        are written, each with its change recorded."""
         accounts, raws = await self.client.get_accounts(connection, types=types or None)
         async with self.session_factory() as session, session.begin():
             repository = LedgerRepository(session)
             await self.runs.fence(repository, progress)
+            # Every stored account, deleted ones too: those the whole chart no longer lists.
             stored = {a.provider_id: a for a in await repository.connection_accounts(connection.id)}
-            rows = []
             progress.pages += 1
+            rows = []
             for account, raw in zip(accounts, raws, strict=True):
                 progress.count += 1
                 progress.note_updated_at(account.updated_date_utc)
-                existing = stored.get(account.account_id)
-                if existing is not None:
-                    # One we had marked deleted is listed again: live again, whatever its stamp.
-                    if (
-                        existing.provider_updated_at == account.updated_date_utc
-                        and existing.deleted_at is None
-                    ):
-                        progress.unchanged += 1
-                        continue
-                    progress.updated += 1
-                else:
-                    progress.created += 1
                 rows.append(account_row(connection, account, raw))
             if not types:
                 rows += self._deleted_at_xero(progress, stored, {a.account_id for a in accounts})
-            await repository.upsert_accounts(rows)
+            writes = await repository.upsert_accounts(
+                connection.id, rows, run_id=progress.run_id, seen_at=utcnow()
+            )
+            progress.created += writes.created
+            progress.updated += writes.updated
+            progress.unchanged += writes.unchanged
             await self.runs.checkpoint(repository, progress)
 
     def _deleted_at_xero(
@@ -305,7 +301,6 @@ class XeroSyncService:
         ]
         progress.found += len(rows)
         progress.corrected += len(rows)
-        progress.updated += len(rows)
         return rows
 
     async def start_reconcile(
