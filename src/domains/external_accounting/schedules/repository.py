@@ -153,7 +153,7 @@ class ScheduleRepository:
                 Connection.status == ConnectionStatus.ACTIVE.value,
             )
         )
-        ids = list(result.scalars())
+        ids = sorted(result.scalars())  # one lock order for every writer
         if not ids:
             return 0
         await self._ensure_rows(ids)

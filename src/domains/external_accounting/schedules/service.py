@@ -163,7 +163,9 @@ class ScheduleService:
         """Store the latest daily budget per tenant (`readings` by tenant id) on its active
         connections, where it is newer than what is stored; how many connections took one."""
         stored = 0
-        for tenant_id, reading in list(readings.items()):
+        # In tenant order: every process writes its readings in one transaction, and two
+        # workers locking the same rows in different orders deadlocked (bench/fleet.py).
+        for tenant_id, reading in sorted(readings.items()):
             remaining, observed_at = reading.day_remaining, reading.observed_at
             if remaining is None or observed_at is None:
                 continue

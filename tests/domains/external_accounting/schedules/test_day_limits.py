@@ -5,9 +5,13 @@ less often, or not at all."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -18,8 +22,8 @@ from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.schedules.service import ScheduleService
 from src.domains.external_accounting.xero.data.accounting_client import RateBudget, TenantThrottle
 from src.xero_sandbox.server import RunningSandbox
-from tests.factories import bearer
-from tests.fixtures import connected_org, sync, tighten_limits
+from tests.factories import bearer, create_org_with_user
+from tests.fixtures import ON_POSTGRES, connected_org, sync, tighten_limits
 
 
 async def test_a_syncs_day_limit_reading_is_stored_and_spares_the_connection(
@@ -79,3 +83,38 @@ async def test_a_syncs_day_limit_reading_is_stored_and_spares_the_connection(
         nothing = RateBudget(day_remaining=None, observed_at=utcnow())
         assert await service.record_day_limits("xero", {"no-such-tenant": spent}) == 0
         assert await service.record_day_limits("xero", {first.tenant_id: nothing}) == 0
+
+
+@dataclass(frozen=True)
+class _Reading:
+    day_remaining: int | None
+    observed_at: datetime | None
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="SQLite has one writer at a time")
+async def test_two_workers_storing_readings_in_opposite_orders_do_not_deadlock(
+    session_factory: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    """Each worker stores the readings it has seen in one transaction, its own dict order:
+    opposite orders once deadlocked PostgreSQL (seen in bench/fleet.py)."""
+    organization, _, _ = await create_org_with_user(session_factory)
+    tenants = [str(uuid.uuid4()) for _ in range(150)]
+    async with session_factory() as session:
+        for tenant in tenants:
+            session.add(
+                Connection(organization_id=organization.id, tenant_id=tenant, tenant_name="T")
+            )
+        await session.commit()
+
+    async def store(order: list[str], remaining: int) -> int:
+        readings = {t: _Reading(remaining, utcnow()) for t in order}
+        async with session_factory() as session:
+            stored = await ScheduleService(session, settings).record_day_limits("xero", readings)
+            await session.commit()
+            return stored
+
+    for attempt in range(3):
+        results = await asyncio.gather(
+            store(tenants, 4000 - attempt), store(tenants[::-1], 3000 - attempt)
+        )
+        assert all(r > 0 for r in results), results
