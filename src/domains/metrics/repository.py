@@ -1,4 +1,4 @@
-"""The job queue's depth and latency, read from Procrastinate's tables (PostgreSQL)."""
+"""The job queue's depth and latency, read from Procrastinate's tables (PostgreSQL, in their own schema)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,21 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from src.core.jobs import JOBS_SCHEMA
+
 # Jobs waiting or running (finished ones are history, not depth), per queue and status.
 _DEPTH = text(
-    "SELECT queue_name, status::text, count(*) FROM procrastinate_jobs "
+    "SELECT queue_name, status::text, count(*) "
+    f"FROM {JOBS_SCHEMA}.procrastinate_jobs "
     "WHERE status IN ('todo', 'doing') GROUP BY queue_name, status"
 )
 # Since when each queue's oldest due job has waited: its scheduled time, or when it was
 # (re)deferred if it was due at once.
 _OLDEST = text(
     "SELECT j.queue_name, min(coalesce(j.scheduled_at, ("
-    "  SELECT max(e.at) FROM procrastinate_events e WHERE e.job_id = j.id"
+    f"  SELECT max(e.at) FROM {JOBS_SCHEMA}.procrastinate_events e WHERE e.job_id = j.id"
     "  AND e.type IN ('deferred', 'deferred_for_retry')))) "
-    "FROM procrastinate_jobs j WHERE j.status = 'todo' "
+    f"FROM {JOBS_SCHEMA}.procrastinate_jobs j WHERE j.status = 'todo' "
     "AND (j.scheduled_at IS NULL OR j.scheduled_at <= now()) GROUP BY j.queue_name"
 )
 
