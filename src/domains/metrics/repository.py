@@ -1,4 +1,5 @@
-"""The job queue's depth and latency, read from Procrastinate's tables (PostgreSQL, in their own schema)."""
+"""The job queue's depth and latency, read from Procrastinate's tables (PostgreSQL, in their
+own schema)."""
 
 from __future__ import annotations
 
