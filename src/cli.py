@@ -7,8 +7,10 @@ import os
 
 import typer
 import uvicorn
+from prometheus_client import start_http_server
 from pydantic_settings import DotEnvSettingsSource, EnvSettingsSource
 
+from src.core import metrics
 from src.core.crypto import TokenCipher
 from src.core.jobs import run_worker
 from src.core.logging import configure_logging, uvicorn_log_config
@@ -94,6 +96,12 @@ def worker(
     queues: list[str] | None = typer.Option(
         None, help="Queues to take jobs from, repeated or comma-separated (default: all)."
     ),
+    metrics_port: int | None = typer.Option(
+        None,
+        min=1,
+        max=65535,
+        help="Serve this worker's Prometheus metrics at http://0.0.0.0:PORT/metrics.",
+    ),
 ) -> None:
     """Run background jobs (PostgreSQL): any number of workers, on any machines, share the queue."""
     settings = get_settings()
@@ -112,7 +120,14 @@ def worker(
         raise typer.Exit(2) from None
     configure_logging(settings.log_level, json_lines=settings.log_json)
     names = [name.strip() for value in queues or [] for name in value.split(",") if name.strip()]
-    asyncio.run(_work(settings, concurrency, names or None))
+    # A worker serves no API: its counters (Xero calls, runs, records written) are its own,
+    # on a port of its own. The queue's depth is the API's `/metrics` (it is the database's).
+    server = start_http_server(metrics_port, registry=metrics.REGISTRY)[0] if metrics_port else None
+    try:
+        asyncio.run(_work(settings, concurrency, names or None))
+    finally:
+        if server is not None:
+            server.shutdown()
 
 
 async def _work(settings: Settings, concurrency: int | None, queues: list[str] | None) -> None:

@@ -23,6 +23,7 @@ from src.domains.external_accounting.routes import router as external_accounting
 from src.domains.external_accounting.syncs.service import SyncsService
 from src.domains.external_accounting.xero.auth.revocations import maintenance_forever
 from src.domains.health.routes import router as health_router
+from src.domains.metrics.routes import router as metrics_router
 
 API_DESCRIPTION = (
     "Send an API key as `Authorization: Bearer <key>`. Every error is one JSON shape, "
@@ -93,6 +94,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_docs(app)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health_router)
+    if settings.metrics_enabled:  # off: /metrics is not there at all (a plain 404)
+        app.include_router(metrics_router)
     for prefix in external_accounting_prefixes:
         app.include_router(external_accounting_router, prefix=prefix)
     return app

@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     environment: Literal["development", "test", "production"] = "development"
     log_level: str = "INFO"
     log_json: bool = False
+    # `/metrics` (Prometheus), unauthenticated like /healthz: turn it off, or keep it off the
+    # public network, where its numbers (calls, runs, queue depth) should stay private.
+    metrics_enabled: bool = True
+    # A series per Xero tenant (`ledgersync_xero_tenant_calls_total`): off, as the number of
+    # tenants is unbounded; on for small deployments that want calls per organisation.
+    metrics_tenant_labels: bool = False
 
     database_url: str = f"sqlite+aiosqlite:///{VAR_DIR / 'ledgersync.db'}"
     database_echo: bool = False

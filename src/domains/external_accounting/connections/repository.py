@@ -7,20 +7,24 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Iterable
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from src.core.database import rows_matched, utcnow
 from src.domains.external_accounting.connections.models import (
     Connection,
     ConnectionStatus,
+    ConnectionUsage,
     ConsentTenant,
     OAuthGrant,
     OAuthState,
     PendingRevocation,
 )
+from src.domains.external_accounting.connections.usage import UsageDelta
 from src.domains.external_accounting.exceptions import ConnectionNotFound
 from src.domains.external_accounting.ledger.models import SyncRun
 
@@ -411,3 +415,42 @@ class OAuthStateRepository:
 
     async def list_all(self) -> list[OAuthState]:
         return list((await self.session.execute(select(OAuthState))).scalars())
+
+
+class UsageRepository:
+    """`connection_usage`: calls and bytes per connection and UTC day."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, deltas: Collection[UsageDelta]) -> None:
+        """Add to each (connection, day) row, creating it on the day's first call: one upsert
+        statement for the batch."""
+        if not deltas:
+            return
+        postgres = self.session.get_bind().dialect.name == "postgresql"
+        insert = postgres_insert if postgres else sqlite_insert
+        statement = insert(ConnectionUsage).values(
+            [
+                {"connection_id": d.connection_id, "day": d.day, "calls": d.calls, "bytes": d.bytes}
+                for d in deltas
+            ]
+        )
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["connection_id", "day"],
+                set_={
+                    "calls": ConnectionUsage.calls + statement.excluded.calls,
+                    "bytes": ConnectionUsage.bytes + statement.excluded.bytes,
+                },
+            )
+        )
+
+    async def days(self, connection_id: uuid.UUID, since: date) -> list[ConnectionUsage]:
+        """The connection's days from `since` on that had calls, oldest first."""
+        result = await self.session.scalars(
+            select(ConnectionUsage)
+            .where(ConnectionUsage.connection_id == connection_id, ConnectionUsage.day >= since)
+            .order_by(ConnectionUsage.day)
+        )
+        return list(result)

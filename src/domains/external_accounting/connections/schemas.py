@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -100,3 +100,40 @@ class AuthorizeUrl(BaseModel):
     )
 
     authorize_url: str
+
+
+USAGE_EXAMPLE: dict[str, Any] = {
+    "connection_id": "2d3e4f50-6172-4839-a4b5-c6d7e8f90a1b",
+    "days": [
+        {"day": "2026-11-30", "calls": 0, "bytes": 0},
+        {"day": "2026-12-01", "calls": 14, "bytes": 3_402_118},
+    ],
+    "month": {"month": "2026-12", "calls": 14, "bytes": 3_402_118},
+}
+
+
+class UsageDayOut(BaseModel):
+    """A UTC day's calls to the provider's accounting API and their response bytes."""
+
+    day: date
+    calls: int
+    bytes: int
+
+
+class UsageMonthOut(BaseModel):
+    """The current UTC month's totals: what Xero's monthly egress tiers are measured on."""
+
+    month: str
+    calls: int
+    bytes: int
+
+
+class ConnectionUsageOut(BaseModel):
+    """A connection's API usage: every day of the window (oldest first, zero when idle) and the
+    current month's totals."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [USAGE_EXAMPLE]})
+
+    connection_id: uuid.UUID
+    days: list[UsageDayOut]
+    month: UsageMonthOut

@@ -4,12 +4,22 @@ and disconnecting (the provider's own steps reached through the IntegrationFacto
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from src.core.database import utcnow
 from src.domains.external_accounting.base.factory import IntegrationFactory
 from src.domains.external_accounting.connections.models import Connection
-from src.domains.external_accounting.connections.repository import ConnectionRepository
+from src.domains.external_accounting.connections.repository import (
+    ConnectionRepository,
+    UsageRepository,
+)
+from src.domains.external_accounting.connections.schemas import (
+    ConnectionUsageOut,
+    UsageDayOut,
+    UsageMonthOut,
+)
 from src.domains.external_accounting.exceptions import ConnectionNotFound
 from src.domains.external_accounting.ledger.repository import LedgerRepository
 from src.domains.organizations.exceptions import NotAMember
@@ -29,6 +39,38 @@ class ConnectionService:
     async def list(self, organization_id: uuid.UUID) -> list[Connection]:
         """The organisation's connections, oldest first."""
         return await self.connections.list_for_org(organization_id)
+
+    async def usage(
+        self, organization_id: uuid.UUID, connection_id: uuid.UUID, *, days: int
+    ) -> ConnectionUsageOut:
+        """The connection's calls and bytes for each of the last `days` UTC days (today
+        included) and this month's totals; another organisation's connection is a 404."""
+        connection = await self.connections.get_for_org(organization_id, connection_id)
+        today = utcnow().date()
+        window_start = today - timedelta(days=days - 1)
+        month_start = today.replace(day=1)
+        rows = await UsageRepository(self.session).days(
+            connection.id, min(window_start, month_start)
+        )
+        by_day = {row.day: row for row in rows}
+        window = [window_start + timedelta(days=n) for n in range(days)]
+        month = [row for row in rows if row.day >= month_start]
+        return ConnectionUsageOut(
+            connection_id=connection.id,
+            days=[
+                UsageDayOut(
+                    day=day,
+                    calls=by_day[day].calls if day in by_day else 0,
+                    bytes=by_day[day].bytes if day in by_day else 0,
+                )
+                for day in window
+            ],
+            month=UsageMonthOut(
+                month=month_start.strftime("%Y-%m"),
+                calls=sum(row.calls for row in month),
+                bytes=sum(row.bytes for row in month),
+            ),
+        )
 
     async def get_administered(self, user: User, connection_id: uuid.UUID) -> Connection:
         """The connection, if `user` is an admin of the organisation holding it. Another

@@ -16,12 +16,17 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from src.core import metrics
 from src.core.database import utcnow
 from src.core.errors import LedgersyncError
 from src.core.log_context import log_context
 from src.domains.external_accounting.base.sync import ConnectionSyncResult, ObjectType, RunClaim
 from src.domains.external_accounting.connections.models import Connection
-from src.domains.external_accounting.connections.repository import ConnectionRepository
+from src.domains.external_accounting.connections.repository import (
+    ConnectionRepository,
+    UsageRepository,
+)
+from src.domains.external_accounting.connections.usage import UsageTally
 from src.domains.external_accounting.exceptions import (
     TEMPORARY_FAILURES,
     NoActiveConnection,
@@ -55,6 +60,7 @@ class RunProgress:
     lease: uuid.UUID
     connection_id: uuid.UUID
     mode: str
+    object_type: str = "invoices"
     # An incremental run re-reads the second before its cursor; those unchanged re-reads are
     # not news and do not count. A full run counts every invoice it covered.
     count_unchanged: bool = True
@@ -84,6 +90,8 @@ class RunProgress:
     phase_name: str | None = None
     # What earlier attempts of the same run (a resumed background run) had already spent.
     api_calls_before: int = 0
+    created_before: int = 0
+    updated_before: int = 0
     limit_wait_before: float = 0.0
     # A background run that fails on something temporary goes back to `queued` (its job
     # re-queues it after backoff) while it has retries left; `attempts` counts them.
@@ -139,11 +147,15 @@ class SyncRuns:
         session_factory: async_sessionmaker[AsyncSession],
         api_calls: Callable[[], int],
         limit_waits: Callable[[], float] = lambda: 0.0,
+        usage: UsageTally | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.api_calls = api_calls
         # Seconds the client's calls have waited on the provider's limits so far.
         self.limit_waits = limit_waits
+        # The client's calls not yet in `connection_usage`: added in every page's transaction
+        # and the finish's, so usage costs no write of its own.
+        self.usage = usage
 
     # -- start -------------------------------------------------------------------------------
 
@@ -220,6 +232,7 @@ class SyncRuns:
             lease=run.lease,
             connection_id=run.connection_id,
             mode=run.mode,
+            object_type=run.object_type,
             # Invoices this run stored in an earlier attempt are counted already.
             started_at=run.started_at,
             count=run.count or 0,
@@ -230,6 +243,8 @@ class SyncRuns:
             corrected=run.corrected or 0,
             pages=run.pages or 0,
             api_calls_before=run.api_calls or 0,
+            created_before=run.created or 0,
+            updated_before=run.updated or 0,
             limit_wait_before=run.limit_wait_seconds or 0.0,
             attempts=run.attempts or 0,
             retries_left=claim.retries_left if claim is not None else 0,
@@ -263,6 +278,11 @@ class SyncRuns:
             checkpoint=progress.checkpoint(),
             **self._counters(progress),
         )
+        await self._store_usage(repository.session)
+
+    async def _store_usage(self, session: AsyncSession) -> None:
+        if self.usage is not None:
+            await UsageRepository(session).add(self.usage.drain())
 
     async def _keep_beating(self, progress: RunProgress) -> None:
         """Beat every HEARTBEAT_EVERY_S while the run is alive: a page may wait on the limiter,
@@ -400,12 +420,15 @@ class SyncRuns:
             )
             if ours and succeeded:
                 await ConnectionRepository(session).mark_synced(connection.id)
+            # Calls made are calls Xero metered, whether or not the run still held its lease.
+            await self._store_usage(session)
         logged_status: str = status
         if not ours and not isinstance(error, SyncLeaseLost) and not cancelled:
             # Abandoned or cancelled meanwhile: that status stands, and so does the answer
             # (logged as "lost": no run row says so).
             error, logged_status = SyncLeaseLost("The sync lost its lease before it ended."), "lost"
         api_calls = self._api_calls(progress)
+        _count_finished(progress, logged_status, duration)
         log = logger.warning if error or cancelled else logger.info
         log(
             "sync finished",
@@ -438,3 +461,13 @@ class SyncRuns:
             error_detail=error.detail if error else None,
             resume_after=resume_after,
         )
+
+
+def _count_finished(progress: RunProgress, status: str, duration: float) -> None:
+    """The run's attempt in the metrics: its end, its length, and what it wrote (its counters
+    less what earlier attempts of the same run had counted)."""
+    metrics.SYNC_RUNS.labels(progress.object_type, status).inc()
+    metrics.SYNC_RUN_DURATION.labels(progress.object_type).observe(duration)
+    written = metrics.RECORDS_WRITTEN
+    written.labels(progress.object_type, "created").inc(progress.created - progress.created_before)
+    written.labels(progress.object_type, "updated").inc(progress.updated - progress.updated_before)

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from src.core import metrics
 from src.core.crypto import TokenCipher
 from src.core.database import utcnow
 from src.core.errors import LedgersyncError
@@ -208,6 +209,7 @@ class XeroAuthManager:
                             extra={"grant_id": str(grant.id)},
                         )
                         return None
+                    metrics.TOKEN_REFRESHES.labels("refreshed").inc()
                     logger.info(
                         "xero token refreshed",
                         extra={"grant_id": str(grant.id), "token_version": grant.token_version + 1},
@@ -217,7 +219,9 @@ class XeroAuthManager:
                     if error.error == "invalid_grant":
                         await self._needs_reauth(connection, grant.id, error)
                         settled = True
+                        metrics.TOKEN_REFRESHES.labels("needs_reauth").inc()
                         raise self._reauthorise(connection) from None
+                    metrics.TOKEN_REFRESHES.labels("refused").inc()
                     raise ProviderRejected(
                         f"Xero's token endpoint refused the refresh ({error.error}); check "
                         "XERO_CLIENT_ID and XERO_CLIENT_SECRET."
@@ -233,6 +237,7 @@ class XeroAuthManager:
                         seconds=delay + self.settings.http_timeout_seconds
                     )
                     if failures >= self.settings.xero_retry_attempts or out_of_time >= claim.until:
+                        metrics.TOKEN_REFRESHES.labels("failed").inc()
                         raise TokenRefreshFailed(
                             f"Refreshing the Xero connection's tokens failed: {problem} "
                             f"({failures} attempts). The connection stays active; try again "

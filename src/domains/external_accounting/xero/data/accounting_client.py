@@ -19,11 +19,13 @@ from typing import Any, TypeVar
 
 import httpx
 
+from src.core import metrics
 from src.core.database import JsonText
 from src.core.http import MAX_RETRY_AFTER_SECONDS, capped_backoff, retry_after_seconds
 from src.core.settings import Settings, setting_default
 from src.domains.external_accounting.base.tokens import AccessTokenProvider
 from src.domains.external_accounting.connections.models import Connection
+from src.domains.external_accounting.connections.usage import UsageTally
 from src.domains.external_accounting.exceptions import (
     ProviderDataInvalid,
     ProviderRateLimited,
@@ -147,9 +149,24 @@ class XeroAccountingClient:
         # Seconds this client's calls waited on Xero's limits: the limiter's pacing, and the
         # Retry-After of 429s (a run's live progress shows it).
         self.limit_wait_s = 0.0
+        # Calls and bytes per connection and day, for `connection_usage` (the run stores them).
+        self.usage = UsageTally()
+        self.tenant_metrics = settings.metrics_tenant_labels
 
     def _note_wait(self, seconds: float) -> None:
         self.limit_wait_s += seconds
+        metrics.XERO_LIMIT_WAIT.labels("pacing").inc(seconds)
+
+    def _count_call(
+        self, connection: Connection, path: str, response: httpx.Response | None
+    ) -> None:
+        """One attempt, in the metrics and (when Xero answered) the connection's usage."""
+        status = str(response.status_code) if response is not None else "error"
+        metrics.XERO_CALLS.labels(metrics.endpoint_template(path), status).inc()
+        if self.tenant_metrics:
+            metrics.XERO_CALLS_BY_TENANT.labels(connection.tenant_id).inc()
+        if response is not None:
+            self.usage.note(connection.id, response.num_bytes_downloaded)
 
     # -- public calls ----------------------------------------------------------------------
 
@@ -363,12 +380,14 @@ class XeroAccountingClient:
             }
             self.api_calls += 1
             problem: str
+            response = None
             try:
                 # Every attempt is a call Xero counts: each takes its own slot.
                 async with self.throttle.limiter.slot(connection.tenant_id, self._note_wait):
                     response = await self.http.get(
                         f"{self.base_url}{path}", params=params, headers=request_headers
                     )
+                self._count_call(connection, path, response)
                 budget = self.throttle.budget(connection.tenant_id)
                 budget.observe(response.headers)
                 await self.throttle.limiter.observe(connection.tenant_id, budget.minute_remaining)
@@ -376,6 +395,7 @@ class XeroAccountingClient:
                     return decode(response.content)
                 problem = f"HTTP {response.status_code}"
             except (httpx.TimeoutException, httpx.TransportError) as error:
+                self._count_call(connection, path, None)  # Xero may have seen it all the same
                 response, problem = None, type(error).__name__
             except XeroDataInvalid as error:
                 raise ProviderDataInvalid(
@@ -389,6 +409,7 @@ class XeroAccountingClient:
             if response is not None and response.status_code == 429:
                 retry_after = _retry_after(response)
                 kind = response.headers.get("x-rate-limit-problem", "minute").lower()
+                metrics.XERO_RATE_LIMITED.labels(metrics.rate_limit_problem(kind)).inc()
                 if kind == "day":
                     raise ProviderRateLimited(
                         "Xero's daily call limit for this organisation is spent.",
@@ -407,7 +428,8 @@ class XeroAccountingClient:
                     "xero rate limit; waiting",
                     extra={"problem": kind, "wait_s": wait, "path": path},
                 )
-                self._note_wait(wait)
+                self.limit_wait_s += wait
+                metrics.XERO_LIMIT_WAIT.labels("retry_after").inc(wait)
                 await self.sleep(wait)
                 continue
             if response is not None and response.status_code == 401 and not refreshed:

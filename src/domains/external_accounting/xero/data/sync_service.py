@@ -48,7 +48,12 @@ class XeroSyncService:
     ) -> None:
         self.session_factory = session_factory
         self.client = client
-        self.runs = SyncRuns(session_factory, lambda: client.api_calls, lambda: client.limit_wait_s)
+        self.runs = SyncRuns(
+            session_factory,
+            lambda: client.api_calls,
+            lambda: client.limit_wait_s,
+            usage=client.usage,
+        )
         self.invoices = InvoicePhases(session_factory, client, self.runs)
         self.changed = ChangedInvoices(session_factory, client, self.invoices)
         self.sweep = InvoiceSweep(session_factory, client, self.invoices)

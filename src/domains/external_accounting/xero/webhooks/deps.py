@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from src.core import metrics
 from src.core.deps import SettingsDep
 from src.domains.external_accounting.xero.webhooks.exceptions import WebhookPayloadTooLarge
 
@@ -27,11 +28,13 @@ async def _capped_body(request: Request, limit: int) -> bytes:
     reading, else while streaming, so a huge body is never held in memory."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
+        metrics.WEBHOOK_DELIVERIES_REJECTED.labels("too_large").inc()
         raise WebhookPayloadTooLarge(f"A webhook delivery may be at most {limit} bytes.")
     body = bytearray()
     async for chunk in request.stream():
         body.extend(chunk)
         if len(body) > limit:
+            metrics.WEBHOOK_DELIVERIES_REJECTED.labels("too_large").inc()
             raise WebhookPayloadTooLarge(f"A webhook delivery may be at most {limit} bytes.")
     return bytes(body)
 
@@ -52,10 +55,13 @@ async def xero_signed_body(
     wrong, or no key is configured (webhooks off: nothing is accepted)."""
     body = await _capped_body(request, settings.webhook_max_body_bytes)
     key = settings.xero_webhook_key.get_secret_value()
-    if not key or signature is None:
-        return None
     # Constant time, on bytes: how much of a guess matched must not show in the timing.
-    if not hmac.compare_digest(signature.strip().encode(), signature_of(key, body).encode()):
+    if (
+        not key
+        or signature is None
+        or not hmac.compare_digest(signature.strip().encode(), signature_of(key, body).encode())
+    ):
+        metrics.WEBHOOK_DELIVERIES_REJECTED.labels("signature").inc()
         return None
     return body
 

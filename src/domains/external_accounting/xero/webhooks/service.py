@@ -20,6 +20,7 @@ import procrastinate
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from src.core import metrics
 from src.core.database import utcnow
 from src.core.jobs import AlreadyQueued, defer_job
 from src.core.settings import Settings
@@ -89,6 +90,7 @@ def parse_delivery(body: bytes) -> XeroDeliveryIn:
     try:
         return XeroDeliveryIn.model_validate_json(body)
     except ValidationError as error:
+        metrics.WEBHOOK_DELIVERIES_REJECTED.labels("invalid").inc()
         first = error.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(part) for part in first.get("loc", ())) or "body"
         raise WebhookPayloadInvalid(
@@ -109,6 +111,7 @@ class WebhookReceiver:
         queue a job for each connection with pending events after the coalescing window.
         Redelivered events are not stored twice, and queue a job only while still pending
         (the first delivery's job may have been lost)."""
+        metrics.WEBHOOK_EVENTS_RECEIVED.inc(len(delivery.events))
         known = [e for e in delivery.events if _is_known(e)]
         tenants = await self.events.connections_by_tenant(
             str(e.tenant_id) for e in known if e.event_category != EventCategory.SUBSCRIPTION

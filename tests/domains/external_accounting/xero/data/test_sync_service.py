@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.database import utcnow
 from src.core.settings import Settings
+from src.domains.external_accounting.connections.usage import UsageTally
 from src.domains.external_accounting.ledger.models import Invoice, SyncMode, SyncRun
 from src.domains.external_accounting.ledger.runs import new_run
 from src.domains.external_accounting.xero.data.accounting_client import XeroAccountingClient
@@ -600,7 +601,7 @@ async def test_an_invoice_edited_while_the_run_pages_is_counted_once(
         return decode_invoices(f'{{"Invoices":[{invoice}]}}'.encode(), 1)
 
     no_calls = cast(
-        XeroAccountingClient, SimpleNamespace(api_calls=0, limit_wait_s=0.0)
+        XeroAccountingClient, SimpleNamespace(api_calls=0, limit_wait_s=0.0, usage=UsageTally())
     )  # pages come from here
     service = XeroSyncService(session_factory, no_calls)
     progress = await service.runs.start(
