@@ -17,7 +17,10 @@ from src.core.logging import configure_logging, uvicorn_log_config
 from src.core.migrations import upgrade_database
 from src.core.settings import ConfigurationError, Settings, get_settings
 from src.domains.external_accounting.base.factory import RESOURCES, service_resources
-from src.domains.external_accounting.connections.cli import rotate_encryption_keys
+from src.domains.external_accounting.connections.cli import (
+    connections_app,
+    rotate_encryption_keys,
+)
 from src.domains.external_accounting.syncs.cli import runs_app, sync_app
 from src.domains.external_accounting.xero.auth.cli import revocations_app, tokens_app
 from src.domains.organizations.cli import keys_app, orgs_app, users_app
@@ -32,6 +35,7 @@ app.add_typer(orgs_app, name="orgs")
 app.add_typer(users_app, name="users")
 keys_app.command("rotate-encryption")(rotate_encryption_keys)
 app.add_typer(keys_app, name="keys")
+app.add_typer(connections_app, name="connections")
 app.add_typer(revocations_app, name="revocations")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(sync_app, name="sync")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -15,7 +19,9 @@ import pytest
 from typer.testing import CliRunner
 
 from src.cli import app
+from src.core.database import create_engine, create_session_factory
 from src.core.settings import Settings, get_settings
+from src.domains.external_accounting.connections.models import Connection
 from src.xero_sandbox.server import RunningSandbox, free_port
 from tests.fixtures import SANDBOX_CONFIG, TEST_ENCRYPTION_KEY, connect, start_connect
 
@@ -57,6 +63,134 @@ def test_operators_create_orgs_users_and_revoke_keys() -> None:
     rotated = runner.invoke(app, ["keys", "rotate-encryption"])
     assert rotated.exit_code == 0
     assert "re-encrypted 0 secrets" in rotated.stdout
+
+
+def _add_connection(org_id: str, tenant_id: str) -> None:
+    """A connection as a finished connect flow leaves it (the list only reads it)."""
+
+    async def add() -> None:
+        engine = create_engine(get_settings().database_url)
+        async with create_session_factory(engine)() as session:
+            session.add(
+                Connection(
+                    organization_id=uuid.UUID(org_id),
+                    tenant_id=tenant_id,
+                    tenant_name="Acme NZ",
+                    last_sync_at=datetime(2026, 12, 1, 9, 30, tzinfo=UTC),
+                )
+            )
+            await session.commit()
+        await engine.dispose()
+
+    asyncio.run(add())
+
+
+@pytest.mark.usefixtures("cli_database")
+def test_an_existing_member_is_refused_and_keys_are_minted_deliberately() -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    acme = runner.invoke(app, ["orgs", "create", "Acme"]).stdout.strip()
+    globex = runner.invoke(app, ["orgs", "create", "Globex"]).stdout.strip()
+    first = runner.invoke(app, ["users", "create", "Ann@acme.test", "--org", acme])
+    assert first.exit_code == 0
+
+    again = runner.invoke(
+        app, ["users", "create", "ann@acme.test", "--org", acme, "--role", "owner"]
+    )
+    assert again.exit_code != 0
+    assert "already a member" in again.output
+    assert "lsk_" not in again.output
+    # Another organisation is a new membership, with a key of its own.
+    assert runner.invoke(app, ["users", "create", "ann@acme.test", "--org", globex]).exit_code == 0
+
+    minted = runner.invoke(
+        app, ["keys", "create", "--user", "ann@acme.test", "--org", acme, "--expires-in-days", "7"]
+    )
+    assert minted.exit_code == 0, minted.output
+    assert minted.stdout.strip().startswith("lsk_")
+    assert "expires at" in minted.stderr
+    assert minted.stdout.strip() != first.stdout.strip()
+    stranger = runner.invoke(app, ["keys", "create", "--user", "bob@acme.test", "--org", acme])
+    assert stranger.exit_code == 2
+    assert "not a member" in stranger.output
+
+    promoted = runner.invoke(
+        app, ["users", "set-role", "ann@acme.test", "--org", acme, "--role", "admin"]
+    )
+    assert promoted.exit_code == 0, promoted.output
+    members = runner.invoke(app, ["users", "list", "--org", acme, "--json"]).stdout.splitlines()
+    assert [json.loads(m)["role"] for m in members] == ["admin"]
+    bad_expiry = runner.invoke(
+        app, ["keys", "create", "--user", "ann@acme.test", "--org", acme, "--expires-in-days", "0"]
+    )
+    assert bad_expiry.exit_code != 0
+
+
+@pytest.mark.usefixtures("cli_database")
+def test_operator_lists_show_what_exists_and_never_a_secret() -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    acme = runner.invoke(app, ["orgs", "create", "Acme"]).stdout.strip()
+    globex = runner.invoke(app, ["orgs", "create", "Globex"]).stdout.strip()
+    ann = runner.invoke(app, ["users", "create", "ann@acme.test", "--org", acme, "--role", "admin"])
+    bob = runner.invoke(
+        app, ["users", "create", "bob@globex.test", "--org", globex, "--expires-in-days", "30"]
+    )
+    ann_key, bob_key = ann.stdout.strip(), bob.stdout.strip()
+    assert runner.invoke(app, ["keys", "revoke", ann_key]).exit_code == 0
+    _add_connection(acme, "tenant-acme")
+
+    orgs = runner.invoke(app, ["orgs", "list"])
+    assert orgs.exit_code == 0
+    header, *rows = orgs.stdout.splitlines()
+    assert header.split() == ["id", "name", "created_at", "members"]
+    assert [row.split()[:2] for row in rows] == [[acme, "Acme"], [globex, "Globex"]]
+    assert [row.split()[-1] for row in rows] == ["1", "1"]
+    # Aligned columns: every row's second column starts where the header's does.
+    assert rows[0].index("Acme") == rows[1].index("Globex") == header.index("name")
+
+    users = [
+        json.loads(line)
+        for line in runner.invoke(app, ["users", "list", "--json"]).stdout.splitlines()
+    ]
+    assert [(u["email"], u["organization"], u["role"]) for u in users] == [
+        ("ann@acme.test", "Acme", "admin"),
+        ("bob@globex.test", "Globex", "member"),
+    ]
+
+    every_key = runner.invoke(app, ["keys", "list"])
+    by_org = runner.invoke(app, ["keys", "list", "--org", globex, "--json"])
+    for listing in (every_key, by_org):
+        assert listing.exit_code == 0
+        for key in (ann_key, bob_key):
+            assert key not in listing.output
+            assert key.split("_", 2)[2] not in listing.output  # the secret part
+    assert ann_key.split("_")[1] in every_key.stdout
+    assert bob_key.split("_")[1] in every_key.stdout
+    (bob_listed,) = [json.loads(line) for line in by_org.stdout.splitlines()]
+    assert bob_listed["prefix"] == bob_key.split("_")[1]
+    assert bob_listed["email"] == "bob@globex.test"
+    assert bob_listed["organization_id"] == globex
+    assert bob_listed["expires_at"] is not None
+    assert bob_listed["revoked_at"] is None
+    assert set(bob_listed) == {
+        "prefix", "email", "organization_id", "created_at", "expires_at", "revoked_at"
+    }  # fmt: skip
+    (ann_row,) = [line for line in every_key.stdout.splitlines() if "ann@acme.test" in line]
+    assert ann_row.split()[-1] != "-"  # revoked, with when
+
+    connections = runner.invoke(app, ["connections", "list", "--json"])
+    assert connections.exit_code == 0, connections.output
+    (listed,) = [json.loads(line) for line in connections.stdout.splitlines()]
+    assert (listed["organization_id"], listed["tenant_id"], listed["status"]) == (
+        acme,
+        "tenant-acme",
+        "active",
+    )
+    assert listed["last_sync_at"] == "2026-12-01T09:30:00+00:00"
+    assert runner.invoke(app, ["connections", "list", "--org", globex]).stdout.splitlines() == [
+        "id  organization_id  provider  tenant_id  tenant_name  status  connected_at  last_sync_at"
+    ]
 
 
 def test_sandbox_serve_documents_every_switch() -> None:

@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 
 from src.core.openapi import ErrorBody
 from src.core.settings import Settings
-from src.domains.organizations.deps import CurrentUserDep, current_user
+from src.domains.organizations.deps import CallerDep, current_caller
 from src.main import create_app
 from tests.fixtures import TEST_ENCRYPTION_KEY
 
@@ -37,7 +37,7 @@ def _parameters(dependant: Dependant, kind: str) -> list[Any]:
 
 
 def _needs_api_key(dependant: Dependant) -> bool:
-    return any(d.call is current_user or _needs_api_key(d) for d in dependant.dependencies)
+    return any(d.call is current_caller or _needs_api_key(d) for d in dependant.dependencies)
 
 
 def _api_routes(app: FastAPI) -> list[RouteContext]:
@@ -93,7 +93,7 @@ def test_a_route_added_without_its_statuses_is_caught() -> None:
     router = APIRouter()
 
     @router.post("/connect-sessions")
-    async def start_session(user: CurrentUserDep, org_id: uuid.UUID) -> dict[str, str]:
+    async def start_session(caller: CallerDep, org_id: uuid.UUID) -> dict[str, str]:
         return {}
 
     app.include_router(router, prefix="/external-accounting")

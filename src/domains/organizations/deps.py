@@ -16,8 +16,8 @@ from src.domains.organizations.exceptions import (
     NotAMember,
     OrganizationNotFound,
 )
-from src.domains.organizations.models import Role, User
-from src.domains.organizations.service import OrgAccess, OrganizationService
+from src.domains.organizations.models import Role
+from src.domains.organizations.service import ApiCaller, OrgAccess, OrganizationService
 
 # Declared as a security scheme so that the OpenAPI document says which routes need a key; it
 # does not refuse by itself (auto_error=False), so a missing key gets our own 401 body.
@@ -29,21 +29,21 @@ api_key_scheme = HTTPBearer(
 )
 
 
-async def current_user(
+async def current_caller(
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(api_key_scheme)],
-) -> User:
-    """The user behind `Authorization: Bearer <api key>`."""
+) -> ApiCaller:
+    """The user, and the organisation, behind `Authorization: Bearer <api key>`."""
     if credentials is None or not credentials.credentials.strip():
         raise InvalidApiKey("Send your API key as 'Authorization: Bearer <key>'.")
     return await OrganizationService(session).authenticate(credentials.credentials.strip())
 
 
-CurrentUserDep = Annotated[User, Depends(current_user)]
+CallerDep = Annotated[ApiCaller, Depends(current_caller)]
 
 
-async def optional_user(request: Request, session: SessionDep) -> User | None:
-    """The caller's user when the request carries an API key (a browser's request does not);
+async def optional_caller(request: Request, session: SessionDep) -> ApiCaller | None:
+    """The caller when the request carries an API key (a browser's request does not);
     a key that is sent must be valid. Not declared as a security scheme: the route is public."""
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
@@ -51,7 +51,7 @@ async def optional_user(request: Request, session: SessionDep) -> User | None:
     return await OrganizationService(session).authenticate(key.strip())
 
 
-OptionalUserDep = Annotated[User | None, Depends(optional_user)]
+OptionalCallerDep = Annotated[ApiCaller | None, Depends(optional_caller)]
 
 # The organisation a request acts for, declared once: routes and their dependencies share it, so
 # the OpenAPI document describes it the same way wherever it appears.
@@ -63,14 +63,14 @@ OrgId = Annotated[
 ]
 
 
-async def member_of_org(user: CurrentUserDep, org_id: OrgId, session: SessionDep) -> OrgAccess:
-    """The caller's access to `org_id`, as a member or higher."""
-    return await OrganizationService(session).require_role(user, org_id, Role.MEMBER)
+async def member_of_org(caller: CallerDep, org_id: OrgId, session: SessionDep) -> OrgAccess:
+    """The caller's access to `org_id`, as a member or higher, with a key issued for it."""
+    return await OrganizationService(session).require_role(caller, org_id, Role.MEMBER)
 
 
-async def admin_of_org(user: CurrentUserDep, org_id: OrgId, session: SessionDep) -> OrgAccess:
-    """The caller's access to `org_id`, as an admin or owner."""
-    return await OrganizationService(session).require_role(user, org_id, Role.ADMIN)
+async def admin_of_org(caller: CallerDep, org_id: OrgId, session: SessionDep) -> OrgAccess:
+    """The caller's access to `org_id`, as an admin or owner, with a key issued for it."""
+    return await OrganizationService(session).require_role(caller, org_id, Role.ADMIN)
 
 
 # Declared on a route, these are its access check: the body never checks roles.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from src.core.errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
+from src.core.errors import Conflict, Forbidden, NotFound, Unauthenticated, ValidationFailed
 
 
 class InvalidApiKey(Unauthenticated):
@@ -27,3 +27,17 @@ class UserNotFound(NotFound):
 
 class InvalidRole(ValidationFailed):
     code = "invalid_role"
+
+
+class AlreadyAMember(Conflict):
+    code = "already_a_member"
+
+
+class UserNotAMember(NotFound):
+    """An operator named a user who is not in that organisation (the CLI's error)."""
+
+    code = "user_not_a_member"
+
+
+class InvalidExpiry(ValidationFailed):
+    code = "invalid_expiry"

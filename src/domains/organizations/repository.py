@@ -3,11 +3,46 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from src.domains.organizations.models import ApiKey, Membership, Organization, User
+
+
+@dataclass(frozen=True)
+class OrganizationListing:
+    """An organisation as an operator's list shows it."""
+
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+    members: int
+
+
+@dataclass(frozen=True)
+class MemberListing:
+    """A user's membership as an operator's list shows it."""
+
+    email: str
+    organization_id: uuid.UUID
+    organization: str
+    role: str
+    joined_at: datetime
+
+
+@dataclass(frozen=True)
+class KeyListing:
+    """An API key as an operator's list shows it: its prefix, never a secret."""
+
+    prefix: str
+    email: str
+    organization_id: uuid.UUID
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
 
 
 class OrganizationRepository:
@@ -50,3 +85,51 @@ class OrganizationRepository:
     async def get_api_key(self, prefix: str) -> ApiKey | None:
         result = await self.session.execute(select(ApiKey).where(ApiKey.prefix == prefix))
         return result.scalar_one_or_none()
+
+    async def list_organizations(self) -> list[OrganizationListing]:
+        members = (
+            select(func.count(Membership.id))
+            .where(Membership.organization_id == Organization.id)
+            .scalar_subquery()
+        )
+        result = await self.session.execute(
+            select(Organization.id, Organization.name, Organization.created_at, members).order_by(
+                Organization.created_at, Organization.id
+            )
+        )
+        return [OrganizationListing(*row) for row in result.all()]
+
+    async def list_members(self, organization_id: uuid.UUID | None) -> list[MemberListing]:
+        statement = (
+            select(
+                User.email,
+                Membership.organization_id,
+                Organization.name,
+                Membership.role,
+                Membership.created_at,
+            )
+            .join(User, User.id == Membership.user_id)
+            .join(Organization, Organization.id == Membership.organization_id)
+            .order_by(Membership.created_at, Membership.id)
+        )
+        if organization_id is not None:
+            statement = statement.where(Membership.organization_id == organization_id)
+        return [MemberListing(*row) for row in (await self.session.execute(statement)).all()]
+
+    async def list_keys(self, organization_id: uuid.UUID | None) -> list[KeyListing]:
+        # Names the columns one by one: the hash never leaves the database.
+        statement = (
+            select(
+                ApiKey.prefix,
+                User.email,
+                ApiKey.organization_id,
+                ApiKey.created_at,
+                ApiKey.expires_at,
+                ApiKey.revoked_at,
+            )
+            .join(User, User.id == ApiKey.user_id)
+            .order_by(ApiKey.created_at, ApiKey.id)
+        )
+        if organization_id is not None:
+            statement = statement.where(ApiKey.organization_id == organization_id)
+        return [KeyListing(*row) for row in (await self.session.execute(statement)).all()]

@@ -77,6 +77,13 @@ class ConnectionRepository:
             update(Connection).where(Connection.id == connection_id).values(last_sync_at=utcnow())
         )
 
+    async def list_all(self, organization_id: uuid.UUID | None) -> list[Connection]:
+        """Every connection (or one organisation's), oldest first: the operator's list."""
+        statement = select(Connection).order_by(Connection.connected_at, Connection.id)
+        if organization_id is not None:
+            statement = statement.where(Connection.organization_id == organization_id)
+        return list((await self.session.execute(statement)).scalars())
+
     async def list_for_grant(self, grant_id: uuid.UUID) -> list[Connection]:
         result = await self.session.execute(
             select(Connection).where(Connection.grant_id == grant_id)

@@ -23,8 +23,8 @@ from src.domains.external_accounting.connections.schemas import (
 from src.domains.external_accounting.exceptions import ConnectionNotFound
 from src.domains.external_accounting.ledger.repository import LedgerRepository
 from src.domains.organizations.exceptions import NotAMember
-from src.domains.organizations.models import Role, User
-from src.domains.organizations.service import OrganizationService
+from src.domains.organizations.models import Role
+from src.domains.organizations.service import ApiCaller, OrganizationService
 
 
 class ConnectionService:
@@ -72,15 +72,16 @@ class ConnectionService:
             ),
         )
 
-    async def get_administered(self, user: User, connection_id: uuid.UUID) -> Connection:
-        """The connection, if `user` is an admin of the organisation holding it. Another
-        organisation's connection is a 404, never a 403: a caller learns nothing about it."""
+    async def get_administered(self, caller: ApiCaller, connection_id: uuid.UUID) -> Connection:
+        """The connection, if `caller` is an admin of the organisation holding it (with a key
+        issued for it). Another organisation's connection is a 404, never a 403: a caller learns
+        nothing about it."""
         connection = await self.connections.get(connection_id)
         if connection is None:
             raise ConnectionNotFound(f"Connection {connection_id} does not exist.")
         try:
             await OrganizationService(self.session).require_role(
-                user, connection.organization_id, Role.ADMIN
+                caller, connection.organization_id, Role.ADMIN
             )
         except NotAMember:
             raise ConnectionNotFound(f"Connection {connection_id} does not exist.") from None
@@ -101,3 +102,10 @@ class ConnectionService:
             await self.ledger.purge_connection(connection.id)
         await self.session.commit()
         await flow.send_queued_revocations()
+
+
+async def list_connections(
+    session: AsyncSession, organization_id: uuid.UUID | None
+) -> list[Connection]:
+    """Every connection, or one organisation's, for an operator: no provider is involved."""
+    return await ConnectionRepository(session).list_all(organization_id)

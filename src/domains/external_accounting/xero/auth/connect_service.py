@@ -66,6 +66,7 @@ from src.domains.external_accounting.xero.auth.revocations import (
 )
 from src.domains.organizations.models import User
 from src.domains.organizations.repository import OrganizationRepository
+from src.domains.organizations.service import ApiCaller
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +256,7 @@ class XeroConnectService:
         )
 
     def _check_binding(
-        self, state: OAuthState, caller: User | None, cookies: Mapping[str, str]
+        self, state: OAuthState, caller: ApiCaller | None, cookies: Mapping[str, str]
     ) -> None:
         """Only the browser (or API key) that started the flow may finish it."""
         if state.link_secret_hash is not None:
@@ -276,11 +277,14 @@ class XeroConnectService:
                 "started it, or connect from a browser with a connect link "
                 "(POST /external-accounting/connect-sessions)."
             )
-        if caller.id != state.user_id:
+        if caller.user.id != state.user_id:
             raise StateMismatch("This connect flow was started by another user.")
+        if caller.organization_id != state.organization_id:
+            # The same user's key for another organisation may not act for this one.
+            raise StateMismatch("This connect flow was started for another organisation.")
 
     async def _consume_state(
-        self, state_text: str, caller: User | None, cookies: Mapping[str, str]
+        self, state_text: str, caller: ApiCaller | None, cookies: Mapping[str, str]
     ) -> OAuthState:
         state_id_text, _, secret = state_text.partition(".")
         try:
@@ -313,7 +317,7 @@ class XeroConnectService:
         state: str,
         code: str | None,
         error: str | None,
-        caller: User | None,
+        caller: ApiCaller | None,
         cookies: Mapping[str, str],
     ) -> ConnectOutcome:
         """Finish the flow Xero redirected back from: one connection per authorised tenant that

@@ -38,7 +38,7 @@ from src.domains.external_accounting.exceptions import (
 from src.domains.external_accounting.xero.auth import pages
 from src.domains.external_accounting.xero.auth.connect_service import connect_cookie_name
 from src.domains.external_accounting.xero.auth.deps import ConnectServiceDep
-from src.domains.organizations.deps import ADMIN_ERRORS, AdminOfOrg, OptionalUserDep
+from src.domains.organizations.deps import ADMIN_ERRORS, AdminOfOrg, OptionalCallerDep
 from src.domains.organizations.exceptions import InvalidApiKey
 
 router = APIRouter(tags=["connections"])
@@ -198,7 +198,7 @@ async def open_connect_session(
 )
 async def xero_callback(
     request: Request,
-    caller: OptionalUserDep,
+    caller: OptionalCallerDep,
     service: ConnectServiceDep,
     settings: SettingsDep,
     state: Annotated[

@@ -152,6 +152,20 @@ async def test_state_started_by_another_user_is_refused(
 
 
 @pytest.mark.usefixtures("fresh_sandbox")
+async def test_state_finished_with_the_users_key_of_another_organisation_is_refused(
+    client: httpx.AsyncClient, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    organization, user, key = await create_org_with_user(session_factory)
+    params = await approve(await start_connect(client, key, organization.id))
+    other, _, _ = await create_org_with_user(session_factory, name="Elsewhere")
+    others_key = await add_member(session_factory, other, Role.ADMIN, user.email)
+    response = await callback(client, params, **bearer(others_key))
+    assert (response.status_code, response.json()["error"]) == (403, "state_mismatch")
+    assert "another organisation" in response.json()["detail"]
+    assert (await callback(client, params, **bearer(key))).status_code == 200
+
+
+@pytest.mark.usefixtures("fresh_sandbox")
 async def test_wrong_pkce_verifier_fails_the_exchange(
     client: httpx.AsyncClient, session_factory: async_sessionmaker[AsyncSession], settings: Settings
 ) -> None:
