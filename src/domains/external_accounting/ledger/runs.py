@@ -38,6 +38,8 @@ from src.domains.external_accounting.ledger.models import (
     SyncRun,
 )
 from src.domains.external_accounting.ledger.repository import LedgerRepository
+from src.domains.external_accounting.outbound.models import EventType
+from src.domains.external_accounting.outbound.service import emit
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class RunProgress:
     lease: uuid.UUID
     connection_id: uuid.UUID
     mode: str
+    object_type: str = "invoices"
     # An incremental run re-reads the second before its cursor; those unchanged re-reads are
     # not news and do not count. A full run counts every invoice it covered.
     count_unchanged: bool = True
@@ -104,6 +107,27 @@ class RunProgress:
     def note_updated_at(self, moment: datetime | None) -> None:
         if moment is not None and (self.newest is None or moment > self.newest):
             self.newest = moment
+
+
+def run_event_data(
+    connection: Connection, progress: RunProgress, status: RunStatus, finished: dict[str, Any]
+) -> dict[str, Any]:
+    """What `sync.finished` / `sync.failed` tell an endpoint about the run that ended."""
+    return {
+        "sync_run_id": str(progress.run_id),
+        "connection_id": str(connection.id),
+        "tenant_id": connection.tenant_id,
+        "object_type": progress.object_type,
+        "mode": progress.mode,
+        "status": str(status),
+        "count": progress.count,
+        "created": progress.created,
+        "updated": progress.updated,
+        "unchanged": progress.unchanged,
+        "error": finished["error"],
+        "error_detail": finished["error_detail"],
+        "finished_at": finished["finished_at"].isoformat(),
+    }
 
 
 def new_run(
@@ -220,6 +244,7 @@ class SyncRuns:
             lease=run.lease,
             connection_id=run.connection_id,
             mode=run.mode,
+            object_type=run.object_type,
             # Invoices this run stored in an earlier attempt are counted already.
             started_at=run.started_at,
             count=run.count or 0,
@@ -400,6 +425,15 @@ class SyncRuns:
             )
             if ours and succeeded:
                 await ConnectionRepository(session).mark_synced(connection.id)
+            if ours and status in (RunStatus.SUCCESS, RunStatus.FAILED):
+                # Owed to the customer's endpoints in the finish's own transaction: the event
+                # exists exactly when the run's end is committed.
+                await emit(
+                    session,
+                    connection.organization_id,
+                    EventType.SYNC_FINISHED if succeeded else EventType.SYNC_FAILED,
+                    run_event_data(connection, progress, status, finished),
+                )
         logged_status: str = status
         if not ours and not isinstance(error, SyncLeaseLost) and not cancelled:
             # Abandoned or cancelled meanwhile: that status stands, and so does the answer
