@@ -80,7 +80,9 @@ async def list_webhook_deliveries(
     access: AdminOfOrg,
     endpoint_id: EndpointId,
     service: EndpointServiceDep,
-    limit: Annotated[int, Query(ge=1, le=500, description="At most this many, newest first")] = 50,
+    limit: Annotated[
+        int, Query(ge=1, le=500, description="At most this many, newest first", examples=[50])
+    ] = 50,
 ) -> DeliveryLog:
     """The endpoint's latest deliveries: each event, its status, and every attempt at it."""
     return await service.delivery_log(access.organization_id, endpoint_id, limit)

@@ -61,6 +61,10 @@ class WebhookEndpointCreated(WebhookEndpointOut):
 class WebhookEndpointList(BaseModel):
     """An organisation's endpoints, oldest first."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"endpoints": [ENDPOINT_OUT_EXAMPLE]}]}
+    )
+
     endpoints: list[WebhookEndpointOut]
 
 
@@ -89,8 +93,42 @@ class DeliveryOut(BaseModel):
     attempt_log: list[DeliveryAttemptOut]
 
 
+DELIVERY_LOG_EXAMPLE: dict[str, Any] = {
+    "endpoint_id": ENDPOINT_OUT_EXAMPLE["id"],
+    "deliveries": [
+        {
+            "id": "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0",
+            "event_type": "sync.finished",
+            "status": "delivered",
+            "attempts": 2,
+            "next_attempt_at": None,
+            "created_at": "2026-12-01T08:00:05Z",
+            "delivered_at": "2026-12-01T08:00:16Z",
+            "attempt_log": [
+                {
+                    "attempt": 1,
+                    "attempted_at": "2026-12-01T08:00:06Z",
+                    "status_code": 500,
+                    "error": "HTTP 500",
+                    "duration_ms": 41,
+                },
+                {
+                    "attempt": 2,
+                    "attempted_at": "2026-12-01T08:00:16Z",
+                    "status_code": 200,
+                    "error": None,
+                    "duration_ms": 38,
+                },
+            ],
+        }
+    ],
+}
+
+
 class DeliveryLog(BaseModel):
     """An endpoint's latest deliveries, newest first."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [DELIVERY_LOG_EXAMPLE]})
 
     endpoint_id: uuid.UUID
     deliveries: list[DeliveryOut]
