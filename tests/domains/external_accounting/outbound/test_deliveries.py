@@ -1,10 +1,12 @@
 """Outbound webhooks delivered for real: a receiver (uvicorn in a thread) gets `sync.finished`
 after a sync against the sandbox, signed per Standard Webhooks; a 500 is retried; the delivery
-log shows every attempt; a disconnect sends `connection.disconnected`."""
+log shows every attempt; a disconnect sends `connection.disconnected`, a refresh token Xero
+refuses `connection.needs_reauth`."""
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -13,8 +15,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks import Webhook
 
+from src.core.crypto import TokenCipher
+from src.core.database import utcnow
 from src.core.settings import Settings
+from src.domains.external_accounting.connections.models import OAuthGrant
 from src.domains.external_accounting.outbound.models import WebhookDelivery
+from src.domains.external_accounting.xero.auth.keep_alive import keep_alive_pass
 from src.xero_sandbox.server import RunningSandbox
 from tests.factories import bearer
 from tests.fixtures import background_service, connected_org, fast_jobs, sync, wait_for
@@ -161,3 +167,41 @@ async def test_connection_disconnected_is_delivered(
     assert payload["data"]["connection_id"] == str(gone.id)
     assert payload["data"]["tenant_id"] == gone.tenant_id
     assert len(receiver.received) == 1
+
+
+async def test_connection_needs_reauth_is_delivered_when_xero_refuses_the_refresh_token(
+    fresh_sandbox: RunningSandbox,
+    settings: Settings,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    fast = outbound_settings(settings)
+    async with background_service(fast) as (app, client):
+        org_id, key, connections = await connected_org(client, session_factory)
+        async with session_factory() as session:
+            grant = (await session.execute(select(OAuthGrant))).scalar_one()
+        refresh_token = TokenCipher.from_settings(settings).decrypt(
+            grant.refresh_token_encrypted or ""
+        )
+        with WebhookReceiver() as receiver:
+            endpoint = await register(client, key, org_id, receiver.url, "connection.needs_reauth")
+            # The customer revoked our access at Xero: the next refresh is refused.
+            async with httpx.AsyncClient() as xero:
+                response = await xero.post(
+                    f"{fresh_sandbox.base_url}/connect/revocation",
+                    data={"token": refresh_token},
+                    auth=(settings.xero_client_id, settings.xero_client_secret.get_secret_value()),
+                )
+            response.raise_for_status()
+            later = utcnow() + timedelta(days=settings.token_keepalive_days + 1)
+            report = await keep_alive_pass(
+                session_factory, app.state.xero_auth_manager, fast, now=later
+            )
+            assert report.needs_reauth == [str(grant.id)]
+            received = await arrivals(receiver, len(connections))
+            # A second refusal changes nothing: no second event per connection.
+            await keep_alive_pass(session_factory, app.state.xero_auth_manager, fast, now=later)
+    payloads = [verified(endpoint["secret"], r) for r in received]
+    assert {p["type"] for p in payloads} == {"connection.needs_reauth"}
+    assert {p["data"]["connection_id"] for p in payloads} == {str(c.id) for c in connections}
+    assert {p["data"]["reason"] for p in payloads} == {"invalid_grant"}
+    assert len(receiver.received) == len(connections)
