@@ -3,6 +3,7 @@
 from src.core.database import Base
 from src.domains.external_accounting.connections import models as connections_models
 from src.domains.external_accounting.ledger import models as ledger_models
+from src.domains.external_accounting.outbound import models as outbound_models
 from src.domains.external_accounting.schedules import models as schedules_models
 from src.domains.external_accounting.xero.webhooks import models as webhooks_models
 from src.domains.organizations import models as organizations_models
@@ -13,6 +14,7 @@ __all__ = [
     "connections_models",
     "ledger_models",
     "metadata",
+    "outbound_models",
     "organizations_models",
     "schedules_models",
     "webhooks_models",

@@ -61,6 +61,7 @@ def _violations(importers: str, forbidden: tuple[str, ...], allowed: tuple[str, 
         (f"{EA}.syncs", (f"{EA}.xero",), ()),
         (f"{EA}.schedules", (f"{EA}.xero",), ()),
         (f"{EA}.reconciliation", (f"{EA}.xero",), ()),
+        (f"{EA}.outbound", (f"{EA}.xero",), ()),
         (f"{EA}.base", (f"{EA}.xero",), (f"{EA}.base.factory",)),
         # Xero's two halves meet only through the protocols of base/.
         (f"{EA}.xero.auth", (f"{EA}.xero.data",), ()),

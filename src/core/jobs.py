@@ -45,6 +45,7 @@ TASK_MODULES: tuple[str, ...] = (
     "src.domains.external_accounting.schedules.tasks",
     "src.domains.external_accounting.xero.webhooks.tasks",
     "src.domains.external_accounting.reconciliation.tasks",
+    "src.domains.external_accounting.outbound.tasks",
 )
 
 # Raised by `defer_job` when a job with the same queueing lock is already waiting.

@@ -155,6 +155,17 @@ class Settings(BaseSettings):
     sync_retry_attempts: int = Field(default=5, ge=0)
     sync_retry_base_seconds: float = Field(default=30.0, ge=0)
     sync_retry_max_seconds: float = Field(default=1800.0, ge=0)
+    # Outbound webhooks (POST /webhook-endpoints): each delivery is attempted at most
+    # `outbound_webhook_attempts` times, after capped exponential backoff from
+    # `outbound_webhook_retry_base_seconds`, each POST given `outbound_webhook_timeout_seconds`.
+    # The dispatcher looks for due deliveries every `outbound_webhook_tick_seconds` (a divisor
+    # of 60). Endpoints must be https (or http to localhost) unless `outbound_webhook_allow_http`.
+    outbound_webhook_attempts: int = Field(default=8, ge=1, le=50)
+    outbound_webhook_retry_base_seconds: float = Field(default=10.0, ge=0)
+    outbound_webhook_retry_max_seconds: float = Field(default=3600.0, ge=0)
+    outbound_webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    outbound_webhook_tick_seconds: int = Field(default=5, ge=1, le=60)
+    outbound_webhook_allow_http: bool = False
     # Modules whose tasks workers load besides ours (tests, plugins): JSON, `["pkg.mod"]`.
     job_task_modules: list[str] = Field(default_factory=list)
 
@@ -176,11 +187,11 @@ class Settings(BaseSettings):
             self.xero_redirect_uri = self.public_base_url.rstrip("/") + XERO_CALLBACK_PATH
         return self
 
-    @field_validator("schedule_tick_seconds")
+    @field_validator("schedule_tick_seconds", "outbound_webhook_tick_seconds")
     @classmethod
     def _tick_divides_a_minute(cls, value: int) -> int:
         if 60 % value:
-            raise ValueError("SCHEDULE_TICK_SECONDS must divide 60 (1, 2, 3, 4, 5, 6, 10, ...)")
+            raise ValueError("a tick in seconds must divide 60 (1, 2, 3, 4, 5, 6, 10, ...)")
         return value
 
     @model_validator(mode="after")

@@ -148,7 +148,7 @@ def _keys(url: str, *, scoped: bool) -> dict[str, tuple[uuid.UUID | None, dateti
 
 def test_existing_keys_get_the_organisation_they_were_minted_for(scratch_database: str) -> None:
     url = scratch_database
-    upgrade_database(url, "0016")
+    upgrade_database(url, "0017")
     _seed(url)
 
     upgrade_database(url, "0018")
@@ -158,5 +158,5 @@ def test_existing_keys_get_the_organisation_they_were_minted_for(scratch_databas
         "bob-early": (GLOBEX, None),
     }
 
-    command.downgrade(alembic_config(url), "0016")
+    command.downgrade(alembic_config(url), "0017")
     assert set(_keys(url, scoped=False)) == {"ann-acme", "ann-globex", "bob-early"}

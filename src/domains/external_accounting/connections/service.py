@@ -22,6 +22,8 @@ from src.domains.external_accounting.connections.schemas import (
 )
 from src.domains.external_accounting.exceptions import ConnectionNotFound
 from src.domains.external_accounting.ledger.repository import LedgerRepository
+from src.domains.external_accounting.outbound.models import EventType
+from src.domains.external_accounting.outbound.service import connection_event_data, emit
 from src.domains.organizations.exceptions import NotAMember
 from src.domains.organizations.models import Role
 from src.domains.organizations.service import ApiCaller, OrganizationService
@@ -100,6 +102,12 @@ class ConnectionService:
         await flow.forget(connection)
         if purge:
             await self.ledger.purge_connection(connection.id)
+        await emit(
+            self.session,
+            connection.organization_id,
+            EventType.CONNECTION_DISCONNECTED,
+            connection_event_data(connection, purged=purge),
+        )
         await self.session.commit()
         await flow.send_queued_revocations()
 

@@ -43,6 +43,8 @@ from src.domains.external_accounting.ledger.models import (
     SyncRun,
 )
 from src.domains.external_accounting.ledger.repository import LedgerRepository
+from src.domains.external_accounting.outbound.models import EventType
+from src.domains.external_accounting.outbound.service import emit
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +114,27 @@ class RunProgress:
     def note_updated_at(self, moment: datetime | None) -> None:
         if moment is not None and (self.newest is None or moment > self.newest):
             self.newest = moment
+
+
+def run_event_data(
+    connection: Connection, progress: RunProgress, status: RunStatus, finished: dict[str, Any]
+) -> dict[str, Any]:
+    """What `sync.finished` / `sync.failed` tell an endpoint about the run that ended."""
+    return {
+        "sync_run_id": str(progress.run_id),
+        "connection_id": str(connection.id),
+        "tenant_id": connection.tenant_id,
+        "object_type": progress.object_type,
+        "mode": progress.mode,
+        "status": str(status),
+        "count": progress.count,
+        "created": progress.created,
+        "updated": progress.updated,
+        "unchanged": progress.unchanged,
+        "error": finished["error"],
+        "error_detail": finished["error_detail"],
+        "finished_at": finished["finished_at"].isoformat(),
+    }
 
 
 def new_run(
@@ -422,6 +445,15 @@ class SyncRuns:
                 await ConnectionRepository(session).mark_synced(connection.id)
             # Calls made are calls Xero metered, whether or not the run still held its lease.
             await self._store_usage(session)
+            if ours and status in (RunStatus.SUCCESS, RunStatus.FAILED):
+                # Owed to the customer's endpoints in the finish's own transaction: the event
+                # exists exactly when the run's end is committed.
+                await emit(
+                    session,
+                    connection.organization_id,
+                    EventType.SYNC_FINISHED if succeeded else EventType.SYNC_FAILED,
+                    run_event_data(connection, progress, status, finished),
+                )
         logged_status: str = status
         if not ours and not isinstance(error, SyncLeaseLost) and not cancelled:
             # Abandoned or cancelled meanwhile: that status stands, and so does the answer

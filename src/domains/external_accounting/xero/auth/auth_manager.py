@@ -26,13 +26,18 @@ from src.domains.external_accounting.connections.models import (
     ConnectionStatus,
     OAuthGrant,
 )
-from src.domains.external_accounting.connections.repository import GrantRepository
+from src.domains.external_accounting.connections.repository import (
+    ConnectionRepository,
+    GrantRepository,
+)
 from src.domains.external_accounting.exceptions import (
     ProviderRejected,
     ProviderUnavailable,
     ReauthorisationRequired,
     TokenRefreshFailed,
 )
+from src.domains.external_accounting.outbound.models import EventType
+from src.domains.external_accounting.outbound.service import connection_event_data, emit
 from src.domains.external_accounting.xero.auth.identity_client import (
     TokenEndpointError,
     TokenSet,
@@ -287,7 +292,21 @@ class XeroAuthManager:
         self, connection: Connection, grant_id: uuid.UUID, error: TokenEndpointError
     ) -> None:
         async with self.session_factory() as session:
+            # The connections this refusal turns: told to the customer's endpoints in the same
+            # transaction (one already waiting for consent is not news).
+            turned = [
+                c
+                for c in await ConnectionRepository(session).list_for_grant(grant_id)
+                if c.status == ConnectionStatus.ACTIVE.value
+            ]
             await GrantRepository(session).mark_needs_reauth(grant_id)
+            for stale in turned:
+                await emit(
+                    session,
+                    stale.organization_id,
+                    EventType.CONNECTION_NEEDS_REAUTH,
+                    connection_event_data(stale, reason=error.error),
+                )
             await session.commit()
         connection.status = ConnectionStatus.NEEDS_REAUTH.value
         logger.warning(

@@ -1,0 +1,158 @@
+"""All SQL of outbound webhooks: endpoints, the deliveries owed (the outbox) and their attempts."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from src.core.database import rows_matched
+from src.domains.external_accounting.outbound.models import (
+    DeliveryStatus,
+    WebhookDelivery,
+    WebhookDeliveryAttempt,
+    WebhookEndpoint,
+)
+
+
+class OutboundRepository:
+    """Reads and writes in the caller's session; never commits."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    async def add_endpoint(self, endpoint: WebhookEndpoint) -> None:
+        self.session.add(endpoint)
+        await self.session.flush()
+
+    async def endpoints(self, organization_id: uuid.UUID) -> list[WebhookEndpoint]:
+        """The organisation's endpoints, oldest first."""
+        result = await self.session.execute(
+            select(WebhookEndpoint)
+            .where(WebhookEndpoint.organization_id == organization_id)
+            .order_by(WebhookEndpoint.created_at, WebhookEndpoint.id)
+        )
+        return list(result.scalars())
+
+    async def endpoint(
+        self, organization_id: uuid.UUID, endpoint_id: uuid.UUID
+    ) -> WebhookEndpoint | None:
+        """The endpoint, if it belongs to the organisation."""
+        result = await self.session.execute(
+            select(WebhookEndpoint).where(
+                WebhookEndpoint.id == endpoint_id,
+                WebhookEndpoint.organization_id == organization_id,
+            )
+        )
+        return result.scalar_one_or_none()
+
+    async def endpoint_by_id(self, endpoint_id: uuid.UUID) -> WebhookEndpoint | None:
+        return await self.session.get(WebhookEndpoint, endpoint_id)
+
+    async def delete_endpoint(self, organization_id: uuid.UUID, endpoint_id: uuid.UUID) -> bool:
+        """Delete the endpoint; its deliveries and their attempts go with it (foreign keys
+        cascade on both databases). False when the organisation has no such endpoint."""
+        result = await self.session.execute(
+            delete(WebhookEndpoint)
+            .where(
+                WebhookEndpoint.id == endpoint_id,
+                WebhookEndpoint.organization_id == organization_id,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return rows_matched(result) > 0
+
+    # -- the outbox --------------------------------------------------------------------------
+
+    async def add_deliveries(self, deliveries: Sequence[WebhookDelivery]) -> None:
+        self.session.add_all(deliveries)
+        await self.session.flush()
+
+    async def due_delivery_ids(self, now: datetime, limit: int) -> list[uuid.UUID]:
+        """Pending deliveries whose next attempt is due, oldest first."""
+        result = await self.session.execute(
+            select(WebhookDelivery.id)
+            .where(
+                WebhookDelivery.status == DeliveryStatus.PENDING.value,
+                WebhookDelivery.next_attempt_at <= now,
+            )
+            .order_by(WebhookDelivery.next_attempt_at)
+            .limit(limit)
+        )
+        return list(result.scalars())
+
+    async def claim(self, delivery_id: uuid.UUID, now: datetime, hold_until: datetime) -> bool:
+        """Take a due delivery for one attempt: its next attempt moves to `hold_until`, so no
+        other job attempts it meanwhile (one whose worker died is attempted again after it)."""
+        result = await self.session.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.id == delivery_id,
+                WebhookDelivery.status == DeliveryStatus.PENDING.value,
+                WebhookDelivery.next_attempt_at <= now,
+            )
+            .values(next_attempt_at=hold_until)
+            .execution_options(synchronize_session=False)
+        )
+        return rows_matched(result) > 0
+
+    async def delivery(self, delivery_id: uuid.UUID) -> WebhookDelivery | None:
+        return await self.session.get(WebhookDelivery, delivery_id)
+
+    async def record_attempt(
+        self,
+        attempt: WebhookDeliveryAttempt,
+        *,
+        status: DeliveryStatus,
+        next_attempt_at: datetime | None,
+        delivered_at: datetime | None,
+    ) -> None:
+        """Log an attempt and what it makes of its delivery."""
+        self.session.add(attempt)
+        await self.session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == attempt.delivery_id)
+            .values(
+                status=status.value,
+                attempts=attempt.attempt,
+                next_attempt_at=next_attempt_at,
+                delivered_at=delivered_at,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        await self.session.flush()
+
+    # -- the delivery log --------------------------------------------------------------------
+
+    async def deliveries(self, endpoint_id: uuid.UUID, limit: int) -> list[WebhookDelivery]:
+        """The endpoint's latest deliveries, newest first."""
+        result = await self.session.execute(
+            select(WebhookDelivery)
+            .where(WebhookDelivery.endpoint_id == endpoint_id)
+            .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
+            .limit(limit)
+        )
+        return list(result.scalars())
+
+    async def attempts(
+        self, delivery_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, list[WebhookDeliveryAttempt]]:
+        """The attempts of these deliveries, in order, by delivery."""
+        by_delivery: dict[uuid.UUID, list[WebhookDeliveryAttempt]] = {
+            delivery_id: [] for delivery_id in delivery_ids
+        }
+        if not delivery_ids:
+            return by_delivery
+        result = await self.session.execute(
+            select(WebhookDeliveryAttempt)
+            .where(WebhookDeliveryAttempt.delivery_id.in_(list(delivery_ids)))
+            .order_by(WebhookDeliveryAttempt.attempt)
+        )
+        for attempt in result.scalars():
+            by_delivery[attempt.delivery_id].append(attempt)
+        return by_delivery
