@@ -110,12 +110,13 @@ class SyncsService:
         running, or paused until its scheduled resume) gets that run back instead."""
         connections = await self.connections_to_sync(request)
         await self.session.commit()
+        order = [c.id for c in connections]  # read now: a refused insert expires them
         ledger = LedgerRepository(self.session)
         runs: list[SyncRun] = []
         for connection in sorted(connections, key=lambda c: c.id):
             runs.append(await self._queue_one(ledger, connection, request, job_app))
         by_connection = {run.connection_id: run for run in runs}
-        return [by_connection[c.id] for c in connections]
+        return [by_connection[connection_id] for connection_id in order]
 
     async def queue_reconcile(
         self,
@@ -175,7 +176,10 @@ class SyncsService:
         """Queue one connection's run of `request` (as `mode`, of `object_type`, with `params`
         when given: a sweep's), or give back the run of that object type already under way."""
         object_type = object_type or request.object_type
-        for _ in range(3):  # a concurrent request may queue, or its run end, meanwhile
+        for attempt in range(3):  # a concurrent request may queue, or its run end, meanwhile
+            if attempt:
+                # The refused insert rolled the session back, expiring the connection.
+                await self.session.refresh(connection)
             existing = await ledger.unfinished_run(connection.id, object_type)
             if existing is not None:
                 await self.session.commit()

@@ -547,3 +547,45 @@ async def test_serve_requeues_at_start_up_the_runs_a_previous_process_left(
         for run_id in (queued.id, running.id):
             run = await wait_for_run(service, key, org_id, str(run_id), ended, timeout=20)
             assert run["status"] == "success", run
+
+
+async def test_a_request_that_loses_the_race_to_queue_gets_the_winners_run(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two schedulers (or requests) queue the same connection at once: the loser's insert is
+    refused and rolled back, and it returns the winner's run. (The rollback expired the
+    connection, and reading it again once crashed the scheduler's tick: bench/fleet.py.)"""
+    org_id, _, connection = await connected_to_new_tenant(
+        client, fresh_sandbox, session_factory, "Race Ltd", 10
+    )
+    request = InvoiceSyncRequest(
+        organization_id=org_id, provider=Provider.XERO, connection_id=connection.id
+    )
+    job_app = build_job_app(fast_jobs(settings))  # no worker: what is queued stays queued
+    real_add = LedgerRepository.add_queued_run
+    winner: list[SyncRun] = []
+    lost: list[bool] = []
+
+    async def lose_once(repository: LedgerRepository, run: SyncRun) -> bool:
+        if lost:
+            return await real_add(repository, run)
+        lost.append(True)
+        # Another process queues first, then this insert is refused as the unique index would.
+        async with session_factory() as other:
+            winner.extend(await SyncsService(other, resources.factory).queue(request, job_app))
+        await repository.session.rollback()
+        return False
+
+    async with (
+        job_app.open_async(),
+        service_resources(settings, fast_cipher(settings)) as resources,
+    ):
+        await empty_job_queue(job_app)
+        monkeypatch.setattr(LedgerRepository, "add_queued_run", lose_once)
+        async with session_factory() as session:
+            runs = await SyncsService(session, resources.factory).queue(request, job_app)
+    assert [r.id for r in runs] == [winner[0].id]
