@@ -130,13 +130,14 @@ class Tenant:
         )
 
 
-def _reset_stores() -> None:
-    for sql in (f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)", f"CREATE DATABASE {DB_NAME}"):
+def reset_stores(db_name: str = DB_NAME, redis_url: str = REDIS_URL) -> None:
+    """The benchmark's PostgreSQL database dropped and recreated, its Redis db flushed."""
+    for sql in (f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)", f"CREATE DATABASE {db_name}"):
         subprocess.run(
             ["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c", sql],
             check=True,
         )
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    redis.Redis.from_url(redis_url).flushdb()
 
 
 def _psql(sql: str) -> None:
@@ -266,8 +267,8 @@ async def queue_initial(s: Settings, org_ids: list[uuid.UUID]) -> float:
     return time.perf_counter() - started
 
 
-async def query(sql: str, **params: Any) -> list[Any]:
-    engine = create_engine(DATABASE_URL)
+async def query(sql: str, *, database_url: str = DATABASE_URL, **params: Any) -> list[Any]:
+    engine = create_engine(database_url)
     try:
         async with engine.connect() as connection:
             return list((await connection.execute(text(sql), params)).all())
@@ -404,11 +405,14 @@ class Sampler:
         return best
 
 
-def wait_until_all_ended(timeout_s: float) -> None:
+def wait_until_all_ended(timeout_s: float, database_url: str = DATABASE_URL) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         rows = asyncio.run(
-            query("SELECT count(*) FROM sync_runs WHERE status IN ('queued', 'running', 'paused')")
+            query(
+                "SELECT count(*) FROM sync_runs WHERE status IN ('queued', 'running', 'paused')",
+                database_url=database_url,
+            )
         )
         if rows[0][0] == 0:
             return
@@ -433,7 +437,7 @@ def run(args: argparse.Namespace) -> Report:
     sizes = invoice_spread(args.orgs, args.min_invoices, args.max_invoices, args.seed)
     v.update(orgs=args.orgs, invoices_total=sum(sizes), workers=args.workers)
     v.update(initial_time_scale=args.initial_time_scale, time_scale=args.time_scale)
-    _reset_stores()
+    reset_stores()
     upgrade_database(DATABASE_URL)
     for sql in EVENT_LOG_SQL:
         _psql(sql)

@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 
@@ -58,9 +57,12 @@ from bench.fleet import (  # noqa: E402
     Workers,
     connect_all,
     percentile,
+    reset_stores,
     settings,
+    wait_until_all_ended,
     worker_env,
 )
+from bench.fleet import query as fleet_query  # noqa: E402
 from bench.run import Report  # noqa: E402
 from src.core.crypto import TokenCipher  # noqa: E402
 from src.core.database import create_engine  # noqa: E402
@@ -104,34 +106,8 @@ def _exact(response: httpx.Response) -> Any:
     return json.loads(response.text, parse_float=Decimal)
 
 
-def _reset_stores() -> None:
-    for sql in (f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)", f"CREATE DATABASE {DB_NAME}"):
-        subprocess.run(
-            ["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c", sql],
-            check=True,
-        )
-    redis.Redis.from_url(REDIS_URL).flushdb()
-
-
 async def query(sql: str, **params: Any) -> list[Any]:
-    engine = create_engine(DATABASE_URL)
-    try:
-        async with engine.connect() as connection:
-            return list((await connection.execute(text(sql), params)).all())
-    finally:
-        await engine.dispose()
-
-
-def wait_until_all_ended(timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        rows = asyncio.run(
-            query("SELECT count(*) FROM sync_runs WHERE status IN ('queued', 'running', 'paused')")
-        )
-        if rows[0][0] == 0:
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"syncs still unfinished after {timeout_s:.0f} s")
+    return await fleet_query(sql, database_url=DATABASE_URL, **params)
 
 
 async def queue_initial(s: Settings, org_ids: list[uuid.UUID]) -> None:
@@ -475,7 +451,7 @@ def run(args: argparse.Namespace) -> Report:
     v = report.values
     v.update(orgs=args.orgs, rate=args.rate, seconds=args.seconds, workers=args.workers)
     v.update(coalesce_seconds=args.coalesce_seconds, uniform=args.uniform)
-    _reset_stores()
+    reset_stores(DB_NAME, REDIS_URL)
     upgrade_database(DATABASE_URL)
     sandbox = SandboxProcess(SandboxConfig(tenants=0, limits_enabled=True, seed=args.seed))
     service: Service | None = None
@@ -517,7 +493,7 @@ def run(args: argparse.Namespace) -> Report:
             check = http.post("/_sandbox/webhooks/intent-to-receive").json()
         report.add("intent to receive passed", 1.0 if check["passed"] else 0.0, 1.0, "")
         asyncio.run(queue_initial(s, org_ids))
-        wait_until_all_ended(args.timeout)
+        wait_until_all_ended(args.timeout, DATABASE_URL)
         with httpx.Client(base_url=sandbox.base_url, timeout=120) as http:
             user = XeroUser(
                 http, [t.tenant_id for t in tenants], random.Random(args.seed), args.uniform
