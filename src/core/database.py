@@ -13,6 +13,7 @@ from typing import Any, cast
 import orjson
 from sqlalchemy import DateTime, MetaData, Numeric, Text, event
 from sqlalchemy.engine import CursorResult, Dialect, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -124,6 +125,18 @@ class ExactDecimal(TypeDecorator[Decimal]):
 def rows_matched(result: Any) -> int:
     """Rows an UPDATE or DELETE matched (`execute` returns a CursorResult for DML)."""
     return int(cast(CursorResult[Any], result).rowcount)
+
+
+# PostgreSQL's "deadlock detected" and "could not serialize access": the server rolled the whole
+# transaction back, so running it again from the start is safe and usually succeeds.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def is_retryable_conflict(error: BaseException) -> bool:
+    """Whether `error` is a transaction that lost a lock conflict and may simply be retried."""
+    return isinstance(error, DBAPIError) and (
+        getattr(error.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+    )
 
 
 def utcnow() -> datetime:

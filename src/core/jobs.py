@@ -109,10 +109,16 @@ class TaskRegistry:
                 "retry": definition.retry,
                 "pass_context": definition.pass_context,
             }
-            task = app.task(**options)(definition.function)
             cron = definition.cron
             if callable(cron):
                 cron = cron(settings)
+            if cron is not None:
+                # A periodic sweep runs one tick at a time, with at most one more waiting: two
+                # overlapping scheduler ticks each queued from a snapshot the other had made
+                # stale, syncing a connection twice for one slot while others waited
+                # (bench/fleet.py). A tick that cannot be deferred because one waits is skipped.
+                options.update(lock=definition.name, queueing_lock=definition.name)
+            task = app.task(**options)(definition.function)
             if cron is not None:
                 app.periodic(cron=cron, periodic_id=definition.name)(task)
 

@@ -42,3 +42,10 @@ class UsageTally:
         ]
         self.pending.clear()
         return deltas
+
+    def restore(self, deltas: list[UsageDelta]) -> None:
+        """Count again what a `drain` took but a rolled-back transaction did not store."""
+        for delta in deltas:
+            counts = self.pending.setdefault((delta.connection_id, delta.day), [0, 0])
+            counts[0] += delta.calls
+            counts[1] += delta.bytes

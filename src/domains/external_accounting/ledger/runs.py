@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -14,10 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core import metrics
-from src.core.database import utcnow
+from src.core.database import is_retryable_conflict, utcnow
 from src.core.errors import LedgersyncError
 from src.core.log_context import log_context
 from src.domains.external_accounting.base.sync import ConnectionSyncResult, ObjectType, RunClaim
@@ -26,7 +28,7 @@ from src.domains.external_accounting.connections.repository import (
     ConnectionRepository,
     UsageRepository,
 )
-from src.domains.external_accounting.connections.usage import UsageTally
+from src.domains.external_accounting.connections.usage import UsageDelta, UsageTally
 from src.domains.external_accounting.exceptions import (
     TEMPORARY_FAILURES,
     NoActiveConnection,
@@ -51,6 +53,8 @@ logger = logging.getLogger(__name__)
 # How often a live run beats while it waits (call limiter, Retry-After, backoff): well inside
 # STALE_RUN_AFTER, so a long legitimate wait is never taken for a dead run.
 HEARTBEAT_EVERY_S = 60.0
+# Tries of a run's finish transaction when it loses a lock conflict (see `_store_finish`).
+FINISH_ATTEMPTS = 4
 
 
 @dataclass
@@ -437,26 +441,7 @@ class SyncRuns:
         if retry:
             # Not over: queued again (keeping why), for its job to schedule the retry.
             finished.update(finished_at=None, attempts=progress.attempts + 1)
-        async with self.session_factory() as session, session.begin():
-            ours = await LedgerRepository(session).finish_run(
-                progress.run_id, progress.lease, **finished
-            )
-            # Calls made are calls Xero metered, whether or not the run still held its lease.
-            # Usage before the connection row: a page's transaction locks the usage row only,
-            # and two runs of one connection finishing together deadlocked when one held the
-            # connection row and the other the usage row (bench/freshness.py).
-            await self._store_usage(session)
-            if ours and succeeded:
-                await ConnectionRepository(session).mark_synced(connection.id)
-            if ours and status in (RunStatus.SUCCESS, RunStatus.FAILED):
-                # Owed to the customer's endpoints in the finish's own transaction: the event
-                # exists exactly when the run's end is committed.
-                await emit(
-                    session,
-                    connection.organization_id,
-                    EventType.SYNC_FINISHED if succeeded else EventType.SYNC_FAILED,
-                    run_event_data(connection, progress, status, finished),
-                )
+        ours = await self._store_finish(connection, progress, status, finished)
         logged_status: str = status
         if not ours and not isinstance(error, SyncLeaseLost) and not cancelled:
             # Abandoned or cancelled meanwhile: that status stands, and so does the answer
@@ -496,6 +481,66 @@ class SyncRuns:
             error_detail=error.detail if error else None,
             resume_after=resume_after,
         )
+
+    async def _store_finish(
+        self,
+        connection: Connection,
+        progress: RunProgress,
+        status: RunStatus,
+        finished: dict[str, Any],
+    ) -> bool:
+        """Commit how the run ended; whether the run still held its lease. A finish that loses a
+        lock conflict (deadlock, serialization failure) is tried again: left failed, its lease
+        would stay held until taken for dead, and its connection could not sync meanwhile."""
+        usage = self.usage.drain() if self.usage is not None else []
+        for attempt in range(1, FINISH_ATTEMPTS + 1):
+            try:
+                async with self.session_factory() as session, session.begin():
+                    return await self._write_finish(
+                        session, connection, progress, status, finished, usage
+                    )
+            except DBAPIError as error:
+                if attempt == FINISH_ATTEMPTS or not is_retryable_conflict(error):
+                    if self.usage is not None:
+                        self.usage.restore(usage)
+                    raise
+                logger.warning(
+                    "sync finish retried after a lock conflict",
+                    extra={"sync_run_id": str(progress.run_id), "attempt": attempt},
+                )
+                await asyncio.sleep(random.uniform(0.05, 0.2) * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _write_finish(
+        self,
+        session: AsyncSession,
+        connection: Connection,
+        progress: RunProgress,
+        status: RunStatus,
+        finished: dict[str, Any],
+        usage: list[UsageDelta],
+    ) -> bool:
+        succeeded = status is RunStatus.SUCCESS
+        ours = await LedgerRepository(session).finish_run(
+            progress.run_id, progress.lease, **finished
+        )
+        # Calls made are calls Xero metered, whether or not the run still held its lease.
+        # Usage before the connection row: a page's transaction locks the usage row only,
+        # and two runs of one connection finishing together deadlocked when one held the
+        # connection row and the other the usage row (bench/freshness.py).
+        await UsageRepository(session).add(usage)
+        if ours and succeeded:
+            await ConnectionRepository(session).mark_synced(connection.id)
+        if ours and status in (RunStatus.SUCCESS, RunStatus.FAILED):
+            # Owed to the customer's endpoints in the finish's own transaction: the event
+            # exists exactly when the run's end is committed.
+            await emit(
+                session,
+                connection.organization_id,
+                EventType.SYNC_FINISHED if succeeded else EventType.SYNC_FAILED,
+                run_event_data(connection, progress, status, finished),
+            )
+        return ours
 
 
 def _count_finished(progress: RunProgress, status: str, duration: float) -> None:

@@ -11,7 +11,7 @@ from datetime import timedelta
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.database import utcnow
@@ -27,6 +27,7 @@ from src.domains.external_accounting.xero.auth.identity_client import XeroIdenti
 from src.xero_sandbox.server import RunningSandbox
 from tests.factories import bearer, create_org_with_user
 from tests.fixtures import (
+    ON_POSTGRES,
     connected_org,
     connected_to_new_tenant,
     inject_faults,
@@ -269,3 +270,75 @@ async def test_a_queued_run_whose_connection_is_busy_is_refused_not_crashed(
                 LedgerRepository(session), RunClaim(run_id=queued_id, job_id=1, job_attempt=1)
             )
     assert refused.value.extra["sync_run_id"] == str(holder_id)
+
+
+# A trigger that makes PostgreSQL refuse the first `faults` finishes of a successful run with
+# "deadlock detected" (SQLSTATE 40P01), as a real lock cycle between two finishing runs does. A
+# sequence counts the refusals: it is not rolled back with the refused transaction.
+_FAILING_FINISH = [
+    "CREATE SEQUENCE test_refused_finishes",
+    """CREATE FUNCTION test_refuse_finish() RETURNS trigger AS $$
+    BEGIN
+      IF NEW.status = 'success' AND OLD.status <> 'success'
+         AND nextval('test_refused_finishes') <= {faults} THEN
+        RAISE EXCEPTION 'deadlock detected (injected by the test)' USING ERRCODE = '40P01';
+      END IF;
+      RETURN NEW;
+    END $$ LANGUAGE plpgsql""",
+    "CREATE TRIGGER test_refuse_finish BEFORE UPDATE ON sync_runs FOR EACH ROW "
+    "EXECUTE FUNCTION test_refuse_finish()",
+]
+_REMOVE_FAILING_FINISH = [
+    "DROP TRIGGER IF EXISTS test_refuse_finish ON sync_runs",
+    "DROP FUNCTION IF EXISTS test_refuse_finish()",
+    "DROP SEQUENCE IF EXISTS test_refused_finishes",
+]
+
+
+async def _execute(
+    session_factory: async_sessionmaker[AsyncSession], statements: list[str]
+) -> None:
+    async with session_factory() as session, session.begin():
+        for statement in statements:
+            await session.execute(text(statement))
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="an injected PostgreSQL deadlock (SQLSTATE 40P01)")
+async def test_a_finish_that_loses_a_deadlock_is_retried_and_frees_its_lease(
+    client: httpx.AsyncClient,
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """Two refused finishes, then the third commits: the sync answers success, its run is
+    finished (not left running with its lease, which blocked the connection until the run was
+    taken for dead), the next sync of the connection runs, and usage is counted once."""
+    org_id, key, connection = await connected_to_new_tenant(
+        client, fresh_sandbox, session_factory, "Deadlocked Ltd", 1500
+    )
+    statements = [s.replace("{faults}", "2") for s in _FAILING_FINISH]
+    await _execute(session_factory, statements)
+    try:
+        result = await sync(
+            client, key, org_id, connection_id=str(connection.id), months_back="120"
+        )
+        refused = await _scalar(session_factory, "SELECT last_value FROM test_refused_finishes")
+    finally:
+        await _execute(session_factory, _REMOVE_FAILING_FINISH)
+    assert result["success"] is True, result
+    assert refused == 3  # two refusals, then the finish that committed
+    (run,) = await _runs(session_factory)
+    assert run.status == RunStatus.SUCCESS
+    assert run.finished_at is not None
+    assert run.lease is None
+    calls = await _scalar(
+        session_factory,
+        f"SELECT sum(calls) FROM connection_usage WHERE connection_id = '{connection.id}'",
+    )
+    assert calls == run.api_calls
+    again = await sync(client, key, org_id, connection_id=str(connection.id))
+    assert again["success"] is True, again
+
+
+async def _scalar(session_factory: async_sessionmaker[AsyncSession], query: str) -> object:
+    async with session_factory() as session:
+        return (await session.execute(text(query))).scalar_one()

@@ -91,5 +91,8 @@ def test_the_scheduler_ticks_every_minute_or_every_tick_seconds_within_it() -> N
         if task.task.name == "schedules.enqueue_due_syncs"
     ]
     assert periodic.cron == "* * * * * */5"
+    # One tick at a time, at most one more waiting: overlapping ticks queued from stale
+    # snapshots and synced connections twice for one slot (bench/fleet.py).
+    assert periodic.task.lock == periodic.task.queueing_lock == "schedules.enqueue_due_syncs"
     with pytest.raises(ValidationError, match="must divide 60"):
         Settings(schedule_tick_seconds=7)
