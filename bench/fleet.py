@@ -98,6 +98,15 @@ EVENT_LOG_SQL = [
     END $$""",
     """CREATE TRIGGER bench_copy_event AFTER INSERT ON procrastinate.procrastinate_events
         FOR EACH ROW EXECUTE FUNCTION bench_copy_event()""",
+    # A succeeded job is deleted before its event could be copied: its deletion is its end.
+    """CREATE FUNCTION bench_copy_end() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO public.bench_job_events
+        VALUES (OLD.id, 'ended', clock_timestamp(), OLD.task_name, OLD.args, OLD.scheduled_at);
+        RETURN OLD;
+    END $$""",
+    """CREATE TRIGGER bench_copy_end BEFORE DELETE ON procrastinate.procrastinate_jobs
+        FOR EACH ROW EXECUTE FUNCTION bench_copy_end()""",
 ]
 
 
@@ -740,6 +749,22 @@ def phase2(
         "queue_latency_p95_s",
     )
     report.add("  queue latency max", max(latencies) if latencies else None, None, "s")
+    ticks = [
+        float(r[0])
+        for r in asyncio.run(
+            query(
+                "SELECT extract(epoch FROM max(at) FILTER (WHERE type = 'ended') "
+                "- min(at) FILTER (WHERE type = 'started')) FROM bench_job_events "
+                "WHERE task_name = 'schedules.enqueue_due_syncs' AND at >= :start "
+                "GROUP BY job_id",
+                start=start,
+            )
+        )
+        if r[0] is not None
+    ]
+    tick = compressed_tick(args.time_scale)
+    report.add("  scheduler tick duration p50", percentile(ticks, 50), tick, "s")
+    report.add("  scheduler tick duration max", max(ticks) if ticks else None, tick, "s")
     peak = sampler.peak_window_calls(60 / args.time_scale)
     report.add("  peak app-minute calls (<= 80%)", peak, 0.8 * APP_MINUTE_LIMIT, "calls")
 
