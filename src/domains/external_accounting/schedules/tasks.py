@@ -6,6 +6,7 @@ starting a second)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 
@@ -38,29 +39,37 @@ async def queue_due(
     factory: IntegrationFactory,
     job_app: procrastinate.App,
     due: Sequence[DueSync],
+    *,
+    concurrency: int = 1,
 ) -> int:
-    """Queue each due sync, one transaction each; how many were queued. A connection that
-    cannot be synced now (it needs a new consent, it was disconnected meanwhile) is logged and
-    skipped, so one connection never holds back the others."""
-    queued = 0
-    for item in due:
-        try:
-            async with session_factory() as session:
-                await SyncsService(session, factory).queue(item.request(), job_app)
-                await session.commit()
-        except LedgersyncError as error:
-            logger.warning(
-                "scheduled sync not queued",
-                extra={
-                    "connection_id": str(item.connection_id),
-                    "object_type": item.object_type,
-                    "error": error.code,
-                    "detail": error.detail,
-                },
-            )
-            continue
-        queued += 1
-    return queued
+    """Queue each due sync in its own transaction, `concurrency` at a time, the longest due
+    first; how many were queued. A connection that cannot be synced now (it needs a new
+    consent, it was disconnected meanwhile) is logged and skipped, so one connection never holds
+    back the others."""
+    slots = asyncio.Semaphore(concurrency)
+
+    async def queue_one(item: DueSync) -> bool:
+        async with slots:
+            try:
+                async with session_factory() as session:
+                    await SyncsService(session, factory).queue(item.request(), job_app)
+                    await session.commit()
+            except LedgersyncError as error:
+                logger.warning(
+                    "scheduled sync not queued",
+                    extra={
+                        "connection_id": str(item.connection_id),
+                        "object_type": item.object_type,
+                        "error": error.code,
+                        "detail": error.detail,
+                    },
+                )
+                return False
+            return True
+
+    # Tasks start in order and the semaphore wakes waiters first come, first served.
+    queued = await asyncio.gather(*(queue_one(item) for item in due))
+    return sum(queued)
 
 
 async def enqueue_due(
@@ -78,7 +87,9 @@ async def enqueue_due(
             await service.record_day_limits(Provider.XERO.value, readings)
             await session.commit()
         due = await service.due(utcnow())
-    queued = await queue_due(session_factory, factory, job_app, due)
+    # SQLite has one writer: concurrent queueing would only wait on its lock.
+    concurrency = 1 if settings.is_sqlite else settings.schedule_queue_concurrency
+    queued = await queue_due(session_factory, factory, job_app, due, concurrency=concurrency)
     if due:
         logger.info("scheduled syncs queued", extra={"due": len(due), "queued": queued})
     return due

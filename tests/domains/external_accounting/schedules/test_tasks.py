@@ -16,10 +16,11 @@ from src.core.jobs import build_job_app, defer_job
 from src.core.settings import Settings
 from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.ledger.models import RunStatus, SyncRun
-from src.domains.external_accounting.schedules.tasks import every_tick
+from src.domains.external_accounting.schedules.tasks import enqueue_due, every_tick
 from src.xero_sandbox.server import RunningSandbox
 from tests.factories import bearer
 from tests.fixtures import (
+    add_tenant,
     background_service,
     connected_org,
     fast_jobs,
@@ -96,3 +97,43 @@ def test_the_scheduler_ticks_every_minute_or_every_tick_seconds_within_it() -> N
     assert periodic.task.lock == periodic.task.queueing_lock == "schedules.enqueue_due_syncs"
     with pytest.raises(ValidationError, match="must divide 60"):
         Settings(schedule_tick_seconds=7)
+
+
+async def test_a_tick_queues_its_due_syncs_side_by_side_once_each(
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+) -> None:
+    """Eight connections all due, queued four at a time (one at a time on SQLite): each
+    (connection, object type) gets exactly one run with its job, none refused or cancelled,
+    and a second tick finds nothing due."""
+    for n in range(5):
+        add_tenant(fresh_sandbox, f"Scheduled {n} Ltd", 20)
+    tick_settings = settings.model_copy(update={"schedule_queue_concurrency": 4})
+    async with background_service(tick_settings, worker=False) as (app, client):
+        _, _, connections = await connected_org(client, session_factory)
+        assert len(connections) >= 6
+        async with session_factory() as session:
+            await session.execute(
+                update(Connection).values(connected_at=utcnow() - timedelta(days=1))
+            )
+            await session.commit()
+        resources = app.state.resources
+        due = await enqueue_due(
+            session_factory, resources.factory, app.state.job_app, tick_settings
+        )
+        assert len(due) == 2 * len(connections)
+        async with session_factory() as session:
+            runs = list((await session.execute(select(SyncRun))).scalars())
+        pairs = [(r.connection_id, r.object_type) for r in runs]
+        assert sorted(pairs) == sorted(
+            (c.id, t) for c in connections for t in ("invoices", "accounts")
+        )
+        # Queued on PostgreSQL (no worker here); SQLite's in-process worker may have run them.
+        under_way = {RunStatus.QUEUED.value, RunStatus.RUNNING.value, RunStatus.SUCCESS.value}
+        assert {r.status for r in runs} <= under_way
+        assert all(r.job_id is not None for r in runs)
+        again = await enqueue_due(
+            session_factory, resources.factory, app.state.job_app, tick_settings
+        )
+        assert again == []
