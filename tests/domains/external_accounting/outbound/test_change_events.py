@@ -210,7 +210,7 @@ async def test_a_batch_limit_splits_an_announcement_into_events_that_chain_the_f
             async def all_announced() -> bool:
                 received = {r.headers["webhook-id"]: r for r in receiver.received}
                 events[:] = [verified(endpoint["secret"], r)["data"] for r in received.values()]
-                return sum(e["count"] for e in events) >= 30
+                return sum(int(e["count"]) for e in events) >= 30
 
             await wait_for(all_announced, timeout=30)
 
