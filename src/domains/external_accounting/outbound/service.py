@@ -121,9 +121,14 @@ class WebhookEndpointService:
         not of its whole history: each connection's announcement cursor moves to the feed's
         present position (below the commit horizon, so a change being written now still comes)."""
         ledger = LedgerRepository(self.repository.session)
-        for connection in await self.repository.connections_of([organization_id]):
-            position = await ledger.latest_position(organization_id, connection.id)
-            await self.repository.set_change_cursor(connection.id, position)
+        # Every position read before the first write: once this transaction has an id, on
+        # PostgreSQL it may count as running in its own horizon and read the later ones short.
+        positions = {
+            connection.id: await ledger.latest_position(organization_id, connection.id)
+            for connection in await self.repository.connections_of([organization_id])
+        }
+        for connection_id, position in positions.items():
+            await self.repository.set_change_cursor(connection_id, position)
 
     async def list(self, organization_id: uuid.UUID) -> list[WebhookEndpoint]:
         """The organisation's endpoints, oldest first."""
