@@ -5,7 +5,12 @@ two Xero tenants through the real OAuth flow (the sandbox auto-approves the cons
 full invoice sync, lets a Xero user change a few invoices, runs an incremental sync and an
 accounts sync, then a full invoice sync in the background (`background=true`: 202 and queued runs,
 which the app's in-process worker runs, as `serve` does on SQLite) followed at `GET
-/sync-runs/{id}` with a progress bar, and prints the results and what is now in the database."""
+/sync-runs/{id}` with a progress bar, and prints the results and what is now in the database.
+
+It explains what it shows: each connection's run id and counts; why the full sync stored fewer
+invoices than each Xero organisation has (its `months_back` window: the window's first day and
+how many invoices lie outside it, read from the sandbox's own books); what `unchanged` means in
+the incremental sync. `--json` carries the same as added fields (`window`, `explanation`)."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -35,12 +41,22 @@ from sqlalchemy import func, select
 from src.core.database import create_engine, create_session_factory
 from src.core.migrations import upgrade_database
 from src.core.settings import Settings
+from src.domains.external_accounting.base.sync import months_ago
 from src.domains.external_accounting.connections.models import Connection
-from src.domains.external_accounting.ledger.models import Account, Invoice, InvoiceLineItem
+from src.domains.external_accounting.ledger.models import (
+    INVOICE_TYPES,
+    Account,
+    Invoice,
+    InvoiceLineItem,
+)
 from src.domains.organizations.service import OrganizationService
 from src.main import create_app
 from src.xero_sandbox.config import SandboxConfig
 from src.xero_sandbox.server import RunningSandbox
+from src.xero_sandbox.xero_dates import parse_xero_date
+
+# Older than the window, a full sync still fetches the invoices in this status (phase 2).
+OUTSTANDING = "AUTHORISED"
 
 
 def demo_settings(base_url: str, sandbox: SandboxConfig) -> Settings:
@@ -107,7 +123,10 @@ async def _run(invoices: int, as_json: bool) -> list[dict[str, Any]]:
             connected.raise_for_status()
 
             progress.update(step, description="Full invoice sync", advance=1)
-            results.append(await _sync(api, headers, {**org, "incremental": "false"}, "invoices"))
+            full = await _sync(api, headers, {**org, "incremental": "false"}, "invoices")
+            # Read before the Xero user's edits: the books this sync saw.
+            full.update(await _window(api, headers, org, sandbox, full))
+            results.append(full)
 
             progress.update(
                 step, description="A Xero user pays, voids and creates invoices", advance=1
@@ -115,7 +134,9 @@ async def _run(invoices: int, as_json: bool) -> list[dict[str, Any]]:
             _edit_books(sandbox)
 
             progress.update(step, description="Incremental invoice sync", advance=1)
-            results.append(await _sync(api, headers, {**org, "incremental": "true"}, "invoices"))
+            incremental = await _sync(api, headers, {**org, "incremental": "true"}, "invoices")
+            incremental["explanation"] = _incremental_explained(incremental)
+            results.append(incremental)
 
             progress.update(step, description="Accounts sync", advance=1)
             results.append(await _sync(api, headers, org, "accounts"))
@@ -206,6 +227,92 @@ async def _background_sync(
     }
 
 
+async def _window(
+    api: httpx.AsyncClient,
+    headers: dict[str, str],
+    org: dict[str, str],
+    sandbox: RunningSandbox,
+    full: dict[str, Any],
+) -> dict[str, Any]:
+    """Why the full sync stored fewer invoices than Xero has: per connection, its window (the
+    run's `months_back`, counted back from the day it started), and the sandbox's own books
+    counted against it. Older invoices are fetched only while outstanding (AUTHORISED); the
+    rest lie outside the window. The fields `window` and `explanation` of the JSON line."""
+    listed = await api.get("/external-accounting/connections", params=org, headers=headers)
+    listed.raise_for_status()
+    tenant_of = {c["id"]: c["tenant_id"] for c in listed.json()}
+    explained: list[dict[str, Any]] = []
+    sentences: list[str] = []
+    months_back = 12
+    for connection in full["connections"]:
+        run_id = connection["sync_run_id"]
+        response = await api.get(
+            f"/external-accounting/sync-runs/{run_id}", params=org, headers=headers
+        )
+        response.raise_for_status()
+        run = response.json()
+        months_back = int(run["params"].get("months_back", 12))
+        started = datetime.fromisoformat(run["started_at"]).astimezone(UTC).date()
+        start = months_ago(started, months_back)
+        books = _books(sandbox, tenant_of[connection["connection_id"]])
+        before = [i for i in books if _dated(i) < start]
+        outstanding = sum(1 for i in before if i["Status"] == OUTSTANDING)
+        outside = len(before) - outstanding
+        explained.append(
+            {
+                "connection_id": connection["connection_id"],
+                "tenant_name": connection["tenant_name"],
+                "sync_run_id": run_id,
+                "months_back": months_back,
+                "window_start": start.isoformat(),
+                "invoices_at_xero": len(books),
+                "in_window": len(books) - len(before),
+                "older_outstanding": outstanding,
+                "outside_window": outside,
+                "stored": connection["count"],
+            }
+        )
+        sentences.append(
+            f"{connection['tenant_name']} has {len(books)} invoices at Xero; the full sync "
+            f"(run {run_id}) fetched the {len(books) - len(before)} dated from {start} "
+            f"(months_back={months_back}) and the {outstanding} older ones still outstanding "
+            f"({OUTSTANDING}); the other {outside}, older and not outstanding (paid, voided, "
+            f"deleted, drafts), lie outside the window: {connection['count']} stored. A larger "
+            "months_back "
+            "(`ledgersync sync invoices --full --months-back N`) fetches more."
+        )
+    return {
+        "window": {"months_back": months_back, "connections": explained},
+        "explanation": sentences,
+    }
+
+
+def _books(sandbox: RunningSandbox, tenant_id: str) -> list[dict[str, Any]]:
+    """The tenant's invoices of the types a sync asks for, as the sandbox holds them."""
+    url = f"{sandbox.base_url}/_sandbox/tenants/{tenant_id}/invoices"
+    invoices: list[dict[str, Any]] = httpx.get(url, params={"limit": 10_000}).json()["Invoices"]
+    return [i for i in invoices if i["Type"] in INVOICE_TYPES]
+
+
+def _dated(invoice: dict[str, Any]) -> date:
+    return parse_xero_date(invoice["Date"]).date()
+
+
+def _incremental_explained(result: dict[str, Any]) -> list[str]:
+    """What the incremental sync's numbers mean."""
+    return [
+        f"{c['tenant_name']} (run {c['sync_run_id']}): created={c['created']} and "
+        f"updated={c['updated']} are the invoices the Xero user changed since the full sync "
+        "(a payment, a void, a new invoice): updated ones were stored, created ones were not "
+        "(the new one, and an edited invoice older than the full sync's window); "
+        f"unchanged={c['unchanged']} are invoices Xero sent again that are stored exactly as "
+        "they are (same UpdatedDateUTC): an incremental sync asks for what was modified since "
+        "its cursor less one second, so it re-reads the last invoices it already has rather "
+        "than miss one modified in that second. They are not in count."
+        for c in result["connections"]
+    ]
+
+
 def _edit_books(sandbox: RunningSandbox) -> None:
     """What a Xero user does between two syncs: pay one invoice, void another, raise a new one."""
     for tenant in list(sandbox.runtime.store.tenants.values()):
@@ -263,9 +370,25 @@ def _print(
     for title, result in zip(
         ("Full invoice sync", "Incremental invoice sync", "Accounts sync"), synced, strict=True
     ):
-        shown = {k: v for k, v in result.items() if k != "connections"}
+        shown = {
+            k: v for k, v in result.items() if k not in ("connections", "window", "explanation")
+        }
         console.rule(title)
         console.print_json(json.dumps(shown))
+        runs = Table(box=None)
+        for column in ("Xero organisation", "mode", "count", "created", "updated", "unchanged"):
+            runs.add_column(column, no_wrap=True)
+        for c in result["connections"]:
+            runs.add_row(
+                c["tenant_name"],
+                c["mode"],
+                *(str(c[k]) for k in ("count", "created", "updated", "unchanged")),
+            )
+        console.print(runs)
+        for c in result["connections"]:
+            console.print(f"  run {c['sync_run_id']}: {c['tenant_name']}", soft_wrap=True)
+        for sentence in result.get("explanation", []):
+            console.print(f"  {sentence}")
     console.rule("Background full invoice sync: its runs, as GET /sync-runs/{id} shows them")
     for run in background["sync_runs"]:
         console.print_json(json.dumps(run))

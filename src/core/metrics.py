@@ -84,6 +84,29 @@ TOKEN_REFRESHES = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+OUTBOUND_EVENTS = Counter(
+    "ledgersync_outbound_webhook_events",
+    "Events owed to at least one customer endpoint (written to the outbox), by event type.",
+    ["event_type"],
+    registry=REGISTRY,
+)
+OUTBOUND_ATTEMPTS = Counter(
+    "ledgersync_outbound_webhook_attempts",
+    "Delivery attempts to customer endpoints, by event type and outcome: delivered (a 2xx), "
+    "retrying (no 2xx, another attempt is scheduled), given_up (no 2xx on the last attempt). "
+    "Attempted = the sum; failed = retrying + given_up.",
+    ["event_type", "outcome"],
+    registry=REGISTRY,
+)
+OUTBOUND_ATTEMPT_DURATION = Histogram(
+    "ledgersync_outbound_webhook_attempt_duration_seconds",
+    "How long delivery attempts took (the POST, until the answer or the error), by event type "
+    "and outcome (delivered, retrying, given_up).",
+    ["event_type", "outcome"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+OUTBOUND_OUTCOMES = ("delivered", "retrying", "given_up")
 
 RATE_LIMIT_PROBLEMS = frozenset({"minute", "day", "appminute", "concurrent"})
 # An id in a path (a GUID, a number) becomes `{id}`: one series per endpoint, not per record.

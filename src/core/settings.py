@@ -169,6 +169,9 @@ class Settings(BaseSettings):
     outbound_webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     outbound_webhook_tick_seconds: int = Field(default=5, ge=1, le=60)
     outbound_webhook_allow_http: bool = False
+    # `invoices.changed` / `accounts.changed` carry at most this many ids each: the announcer
+    # reads a connection's changes this many at a time, one event per object type per read.
+    outbound_changes_batch_size: int = Field(default=500, ge=1, le=10_000)
     # Modules whose tasks workers load besides ours (tests, plugins): JSON, `["pkg.mod"]`.
     job_task_modules: list[str] = Field(default_factory=list)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 from sqlalchemy import (
     ARRAY,
@@ -78,6 +78,10 @@ from src.domains.external_accounting.ledger.rows import (
 _INVOICE_STAGE = "ledgersync_invoice_stage"
 # What an upsert of a stored record never changes: its identity and whose it is.
 _KEEP = frozenset({"id", "organization_id", "connection_id", "provider_id"})
+
+
+# A select of any columns: `_below_horizon` keeps its type.
+_Query = TypeVar("_Query", bound=Select[*tuple[Any, ...]])
 
 
 class StoredVersion(NamedTuple):
@@ -733,25 +737,53 @@ class LedgerRepository:
     # -- history and the change feed ---------------------------------------------------------
 
     async def changes_after(
-        self, organization_id: uuid.UUID, after: tuple[int, int], limit: int
+        self,
+        organization_id: uuid.UUID,
+        after: tuple[int, int],
+        limit: int,
+        *,
+        connection_id: uuid.UUID | None = None,
     ) -> list[LedgerChange]:
-        """The organisation's changes after the feed position `after` = (commit_xid, id), in
-        commit order. On PostgreSQL only rows of transactions older than the oldest one still
-        running are served: every transaction below that horizon has ended, so no change with a
-        lower position can commit later and be skipped by a reader already past it. The horizon
-        and the rows are read in one statement, i.e. from one snapshot."""
+        """The organisation's changes (only one connection's, given `connection_id`) after the
+        feed position `after` = (commit_xid, id), in commit order. On PostgreSQL only rows of
+        transactions older than the oldest one still running are served: every transaction
+        below that horizon has ended, so no change with a lower position can commit later and
+        be skipped by a reader already past it. The horizon and the rows are read in one
+        statement, i.e. from one snapshot."""
         position = tuple_(LedgerChange.commit_xid, LedgerChange.id)
         query = select(LedgerChange).where(
             LedgerChange.organization_id == organization_id,
             position > tuple_(literal(after[0], BigInteger), literal(after[1], BigInteger)),
         )
-        if self.session.get_bind().dialect.name == "postgresql":
-            horizon = sql_cast(
-                sql_cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger
-            )
-            query = query.where(LedgerChange.commit_xid < horizon)
+        if connection_id is not None:
+            query = query.where(LedgerChange.connection_id == connection_id)
+        query = self._below_horizon(query)
         query = query.order_by(LedgerChange.commit_xid, LedgerChange.id).limit(limit)
         return list((await self.session.execute(query)).scalars())
+
+    async def latest_position(
+        self, organization_id: uuid.UUID, connection_id: uuid.UUID
+    ) -> tuple[int, int]:
+        """The feed position of the connection's last change below the horizon (the one
+        `changes_after` serves up to); (0, 0) when it has none."""
+        query = select(LedgerChange.commit_xid, LedgerChange.id).where(
+            LedgerChange.organization_id == organization_id,
+            LedgerChange.connection_id == connection_id,
+        )
+        query = self._below_horizon(query).order_by(
+            LedgerChange.commit_xid.desc(), LedgerChange.id.desc()
+        )
+        row = (await self.session.execute(query.limit(1))).first()
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+    def _below_horizon(self, query: _Query) -> _Query:
+        """On PostgreSQL: only changes of transactions older than the oldest one running."""
+        if self.session.get_bind().dialect.name != "postgresql":
+            return query
+        horizon = sql_cast(
+            sql_cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger
+        )
+        return query.where(LedgerChange.commit_xid < horizon)
 
     async def invoice_history(self, invoice_id: uuid.UUID) -> list[LedgerChange]:
         """An invoice's recorded versions, oldest first."""

@@ -9,12 +9,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from src.core.database import Base, UTCDateTime, new_id, utcnow
 
 # The foreign keys below name these tables; importing them keeps every process's metadata whole.
+from src.domains.external_accounting.connections import models as _connections  # noqa: F401
 from src.domains.organizations import models as _organizations  # noqa: F401
 
 
@@ -25,6 +26,16 @@ class EventType(StrEnum):
     SYNC_FAILED = "sync.failed"
     CONNECTION_NEEDS_REAUTH = "connection.needs_reauth"
     CONNECTION_DISCONNECTED = "connection.disconnected"
+    # Batches of changed records, announced from the change feed (`ChangeAnnouncer`).
+    INVOICES_CHANGED = "invoices.changed"
+    ACCOUNTS_CHANGED = "accounts.changed"
+
+
+# The change events, by the `ledger_changes.record_type` they announce.
+CHANGE_EVENTS: dict[str, EventType] = {
+    "invoice": EventType.INVOICES_CHANGED,
+    "account": EventType.ACCOUNTS_CHANGED,
+}
 
 
 class DeliveryStatus(StrEnum):
@@ -97,3 +108,19 @@ class WebhookDeliveryAttempt(Base):
     # A short reason without the body or any secret: "HTTP 500", "timeout", "ConnectError".
     error: Mapped[str | None] = mapped_column(String(200), default=None)
     duration_ms: Mapped[int] = mapped_column(Integer)
+
+
+class ChangeAnnouncementCursor(Base):
+    """How far a connection's changes have been announced (`invoices.changed`,
+    `accounts.changed`): the change feed position (commit_xid, change id) of the last change
+    read. Moved only by a conditional update from the position the announcer read, in the
+    transaction that writes the announcing deliveries, so announcing twice sends nothing twice."""
+
+    __tablename__ = "webhook_change_cursors"
+
+    connection_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True
+    )
+    commit_xid: Mapped[int] = mapped_column(BigInteger)
+    change_id: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

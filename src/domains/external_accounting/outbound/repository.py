@@ -7,10 +7,14 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from src.core.database import rows_matched
+from src.core.database import rows_matched, utcnow
+from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.outbound.models import (
+    ChangeAnnouncementCursor,
     DeliveryStatus,
     WebhookDelivery,
     WebhookDeliveryAttempt,
@@ -50,6 +54,14 @@ class OutboundRepository:
             )
         )
         return result.scalar_one_or_none()
+
+    async def all_endpoints(self) -> list[WebhookEndpoint]:
+        """Every organisation's endpoints (a small table: the announcer filters them by the
+        events they subscribe to, which are JSON)."""
+        result = await self.session.execute(
+            select(WebhookEndpoint).order_by(WebhookEndpoint.created_at, WebhookEndpoint.id)
+        )
+        return list(result.scalars())
 
     async def endpoint_by_id(self, endpoint_id: uuid.UUID) -> WebhookEndpoint | None:
         return await self.session.get(WebhookEndpoint, endpoint_id)
@@ -126,6 +138,80 @@ class OutboundRepository:
             .execution_options(synchronize_session=False)
         )
         await self.session.flush()
+
+    # -- announcing changes ------------------------------------------------------------------
+
+    async def connections_of(self, organization_ids: Sequence[uuid.UUID]) -> list[Connection]:
+        """The organisations' connections, whatever their status (a disconnected one's last
+        changes are announced too), in id order."""
+        if not organization_ids:
+            return []
+        result = await self.session.execute(
+            select(Connection)
+            .where(Connection.organization_id.in_(list(organization_ids)))
+            .order_by(Connection.id)
+        )
+        return list(result.scalars())
+
+    async def change_cursor(self, connection_id: uuid.UUID) -> tuple[int, int] | None:
+        """How far the connection's changes were announced; None: never."""
+        row = await self.session.get(ChangeAnnouncementCursor, connection_id)
+        return None if row is None else (row.commit_xid, row.change_id)
+
+    async def move_change_cursor(
+        self,
+        connection_id: uuid.UUID,
+        before: tuple[int, int] | None,
+        after: tuple[int, int],
+    ) -> bool:
+        """Move the connection's announcement cursor from `before` (None: it has none) to
+        `after`; False when it is no longer at `before` (another pass announced meanwhile:
+        the caller rolls back what it wrote)."""
+        if before is None:
+            postgres = self.session.get_bind().dialect.name == "postgresql"
+            insert = postgres_insert if postgres else sqlite_insert
+            statement = insert(ChangeAnnouncementCursor).values(
+                connection_id=connection_id,
+                commit_xid=after[0],
+                change_id=after[1],
+                updated_at=utcnow(),
+            )
+            result = await self.session.execute(
+                statement.on_conflict_do_nothing(index_elements=["connection_id"])
+            )
+            return rows_matched(result) > 0
+        result = await self.session.execute(
+            update(ChangeAnnouncementCursor)
+            .where(
+                ChangeAnnouncementCursor.connection_id == connection_id,
+                ChangeAnnouncementCursor.commit_xid == before[0],
+                ChangeAnnouncementCursor.change_id == before[1],
+            )
+            .values(commit_xid=after[0], change_id=after[1], updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        return rows_matched(result) > 0
+
+    async def set_change_cursor(self, connection_id: uuid.UUID, position: tuple[int, int]) -> None:
+        """Put the connection's announcement cursor at `position`, whatever it was."""
+        postgres = self.session.get_bind().dialect.name == "postgresql"
+        insert = postgres_insert if postgres else sqlite_insert
+        statement = insert(ChangeAnnouncementCursor).values(
+            connection_id=connection_id,
+            commit_xid=position[0],
+            change_id=position[1],
+            updated_at=utcnow(),
+        )
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["connection_id"],
+                set_={
+                    "commit_xid": statement.excluded.commit_xid,
+                    "change_id": statement.excluded.change_id,
+                    "updated_at": statement.excluded.updated_at,
+                },
+            )
+        )
 
     # -- the delivery log --------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import random
 import secrets
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,16 +21,21 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks import Webhook
 
+from src.core import metrics
 from src.core.crypto import TokenCipher
-from src.core.database import json_dumps, utcnow
+from src.core.database import json_dumps, new_id, utcnow
 from src.core.http import capped_backoff
 from src.core.settings import Settings
 from src.domains.external_accounting.connections.models import Connection
+from src.domains.external_accounting.ledger.models import LedgerChange
+from src.domains.external_accounting.ledger.repository import LedgerRepository
+from src.domains.external_accounting.ledger.service import FeedPosition, encode_feed_cursor
 from src.domains.external_accounting.outbound.exceptions import (
     InvalidWebhookUrl,
     WebhookEndpointNotFound,
 )
 from src.domains.external_accounting.outbound.models import (
+    CHANGE_EVENTS,
     DeliveryStatus,
     EventType,
     WebhookDelivery,
@@ -95,6 +101,10 @@ class WebhookEndpointService:
         """Register an endpoint; it and its signing secret in plaintext (the only time it is
         shown: what is stored is its ciphertext)."""
         url = check_url(request.url, self.settings)
+        if _hears_changes(request.event_types) and not any(
+            _hears_changes(e.event_types) for e in await self.repository.endpoints(organization_id)
+        ):
+            await self._announce_from_now(organization_id)
         secret = new_secret()
         endpoint = WebhookEndpoint(
             organization_id=organization_id,
@@ -105,6 +115,20 @@ class WebhookEndpointService:
         )
         await self.repository.add_endpoint(endpoint)
         return endpoint, secret
+
+    async def _announce_from_now(self, organization_id: uuid.UUID) -> None:
+        """The organisation's first endpoint for change events hears of changes from now on,
+        not of its whole history: each connection's announcement cursor moves to the feed's
+        present position (below the commit horizon, so a change being written now still comes)."""
+        ledger = LedgerRepository(self.repository.session)
+        # Every position read before the first write: once this transaction has an id, on
+        # PostgreSQL it may count as running in its own horizon and read the later ones short.
+        positions = {
+            connection.id: await ledger.latest_position(organization_id, connection.id)
+            for connection in await self.repository.connections_of([organization_id])
+        }
+        for connection_id, position in positions.items():
+            await self.repository.set_change_cursor(connection_id, position)
 
     async def list(self, organization_id: uuid.UUID) -> list[WebhookEndpoint]:
         """The organisation's endpoints, oldest first."""
@@ -161,28 +185,159 @@ async def emit(
     row each, in the caller's transaction (so the event exists exactly when what it reports
     was committed). The dispatcher's next tick queues their delivery. How many were owed."""
     repository = OutboundRepository(session)
-    endpoints = [
-        e for e in await repository.endpoints(organization_id) if event_type in e.event_types
-    ]
-    if not endpoints:
-        return 0
-    now = utcnow()
+    deliveries = owed(await repository.endpoints(organization_id), event_type, data)
+    if deliveries:
+        await repository.add_deliveries(deliveries)
+    return len(deliveries)
+
+
+def owed(
+    endpoints: Sequence[WebhookEndpoint],
+    event_type: EventType,
+    data: dict[str, Any],
+    now: datetime | None = None,
+) -> list[WebhookDelivery]:
+    """The outbox rows of one event: one per endpoint subscribed to it, all due `now`."""
+    now = now or utcnow()
     payload = {"type": str(event_type), "timestamp": now.isoformat(), "data": data}
-    await repository.add_deliveries(
-        [
-            WebhookDelivery(
-                endpoint_id=endpoint.id,
-                event_type=str(event_type),
-                payload=payload,
-                status=DeliveryStatus.PENDING.value,
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
+    deliveries = [
+        WebhookDelivery(
+            id=new_id(),
+            endpoint_id=endpoint.id,
+            event_type=str(event_type),
+            payload=payload,
+            status=DeliveryStatus.PENDING.value,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+        for endpoint in endpoints
+        if event_type in endpoint.event_types
+    ]
+    if deliveries:
+        metrics.OUTBOUND_EVENTS.labels(str(event_type)).inc()
+    return deliveries
+
+
+def _hears_changes(event_types: Sequence[str]) -> bool:
+    return any(event in CHANGE_EVENTS.values() for event in event_types)
+
+
+class ChangeAnnouncer:
+    """Announces committed changes as batched `invoices.changed` / `accounts.changed` events.
+
+    Per connection it reads the change feed past the connection's announcement cursor
+    (`webhook_change_cursors`), `outbound_changes_batch_size` changes at a time and only below
+    the feed's commit horizon (`LedgerRepository.changes_after`), and in one transaction writes
+    one event per object type of those changes (the ids, deduplicated, in feed order, and the
+    feed cursor of the last one) and moves the cursor past them, conditionally on it being
+    where it was read: a second pass over the same changes (a job run twice, two workers)
+    finds the cursor moved and rolls back, so nothing is announced twice.
+
+    It runs from a job (`outbound.announce_changes`, every OUTBOUND_WEBHOOK_TICK_SECONDS), not
+    in the write's transaction: there, the change's feed position is not known to be final
+    (on PostgreSQL a transaction that started earlier may still commit below it)."""
+
+    def __init__(
+        self, session_factory: async_sessionmaker[AsyncSession], settings: Settings
+    ) -> None:
+        self.session_factory = session_factory
+        self.batch_size = settings.outbound_changes_batch_size
+
+    async def announce(self) -> list[uuid.UUID]:
+        """One pass over every connection of the organisations with an endpoint subscribed to a
+        change event; the ids of the deliveries it wrote, in order."""
+        async with self.session_factory() as session:
+            repository = OutboundRepository(session)
+            organizations = sorted(
+                {
+                    e.organization_id
+                    for e in await repository.all_endpoints()
+                    if _hears_changes(e.event_types)
+                }
             )
-            for endpoint in endpoints
-        ]
-    )
-    return len(endpoints)
+            connections = [
+                (c.id, c.organization_id, c.tenant_id)
+                for c in await repository.connections_of(organizations)
+            ]
+        written: list[uuid.UUID] = []
+        for connection_id, organization_id, tenant_id in connections:
+            written += await self.announce_connection(connection_id, organization_id, tenant_id)
+        return written
+
+    async def announce_connection(
+        self, connection_id: uuid.UUID, organization_id: uuid.UUID, tenant_id: str
+    ) -> list[uuid.UUID]:
+        """Announce the connection's changes past its cursor, a batch per transaction, until
+        the feed has no more below the horizon (or another pass got there first)."""
+        written: list[uuid.UUID] = []
+        while True:
+            async with self.session_factory() as session:
+                repository = OutboundRepository(session)
+                endpoints = [
+                    e
+                    for e in await repository.endpoints(organization_id)
+                    if _hears_changes(e.event_types)
+                ]
+                if not endpoints:
+                    return written
+                before = await repository.change_cursor(connection_id)
+                changes = await LedgerRepository(session).changes_after(
+                    organization_id,
+                    before or (0, 0),
+                    self.batch_size,
+                    connection_id=connection_id,
+                )
+                if not changes:
+                    return written
+                deliveries = [
+                    delivery
+                    for event_type, data in _batches(connection_id, tenant_id, changes)
+                    for delivery in owed(endpoints, event_type, data)
+                ]
+                last = changes[-1]
+                if not await repository.move_change_cursor(
+                    connection_id, before, (last.commit_xid, last.id)
+                ):
+                    await session.rollback()
+                    return written
+                if deliveries:
+                    await repository.add_deliveries(deliveries)
+                await session.commit()
+            written += [d.id for d in deliveries]
+            if len(changes) < self.batch_size:
+                return written
+
+
+def _batches(
+    connection_id: uuid.UUID, tenant_id: str, changes: Sequence[LedgerChange]
+) -> list[tuple[EventType, dict[str, Any]]]:
+    """One event per record type among `changes` (in feed order): the records' ids, each once,
+    and the feed cursor of the type's last change."""
+    ids: dict[str, dict[uuid.UUID, None]] = {}
+    last: dict[str, FeedPosition] = {}
+    for change in changes:
+        ids.setdefault(change.record_type, {})[change.record_id] = None
+        last[change.record_type] = (change.commit_xid, change.id)
+    events: list[tuple[EventType, dict[str, Any]]] = []
+    for record_type, its_ids in sorted(ids.items(), key=lambda item: last[item[0]]):
+        event_type = CHANGE_EVENTS.get(record_type)
+        if event_type is None:
+            continue
+        events.append(
+            (
+                event_type,
+                {
+                    "connection_id": str(connection_id),
+                    "tenant_id": tenant_id,
+                    "object_type": f"{record_type}s",
+                    "ids": [str(record_id) for record_id in its_ids],
+                    "cursor": encode_feed_cursor(last[record_type]),
+                    "count": len(its_ids),
+                },
+            )
+        )
+    return events
 
 
 def connection_event_data(connection: Connection, **extra: Any) -> dict[str, Any]:
@@ -255,17 +410,21 @@ class WebhookSender:
             assert endpoint is not None
             await session.commit()
             number = delivery.attempts + 1
+            started = time.monotonic()
             status_code, error, duration_ms = await self._post(endpoint, delivery)
+            seconds = time.monotonic() - started
             delivered = error is None
             attempted_at = utcnow()
             retry_at = None
             if delivered:
-                status = DeliveryStatus.DELIVERED
+                status, outcome = DeliveryStatus.DELIVERED, "delivered"
             elif number >= self.settings.outbound_webhook_attempts:
-                status = DeliveryStatus.FAILED
+                status, outcome = DeliveryStatus.FAILED, "given_up"
             else:
-                status = DeliveryStatus.PENDING
+                status, outcome = DeliveryStatus.PENDING, "retrying"
                 retry_at = attempted_at + timedelta(seconds=self.backoff(number))
+            metrics.OUTBOUND_ATTEMPTS.labels(delivery.event_type, outcome).inc()
+            metrics.OUTBOUND_ATTEMPT_DURATION.labels(delivery.event_type, outcome).observe(seconds)
             await repository.record_attempt(
                 WebhookDeliveryAttempt(
                     delivery_id=delivery.id,

@@ -3,7 +3,10 @@ OUTBOUND_WEBHOOK_TICK_SECONDS) queues a `outbound.deliver` job per delivery that
 `deliver` makes one attempt and, when another is to follow, queues itself again for after the
 backoff. Both take ids only and are idempotent: a delivery that is not pending and due (already
 delivered, given up, deleted with its endpoint, or being attempted by another job) is left
-alone, so a job run twice, or a tick racing a retry, sends nothing twice."""
+alone, so a job run twice, or a tick racing a retry, sends nothing twice.
+`outbound.announce_changes` (every tick too) writes the batched `invoices.changed` /
+`accounts.changed` events of the changes committed since its last pass and queues their
+deliveries at once; a pass run twice announces nothing twice (`ChangeAnnouncer`)."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from procrastinate import JobContext
 from src.core.jobs import AlreadyQueued, defer_job, job_tasks
 from src.core.settings import Settings
 from src.domains.external_accounting.base.factory import RESOURCES, ServiceResources
-from src.domains.external_accounting.outbound.service import WebhookSender
+from src.domains.external_accounting.outbound.service import ChangeAnnouncer, WebhookSender
 
 DELIVER_TASK = "outbound.deliver"
 OUTBOUND_QUEUE = "outbound"
@@ -75,3 +78,14 @@ async def deliver(context: JobContext, *, delivery_id: str) -> None:
     outcome = await sender(resources).attempt(uuid.UUID(delivery_id))
     if outcome is not None and outcome.retry_at is not None:
         await queue_delivery(context.app, delivery_id, at=outcome.retry_at)
+
+
+@job_tasks.task(
+    "outbound.announce_changes", queue=OUTBOUND_QUEUE, cron=every_tick, pass_context=True
+)
+async def announce_changes(context: JobContext, timestamp: int) -> None:
+    """Announce the changes committed since the last pass, and queue their deliveries."""
+    resources: ServiceResources = context.additional_context[RESOURCES]
+    announcer = ChangeAnnouncer(resources.session_factory, resources.settings)
+    for delivery_id in await announcer.announce():
+        await queue_delivery(context.app, delivery_id)
