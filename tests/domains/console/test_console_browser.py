@@ -215,15 +215,29 @@ async def test_the_console_end_to_end_in_chromium(
     await page.get_by_role("button", name="Yes, disconnect").click()
     await expect(page.locator('article.connection[data-status="disconnected"]')).to_have_count(1)
 
-    # Sign out: the session row is gone, so the old cookie opens nothing.
-    old_cookies = await context.cookies()
+    # Sign out: the session row is gone, so the same cookie in another browser opens nothing
+    # (before the sign-out it opens the console there: the check below is not vacuous).
+    session_cookie = next(c for c in await context.cookies() if c["name"] == "ledgersync_console")
+    replay = await browser.new_context()
+    await replay.add_cookies(
+        [
+            {
+                "name": session_cookie["name"],
+                "value": session_cookie["value"],
+                "domain": "127.0.0.1",
+                "path": "/console",
+                "httpOnly": True,
+                "sameSite": "Lax",
+            }
+        ]
+    )
+    replayed = await replay.new_page()
+    await replayed.goto(f"{served.base_url}/console/runs")
+    await expect(replayed).to_have_url(f"{served.base_url}/console/runs")
     await page.get_by_role("button", name="Sign out").click()
     await expect(page).to_have_url(f"{served.base_url}/console/sign-in")
     await shot(page, "17-signed-out")
-    replay = await browser.new_context()
-    await replay.add_cookies(old_cookies)
-    replayed = await replay.new_page()
-    await replayed.goto(f"{served.base_url}/console/connections")
+    await replayed.goto(f"{served.base_url}/console/runs")
     await expect(replayed).to_have_url(f"{served.base_url}/console/sign-in")
     await replay.close()
     await context.close()
