@@ -61,22 +61,22 @@ def usage_chart(days: Sequence[UsageDayOut], *, day_limit: int, reserve: int) ->
 
 def bar_chart(rows: Sequence[tuple[str, float, str]], *, label: str) -> Markup:
     """Horizontal bars: (name, value, the value as shown) per row."""
-    row_h, left, right = 26, 150, 130
+    width, row_h, left, right = 420, 24, 96, 130
     height = row_h * max(1, len(rows)) + 8
     peak = max([value for _, value, _ in rows] or [0]) or 1
     parts = [
-        f'<svg class="chart" viewBox="0 0 {WIDTH} {height}" role="img" '
+        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="{escape(label)}">'
     ]
     for n, (name, value, shown) in enumerate(rows):
         y = 4 + n * row_h
-        width = (WIDTH - left - right) * value / peak
+        bar = (width - left - right) * value / peak
         parts.append(
             f'<text class="axis" x="{left - 6}" y="{y + 16}" text-anchor="end">'
             f"{escape(name)}</text>"
-            f'<rect class="bar" x="{left}" y="{y + 3}" width="{max(width, 1 if value else 0):.1f}" '
+            f'<rect class="bar" x="{left}" y="{y + 3}" width="{max(bar, 1 if value else 0):.1f}" '
             f'height="{row_h - 8}"><title>{escape(name)}: {escape(shown)}</title></rect>'
-            f'<text class="value" x="{left + width + 6:.1f}" y="{y + 16}">{escape(shown)}</text>'
+            f'<text class="value" x="{left + bar + 6:.1f}" y="{y + 16}">{escape(shown)}</text>'
         )
     parts.append("</svg>")
     return Markup("".join(parts))

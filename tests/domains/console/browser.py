@@ -57,6 +57,7 @@ def console_settings(database_url: str, sandbox_url: str, port: int) -> Settings
         xero_retry_base_delay_seconds=0.001,
         xero_retry_max_delay_seconds=0.01,
         maintenance_interval_seconds=0,
+        outbound_webhook_tick_seconds=1,
     )
 
 

@@ -20,6 +20,9 @@ from src.core.crypto import TokenCipher
 from src.core.database import utcnow
 from src.domains.console.models import ConsoleSession
 from src.domains.external_accounting.connections.models import Connection, OAuthGrant
+from src.domains.external_accounting.outbound.models import EventType
+from src.domains.external_accounting.outbound.schemas import WebhookEndpointIn
+from src.domains.external_accounting.outbound.service import WebhookEndpointService
 from src.domains.external_accounting.xero.auth.auth_manager import XeroAuthManager
 from src.domains.external_accounting.xero.auth.identity_client import XeroIdentityClient
 from src.domains.external_accounting.xero.auth.keep_alive import keep_alive_pass
@@ -35,6 +38,7 @@ from tests.domains.console.browser import (
 )
 from tests.factories import add_member, create_org_with_user
 from tests.fixtures import invoices_url
+from tests.xero_sandbox.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -67,6 +71,13 @@ async def browser() -> AsyncIterator[Browser]:
         )
         yield launched
         await launched.close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    """Where the organisation's outbound webhooks go (it answers 200)."""
+    with WebhookReceiver() as running:
+        yield running
 
 
 async def shot(page: Page, name: str) -> None:
@@ -109,10 +120,22 @@ async def test_the_console_end_to_end_in_chromium(
     served: ServedApp,
     consent_sandbox: RunningSandbox,
     browser: Browser,
+    receiver: WebhookReceiver,
     session_factory: async_sessionmaker[AsyncSession],
 ) -> None:
     organization, _, key = await create_org_with_user(session_factory, Role.ADMIN)
     member_key = await add_member(session_factory, organization, Role.MEMBER, "mia@acme.test")
+    async with session_factory() as session:
+        await WebhookEndpointService(
+            session, served.settings, TokenCipher.from_settings(served.settings)
+        ).create(
+            organization.id,
+            WebhookEndpointIn(
+                url=receiver.url,
+                event_types=[EventType.SYNC_FINISHED, EventType.CONNECTION_NEEDS_REAUTH],
+            ),
+        )
+        await session.commit()
     context = await browser.new_context(viewport={"width": 1200, "height": 900})
     page = await context.new_page()
 
@@ -135,7 +158,8 @@ async def test_the_console_end_to_end_in_chromium(
     await page.get_by_role("button", name="Connect Xero").click()
     await consent(page, served, "03-xero-consent")
     await shot(page, "04-xero-connected")
-    await page.goto(f"{served.base_url}/console/connections")
+    await page.get_by_role("link", name="the ledgersync console").click()
+    await expect(page).to_have_url(f"{served.base_url}/console/connections")
     cards = page.locator("article.connection")
     await expect(cards).to_have_count(2)
     await expect(page.locator('article.connection[data-status="active"]')).to_have_count(2)
@@ -202,8 +226,19 @@ async def test_the_console_end_to_end_in_chromium(
     await page.goto(f"{served.base_url}/console/runs")
     await expect(page.locator("table.grid tbody tr")).to_have_count(2)
     await shot(page, "14-runs")
+    # The delivery log: two sync.finished and two connection.needs_reauth, delivered to the
+    # receiver (the dispatcher ticks every second here).
     await page.goto(f"{served.base_url}/console/webhooks")
     await expect(page.get_by_role("heading", name="Outbound webhooks")).to_be_visible()
+    delivered = page.locator("table.deliveries tr", has_text="delivered")
+    for _ in range(40):
+        if await delivered.count() == 4:
+            break
+        await page.wait_for_timeout(500)
+        await page.reload()
+    await expect(delivered).to_have_count(4)
+    await expect(page.locator("table.deliveries", has_text="HTTP 200")).to_be_visible()
+    assert len(receiver.received) == 4
     await shot(page, "15-webhooks")
 
     # Disconnect asks first.
