@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
@@ -80,6 +81,12 @@ class ConsoleRoute(APIRoute):
                 response = await handler(request)
             except Unauthenticated:
                 return _sign_in_redirect()
+            except RequestValidationError:
+                # A malformed id in the address, a form field missing: a page, not JSON.
+                invalid = ValidationFailed("Part of the address or of the form is not valid.")
+                response = templates.TemplateResponse(
+                    request, "error.html", {"error": invalid, "signed": None}, status_code=422
+                )
             except LedgersyncError as failure:
                 response = templates.TemplateResponse(
                     request,

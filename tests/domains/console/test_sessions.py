@@ -182,3 +182,18 @@ async def test_the_cookie_is_secure_over_https(
         response = await sign_in(client, key)
     assert response.status_code == 303
     assert "Secure" in response.headers["set-cookie"]
+
+
+async def test_a_malformed_address_or_an_unknown_record_is_a_page_not_json(
+    client: httpx.AsyncClient, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    _, _, key = await create_org_with_user(session_factory, Role.MEMBER)
+    await sign_in(client, key)
+    malformed = await client.get("/console/runs/not-a-uuid")
+    assert malformed.status_code == 422
+    assert malformed.headers["content-type"].startswith("text/html")
+    assert "invalid_parameter" in malformed.text
+    unknown = await client.get(f"/console/invoices/{uuid.uuid4()}")
+    assert unknown.status_code == 404
+    assert unknown.headers["content-type"].startswith("text/html")
+    assert "does not exist" in unknown.text
