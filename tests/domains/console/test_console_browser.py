@@ -37,7 +37,7 @@ from tests.domains.console.browser import (
     console_settings,
 )
 from tests.factories import add_member, create_org_with_user
-from tests.fixtures import invoices_url
+from tests.fixtures import clear_faults, inject_faults, invoices_url
 from tests.xero_sandbox.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -103,12 +103,20 @@ async def consent(page: Page, served: ServedApp, name: str) -> None:
     await expect(page.get_by_role("heading", name="Xero connected")).to_be_visible()
 
 
-async def sync_to_the_end(page: Page, served: ServedApp, card_name: str, shot_name: str) -> str:
-    """Press Sync now on a connection's card and follow the progress bar to 100%."""
+async def sync_to_the_end(
+    page: Page, served: ServedApp, card_name: str, shot_name: str, *, watch: bool = False
+) -> str:
+    """Press Sync now on a connection's card and follow the progress bar to 100%; `watch`: the
+    page is seen while the run is unfinished, so it is the page's polling (no reload) that
+    brings it to 100%."""
     card = page.locator("article.connection", has=page.get_by_role("heading", name=card_name))
     await card.get_by_role("button", name="Sync now").click()
     await expect(page).to_have_url(re.compile(rf"{served.base_url}/console/runs/[0-9a-f-]+$"))
     progress = page.locator("#progress")
+    if watch:
+        await expect(progress).to_have_attribute("data-status", re.compile("^(queued|running)$"))
+        await expect(progress).to_have_attribute("data-poll", re.compile("/progress$"))
+        await shot(page, shot_name.replace("-100", "-running"))
     await expect(progress).to_have_attribute("data-status", "success", timeout=30_000)
     await expect(page.locator("progress")).to_have_attribute("value", "100")
     await expect(page.locator(".percent")).to_have_text("100%")
@@ -167,7 +175,10 @@ async def test_the_console_end_to_end_in_chromium(
     await shot(page, "05-two-connections")
 
     # Sync now, in the background; the progress bar follows it to 100%.
-    run_url = await sync_to_the_end(page, served, names[0], "06-sync-progress-100")
+    # Xero's first invoice page is slow to answer: the page shows the run unfinished first.
+    inject_faults(consent_sandbox, path_contains="Invoices", next_slow=1, slow_seconds=2.0)
+    run_url = await sync_to_the_end(page, served, names[0], "06-sync-progress-100", watch=True)
+    clear_faults(consent_sandbox)
     await expect(page.locator(".pages")).not_to_have_text("0")
     await page.goto(f"{served.base_url}/console/connections")
     first = page.locator("article.connection", has=page.get_by_role("heading", name=names[0]))
