@@ -3,6 +3,7 @@ the API's codes. Unknown codes fall back to the run's own sentence."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import NamedTuple
 
 
@@ -62,11 +63,17 @@ PLAIN_ERRORS: dict[str, PlainError] = {
 }
 
 
-def plain_error(code: str | None, detail: str | None) -> PlainError | None:
-    """The run's error for a person; None when the run has none."""
+def plain_error(
+    code: str | None, detail: str | None, *, resumes_at: datetime | None = None
+) -> PlainError | None:
+    """The run's error for a person; None when the run has none. `resumes_at`: when a run
+    stopped by Xero's daily limit carries on."""
     if code is None:
         return None
     known = PLAIN_ERRORS.get(code)
+    if known is not None and code == "rate_limited_daily" and resumes_at is not None:
+        when = resumes_at.strftime("%H:%M UTC on %d %b")
+        return known._replace(todo=f"Nothing to do: the sync carries on by itself at {when}.")
     if known is not None:
         return known
     return PlainError(detail or "The sync stopped with an error.", "Press Sync now to try again.")

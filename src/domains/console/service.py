@@ -231,7 +231,9 @@ class ConsoleViews:
                     last_run=last_run,
                     last_error=None
                     if last_run is None or last_run.status == RunStatus.SUCCESS
-                    else plain_error(last_run.error, last_run.error_detail),
+                    else plain_error(
+                        last_run.error, last_run.error_detail, resumes_at=last_run.paused_until
+                    ),
                 )
             )
         return views
@@ -276,7 +278,7 @@ class ConsoleViews:
             tenant_name=names.get(run.connection_id, "a disconnected organisation"),
             percent=percent,
             finished=finished,
-            error=plain_error(run.error, run.error_detail),
+            error=plain_error(run.error, run.error_detail, resumes_at=run.paused_until),
         )
 
     async def status_counts(self, access: OrgAccess) -> list[StatusCount]:
