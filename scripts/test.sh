@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
+source scripts/chromium.sh  # the console's browser tests (Playwright drives Debian's Chromium)
 PG_URL="${TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/test}"
 
 echo "== ruff check";  uv run ruff check .

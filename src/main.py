@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from src.core.crypto import TokenCipher
 from src.core.deps import refuse_control_characters
@@ -17,6 +18,9 @@ from src.core.logging import configure_logging
 from src.core.openapi import install_openapi
 from src.core.request_id import RequestIdMiddleware
 from src.core.settings import Settings, get_settings
+from src.domains.console.routes import PACKAGE as CONSOLE_PACKAGE
+from src.domains.console.routes import STATIC_PATH as CONSOLE_STATIC_PATH
+from src.domains.console.routes import router as console_router
 from src.domains.external_accounting.base.factory import RESOURCES, service_resources
 from src.domains.external_accounting.routes import PREFIXES as external_accounting_prefixes
 from src.domains.external_accounting.routes import router as external_accounting_router
@@ -98,4 +102,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(metrics_router)
     for prefix in external_accounting_prefixes:
         app.include_router(external_accounting_router, prefix=prefix)
+    # The console (/console): pages for people, on the same services; its assets are packaged.
+    app.mount(
+        CONSOLE_STATIC_PATH,
+        StaticFiles(directory=CONSOLE_PACKAGE / "static"),
+        name="console-static",
+    )
+    app.include_router(console_router)
     return app

@@ -1,6 +1,7 @@
 """Imports every domain's models so Alembic sees the whole schema."""
 
 from src.core.database import Base
+from src.domains.console import models as console_models
 from src.domains.external_accounting.connections import models as connections_models
 from src.domains.external_accounting.ledger import models as ledger_models
 from src.domains.external_accounting.outbound import models as outbound_models
@@ -12,6 +13,7 @@ metadata = Base.metadata
 
 __all__ = [
     "connections_models",
+    "console_models",
     "ledger_models",
     "metadata",
     "outbound_models",

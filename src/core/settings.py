@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     xero_connect_failure_url: str | None = None
     # How long a connect link (POST /connect-sessions) may wait to be opened.
     connect_session_ttl_seconds: int = Field(default=86_400, gt=0)
+    # A console sign-in (/console) lasts this long; signing out, or the API key's revocation or
+    # expiry, ends it sooner.
+    console_session_ttl_seconds: int = Field(default=8 * 3600, gt=0)
     # Expired states and connect sessions are kept this long (a late callback then hears
     # "expired", not "unknown"), then purged.
     oauth_state_retention_seconds: int = Field(default=3600, ge=0)
@@ -89,6 +92,9 @@ class Settings(BaseSettings):
     # Calls of each tenant's daily Xero budget left to the customer's other apps: a sync pauses
     # (rate_limited_daily) rather than spend them.
     xero_daily_reserve: int = Field(default=500, ge=0)
+    # Xero's documented calls per tenant per day: what the console charts each day's calls
+    # against (the limiter reads the live budget from Xero's X-DayLimit-Remaining instead).
+    xero_day_limit: int = Field(default=5000, ge=1)
     xero_reserve_pause_seconds: int = Field(default=3600, ge=1)
     # Xero's per-tenant limits as the call limiter paces them (Xero's documented values; the
     # sandbox's time scale shortens the minute). REDIS_URL shares the count between processes.

@@ -41,8 +41,13 @@ def _needs_api_key(dependant: Dependant) -> bool:
 
 
 def _api_routes(app: FastAPI) -> list[RouteContext]:
-    """Every API route as served (FastAPI keeps included routers nested in `app.routes`)."""
-    return [r for r in iter_route_contexts(app.routes) if isinstance(r.original_route, APIRoute)]
+    """Every API route as served (FastAPI keeps included routers nested in `app.routes`); the
+    console's pages (HTML for people, `include_in_schema=False`) are not the API."""
+    return [
+        r
+        for r in iter_route_contexts(app.routes)
+        if isinstance(r.original_route, APIRoute) and r.original_route.include_in_schema
+    ]
 
 
 # A load balancer's probe answers its own status body, also when it is a 503; Xero's webhook

@@ -86,6 +86,9 @@ class OrganizationRepository:
         result = await self.session.execute(select(ApiKey).where(ApiKey.prefix == prefix))
         return result.scalar_one_or_none()
 
+    async def get_api_key_by_id(self, api_key_id: uuid.UUID) -> ApiKey | None:
+        return await self.session.get(ApiKey, api_key_id, populate_existing=True)
+
     async def list_organizations(self) -> list[OrganizationListing]:
         members = (
             select(func.count(Membership.id))

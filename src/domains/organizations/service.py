@@ -68,6 +68,8 @@ class ApiCaller:
 
     user: User
     organization_id: uuid.UUID
+    # The key itself (a console sign-in remembers it, to end with it).
+    api_key_id: uuid.UUID | None = None
 
 
 class OrganizationService:
@@ -170,6 +172,18 @@ class OrganizationService:
         api_key = await self.repository.get_api_key(parts[1])
         if api_key is None or not hmac.compare_digest(api_key.key_hash, hash_api_key(key)):
             raise InvalidApiKey("The API key is not valid.")
+        return await self._caller_of(api_key)
+
+    async def caller_of_key(self, api_key_id: uuid.UUID) -> ApiCaller:
+        """Who the key of that id speaks for, checked as `authenticate` checks a key (a console
+        sign-in holds the key's id, never the key); InvalidApiKey once it is revoked, expired or
+        gone."""
+        api_key = await self.repository.get_api_key_by_id(api_key_id)
+        if api_key is None:
+            raise InvalidApiKey("The API key no longer exists.")
+        return await self._caller_of(api_key)
+
+    async def _caller_of(self, api_key: ApiKey) -> ApiCaller:
         if api_key.revoked_at is not None:
             raise InvalidApiKey("The API key has been revoked.")
         if api_key.expires_at is not None and api_key.expires_at <= utcnow():
@@ -180,7 +194,7 @@ class OrganizationService:
         user = await self.repository.get_user(api_key.user_id)
         if user is None:
             raise UserNotFound("The API key's user no longer exists.")
-        return ApiCaller(user=user, organization_id=api_key.organization_id)
+        return ApiCaller(user=user, organization_id=api_key.organization_id, api_key_id=api_key.id)
 
     async def require_role(
         self, caller: ApiCaller, organization_id: uuid.UUID, role: Role

@@ -40,7 +40,10 @@ def connected_page(outcome: ConnectOutcome) -> HTMLResponse:
             for r in outcome.refused
         )
         body += f"<p>Not connected:</p><ul>{refused}</ul>"
-    body += "<p>You can close this window.</p>"
+    body += (
+        "<p>You can close this window, or go back to "
+        '<a href="/console/connections">the ledgersync console</a>.</p>'
+    )
     return _page("Xero connected", body, 200)
 
 
