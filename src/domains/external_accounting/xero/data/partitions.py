@@ -22,6 +22,8 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 WINDOW, OUTSTANDING = 0, 1
+OVERSPLIT = 2
+MAX_CHILDREN = 16
 # A checkpoint's `phase` while partitions run (the old single checkpoint's phase 0 or 1), and
 # once they are all done (the cursor phase, 2).
 CURSOR_PHASE = 2
@@ -121,11 +123,12 @@ class PartitionPlan:
     # -- the live side: what to fetch next, and when to split -------------------------------
 
     def next(self) -> Partition | None:
-        """The pending partition with the most left (unknown first: its first page tells)."""
+        """The pending partition with the most left (unknown first: its first page tells; of
+        equals the newest dates first, where most books hold the most)."""
         if not self.pending:
             return None
         best = max(
-            self.pending,
+            reversed(self.pending),
             key=lambda p: math.inf if p.remaining is None else p.remaining,
         )
         self.pending.remove(best)
@@ -151,7 +154,10 @@ class PartitionPlan:
         share = max(1, math.ceil(total / self.concurrency))
         if left <= share:
             return []
-        cuts = self._cuts(partition, min(math.ceil(left / share), self.concurrency))
+        # Twice the pieces its share asks for: its dates are cut evenly, and books are rarely
+        # even (a denser piece splits again after its own first page, one call later).
+        parts = min(math.ceil(OVERSPLIT * left / share), MAX_CHILDREN)
+        cuts = self._cuts(partition, parts)
         if not cuts:
             return []
         starts: list[date | None] = [partition.date_from, *(c + timedelta(days=1) for c in cuts)]
