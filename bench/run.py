@@ -1,7 +1,10 @@
-"""The sync benchmark of issue 5: API calls, wall time under Xero's limits, unthrottled throughput
-into PostgreSQL and SQLite, and peak memory, each against its baseline.
+"""The sync benchmark of issues 5 and 14: API calls, wall time under Xero's limits, unthrottled
+throughput into PostgreSQL and SQLite, peak memory, and the full sync's wall time under Xero's
+limits when each call takes as long as real Xero's, each against its baseline.
 
     uv run python bench/run.py [--invoices 100000] [--json PATH] [--quick] [--sizes 10000,100000]
+        [--only unthrottled,limited,memory,latency] [--latency-ms 1000]
+        [--latency-sizes 20000,100000]
 
 The sandbox and the sync run in separate processes (the sync through `bench/sync_worker.py`), so
 their CPU and memory are measured apart. Every number is measured in the run that prints it."""
@@ -9,6 +12,7 @@ their CPU and memory are measured apart. Every number is measured in the run tha
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import math
 import os
@@ -124,11 +128,101 @@ def _item_count(sandbox: SandboxProcess, tenant: str, **params: str) -> int:
     return count
 
 
-def _sandbox(invoices: int, *, limits: bool, time_scale: float = 1.0) -> SandboxProcess:
+PARTS = ("unthrottled", "limited", "memory", "latency")
+
+
+def _sandbox(
+    invoices: int, *, limits: bool, time_scale: float = 1.0, latency_ms: float = 0.0
+) -> SandboxProcess:
     config = SandboxConfig(
-        tenants=1, invoices=invoices, accounts=1000, limits_enabled=limits, time_scale=time_scale
+        tenants=1,
+        invoices=invoices,
+        accounts=1000,
+        limits_enabled=limits,
+        time_scale=time_scale,
+        latency_ms=latency_ms,
     )
     return SandboxProcess(config)
+
+
+def _floor_calls(sandbox: SandboxProcess, tenant: str) -> int:
+    """The least invoice calls of a full sync: per phase its pages, at least the one call that
+    finds it empty (phase 1 = dated in the window, phase 2 = AUTHORISED and dated before it)."""
+    cutoff = months_ago(datetime.now(UTC).date(), MONTHS_BACK)
+    date_filter = f"Date>=DateTime({cutoff.year},{cutoff.month:02d},{cutoff.day:02d})"
+    window = _item_count(sandbox, tenant, where=date_filter)
+    older = f"Date<DateTime({cutoff.year},{cutoff.month:02d},{cutoff.day:02d})"
+    outstanding = _item_count(sandbox, tenant, Statuses="AUTHORISED", where=older)
+    return math.ceil(window / 1000) + max(1, math.ceil(outstanding / 1000))
+
+
+def latency_floor_s(
+    calls: int,
+    latency_s: float,
+    *,
+    concurrent: int = 5,
+    per_minute: int = 60,
+    minute_s: float = 60.0,
+) -> float:
+    """The least wall time Xero's limits allow for `calls` calls that each take `latency_s`, by
+    simulation: each call starts as early as it may, with fewer than `concurrent` in flight and
+    fewer than `per_minute` started in the minute before it."""
+    starts: list[float] = []
+    in_flight: list[float] = []  # end times, a heap
+    now, last_end = 0.0, 0.0
+    for index in range(calls):
+        if index >= per_minute:
+            now = max(now, starts[index - per_minute] + minute_s)
+        while in_flight and in_flight[0] <= now:
+            heapq.heappop(in_flight)
+        if len(in_flight) >= concurrent:
+            now = max(now, heapq.heappop(in_flight))
+        starts.append(now)
+        heapq.heappush(in_flight, now + latency_s)
+        last_end = max(last_end, now + latency_s)
+    return last_end
+
+
+def _size_key(base: str, size: int) -> str:
+    """`latency_wall_s` at 100,000 invoices, `latency_wall_s_20k` at 20,000."""
+    return base if size == 100_000 else f"{base}_{size // 1000}k"
+
+
+def run_latency(report: Report, sizes: list[int], latency_ms: float) -> None:
+    """The full sync of issue 14: Xero's limits on at Xero's real minute (5 in flight, 60 a
+    minute), every call taking `latency_ms` more, into PostgreSQL; against the least time the
+    limits allow for the floor number of calls at that latency."""
+    report.values["latency_ms"] = latency_ms
+    for size in sizes:
+        sandbox = _sandbox(size, limits=True, latency_ms=latency_ms)
+        try:
+            tenant = _tenant(sandbox)
+            floor_calls = _floor_calls(sandbox, tenant)
+            _reset_postgres()
+            httpx.put(
+                f"{sandbox.base_url}/_sandbox/limits", json={"reset_counters": True}
+            ).raise_for_status()
+            httpx.post(f"{sandbox.base_url}/_sandbox/stats/reset").raise_for_status()
+            result = _worker(POSTGRES, sandbox, tenant, "full")
+            stats = httpx.get(f"{sandbox.base_url}/_sandbox/stats").json()
+            floor_s = latency_floor_s(floor_calls, latency_ms / 1000)
+            report.add(
+                f"latency {latency_ms:g} ms, {size:,} invoices: full sync wall time",
+                result["wall_s"],
+                floor_s,
+                "s",
+                _size_key("latency_wall_s", size),
+            )
+            report.values[_size_key("latency_floor_s", size)] = floor_s
+            report.values[_size_key("latency_api_calls", size)] = result["api_calls"]
+            report.values[_size_key("latency_api_calls_floor", size)] = floor_calls
+            report.values[_size_key("latency_429s", size)] = stats["by_status"].get("429", 0)
+            report.add("  invoice API calls", result["api_calls"], floor_calls, "calls")
+            report.add("  of which paced by the call limiter", result["paced_s"], None, "s")
+            report.add("  429 responses met", stats["by_status"].get("429", 0), None, "")
+            report.add("  unique invoices stored", result["count"], size, "")
+        finally:
+            sandbox.stop()
 
 
 def _cpu(process: psutil.Process) -> float:
@@ -143,78 +237,111 @@ def limited_floor_s(calls: int, minute_limit: int, time_scale: float) -> float:
     return max(0, windows - 1) * 60.0 / time_scale
 
 
-def run(invoices: int, sizes: list[int], time_scale: float) -> Report:
+def run(
+    invoices: int,
+    sizes: list[int],
+    time_scale: float,
+    *,
+    parts: frozenset[str] = frozenset(PARTS),
+    latency_ms: float = 1000.0,
+    latency_sizes: tuple[int, ...] = (20_000, 100_000),
+) -> Report:
     report = Report()
     report.values["invoices"] = invoices
+    report.values["parts"] = sorted(parts)
+    if "unthrottled" in parts or "limited" in parts:
+        _run_issue_5(report, invoices, time_scale, parts)
+    if "memory" in parts:
+        _run_memory(report, sizes)
+    if "latency" in parts:
+        run_latency(report, list(latency_sizes), latency_ms)
+    return report
+
+
+def _run_issue_5(report: Report, invoices: int, time_scale: float, parts: frozenset[str]) -> None:
     cutoff = months_ago(datetime.now(UTC).date(), MONTHS_BACK)
 
-    # 1 + 3: unthrottled, PostgreSQL then SQLite, on the same data.
-    sandbox = _sandbox(invoices, limits=False)
-    try:
-        tenant = _tenant(sandbox)
-        date_filter = f"Date>=DateTime({cutoff.year},{cutoff.month:02d},{cutoff.day:02d})"
-        window = _item_count(sandbox, tenant, where=date_filter)
-        older = f"Date<DateTime({cutoff.year},{cutoff.month:02d},{cutoff.day:02d})"
-        outstanding = _item_count(sandbox, tenant, Statuses="AUTHORISED", where=older)
-        # Per phase: its pages, and at least the one call that finds a phase empty.
-        floor = math.ceil(window / 1000) + max(1, math.ceil(outstanding / 1000))
-        _reset_postgres()
-        sandbox_process = psutil.Process(sandbox.process.pid)
-        cpu_before = _cpu(sandbox_process)
-        postgres = _worker(POSTGRES, sandbox, tenant, "full")
-        sandbox_cpu = _cpu(sandbox_process) - cpu_before
-        report.add(
-            "full sync: invoice API calls", postgres["api_calls"], floor, "calls", "api_calls_full"
-        )
-        report.values["api_calls_floor"] = floor
-        in_scope = _item_count(sandbox, tenant, where=f'{date_filter} OR Status=="AUTHORISED"')
-        report.add("full sync: unique invoices stored", postgres["count"], in_scope, "")
-        changed = max(1, invoices // 100)
-        httpx.post(
-            f"{sandbox.base_url}/_sandbox/tenants/{tenant}/invoices/touch", json={"count": changed}
-        ).raise_for_status()
-        incremental = _worker(POSTGRES, sandbox, tenant, "incremental")
-        report.add(
-            "incremental after 1% changed: calls",
-            incremental["api_calls"],
-            math.ceil(changed / 1000),
-            "calls",
-            "api_calls_incremental",
-        )
-        rate = postgres["count"] / postgres["wall_s"]
-        report.add(
-            "unthrottled into PostgreSQL",
-            rate,
-            5000,
-            "inv/s",
-            "unthrottled_invoices_per_s_postgres",
-        )
-        sync_cpu = postgres["cpu_s"]
-        report.add("  CPU: sync process (incl. start-up)", sync_cpu, None, "s", "cpu_sync_s")
-        report.add("  CPU: sandbox process", sandbox_cpu, None, "s", "cpu_sandbox_s")
-        sqlite_path = ROOT / "var" / "bench.db"
-        for leftover in sqlite_path.parent.glob("bench.db*"):
-            leftover.unlink()
-        sqlite = _worker(f"sqlite+aiosqlite:///{sqlite_path}", sandbox, tenant, "full")
-        report.add(
-            "unthrottled into SQLite",
-            sqlite["count"] / sqlite["wall_s"],
-            5000,
-            "inv/s",
-            "unthrottled_invoices_per_s_sqlite",
-        )
-        tap = tap_xero_baseline.run(sandbox, tenant)
-        tap_rate = tap.invoices / tap.wall_s
-        report.add("tap-xero unthrottled (to /dev/null)", tap_rate, None, "inv/s")
-        report.values["tap_xero_unthrottled_invoices_per_s"] = tap_rate
-        report.add("  ours into PostgreSQL vs tap-xero", rate, tap_rate, "inv/s")
-        report.values["unthrottled_ratio_vs_tap_xero"] = rate / tap_rate
-        report.add("  tap-xero: invoices extracted", tap.invoices, in_scope, "")
-        report.add("  tap-xero: invoice API calls", tap.api_calls, floor, "calls")
-        report.add("  CPU: tap-xero process", tap.cpu_s, None, "s", "cpu_tap_xero_s")
-    finally:
-        sandbox.stop()
+    if "unthrottled" in parts:
+        # 1 + 3: unthrottled, PostgreSQL then SQLite, on the same data.
+        sandbox = _sandbox(invoices, limits=False)
+        try:
+            tenant = _tenant(sandbox)
+            date_filter = f"Date>=DateTime({cutoff.year},{cutoff.month:02d},{cutoff.day:02d})"
+            window = _item_count(sandbox, tenant, where=date_filter)
+            older = f"Date<DateTime({cutoff.year},{cutoff.month:02d},{cutoff.day:02d})"
+            outstanding = _item_count(sandbox, tenant, Statuses="AUTHORISED", where=older)
+            # Per phase: its pages, and at least the one call that finds a phase empty.
+            floor = math.ceil(window / 1000) + max(1, math.ceil(outstanding / 1000))
+            _reset_postgres()
+            sandbox_process = psutil.Process(sandbox.process.pid)
+            cpu_before = _cpu(sandbox_process)
+            postgres = _worker(POSTGRES, sandbox, tenant, "full")
+            sandbox_cpu = _cpu(sandbox_process) - cpu_before
+            report.add(
+                "full sync: invoice API calls",
+                postgres["api_calls"],
+                floor,
+                "calls",
+                "api_calls_full",
+            )
+            report.values["api_calls_floor"] = floor
+            in_scope = _item_count(sandbox, tenant, where=f'{date_filter} OR Status=="AUTHORISED"')
+            report.add("full sync: unique invoices stored", postgres["count"], in_scope, "")
+            changed = max(1, invoices // 100)
+            httpx.post(
+                f"{sandbox.base_url}/_sandbox/tenants/{tenant}/invoices/touch",
+                json={"count": changed},
+            ).raise_for_status()
+            incremental = _worker(POSTGRES, sandbox, tenant, "incremental")
+            report.add(
+                "incremental after 1% changed: calls",
+                incremental["api_calls"],
+                math.ceil(changed / 1000),
+                "calls",
+                "api_calls_incremental",
+            )
+            rate = postgres["count"] / postgres["wall_s"]
+            report.add(
+                "unthrottled into PostgreSQL",
+                rate,
+                5000,
+                "inv/s",
+                "unthrottled_invoices_per_s_postgres",
+            )
+            sync_cpu = postgres["cpu_s"]
+            report.add("  CPU: sync process (incl. start-up)", sync_cpu, None, "s", "cpu_sync_s")
+            report.add("  CPU: sandbox process", sandbox_cpu, None, "s", "cpu_sandbox_s")
+            sqlite_path = ROOT / "var" / "bench.db"
+            for leftover in sqlite_path.parent.glob("bench.db*"):
+                leftover.unlink()
+            sqlite = _worker(f"sqlite+aiosqlite:///{sqlite_path}", sandbox, tenant, "full")
+            report.add(
+                "unthrottled into SQLite",
+                sqlite["count"] / sqlite["wall_s"],
+                5000,
+                "inv/s",
+                "unthrottled_invoices_per_s_sqlite",
+            )
+            tap = tap_xero_baseline.run(sandbox, tenant)
+            tap_rate = tap.invoices / tap.wall_s
+            report.add("tap-xero unthrottled (to /dev/null)", tap_rate, None, "inv/s")
+            report.values["tap_xero_unthrottled_invoices_per_s"] = tap_rate
+            report.add("  ours into PostgreSQL vs tap-xero", rate, tap_rate, "inv/s")
+            report.values["unthrottled_ratio_vs_tap_xero"] = rate / tap_rate
+            report.add("  tap-xero: invoices extracted", tap.invoices, in_scope, "")
+            report.add("  tap-xero: invoice API calls", tap.api_calls, floor, "calls")
+            report.add("  CPU: tap-xero process", tap.cpu_s, None, "s", "cpu_tap_xero_s")
+        finally:
+            sandbox.stop()
 
+    if "limited" not in parts:
+        return
+    if "api_calls_floor" not in report.values:
+        sandbox = _sandbox(invoices, limits=False)
+        try:
+            report.values["api_calls_floor"] = _floor_calls(sandbox, _tenant(sandbox))
+        finally:
+            sandbox.stop()
     # 2: Xero's limits on, a Xero minute compressed by `time_scale`.
     sandbox = _sandbox(invoices, limits=True, time_scale=time_scale)
     try:
@@ -251,6 +378,8 @@ def run(invoices: int, sizes: list[int], time_scale: float) -> Report:
     finally:
         sandbox.stop()
 
+
+def _run_memory(report: Report, sizes: list[int]) -> None:
     # 4: peak memory of the sync process by organisation size.
     peaks: dict[str, float] = {}
     for size in sizes:
@@ -266,7 +395,6 @@ def run(invoices: int, sizes: list[int], time_scale: float) -> Report:
             sandbox.stop()
     report.values["peak_rss_mb"] = max(peaks.values()) if peaks else None
     report.values["peak_rss_mb_by_size"] = peaks
-    return report
 
 
 def main() -> None:
@@ -287,11 +415,38 @@ def main() -> None:
         default=1.0,
         help="Xero seconds per real second in the limits part (1 = Xero's real minute)",
     )
+    parser.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"the parts to run, comma-separated, of {','.join(PARTS)} (default all)",
+    )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=1000.0,
+        help="the latency part: ms every accounting call takes (real Xero: ~1 s per page)",
+    )
+    parser.add_argument(
+        "--latency-sizes",
+        default="20000,100000",
+        help="the latency part: organisation sizes (Xero's real minute: 100k takes ~2 min)",
+    )
     args = parser.parse_args()
+    parts = {p.strip() for p in args.only.split(",") if p.strip()}
+    if unknown := parts - set(PARTS):
+        parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
     invoices = 5_000 if args.quick else args.invoices
     sizes = [2_000, 5_000] if args.quick else [int(s) for s in args.sizes.split(",") if s]
+    latency_sizes = tuple(int(s) for s in args.latency_sizes.split(",") if s)
     started = time.perf_counter()
-    report = run(invoices, sizes, args.time_scale)
+    report = run(
+        invoices,
+        sizes,
+        args.time_scale,
+        parts=frozenset(parts),
+        latency_ms=args.latency_ms,
+        latency_sizes=(5_000,) if args.quick else latency_sizes,
+    )
     report.print()
     print(f"\n{invoices:,} invoices, benchmark took {time.perf_counter() - started:.0f} s")
     if args.json:

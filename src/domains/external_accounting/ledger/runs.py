@@ -78,6 +78,9 @@ class RunProgress:
     checkpoint_base: dict[str, Any] | None = None
     phase: int = 0
     phase_since: datetime | None = None
+    # A full sync paging partitions side by side: each one's range and keyset position, as the
+    # pages stored so far left them (None for a single keyset).
+    partitions: list[dict[str, Any]] | None = None
     count: int = 0
     created: int = 0
     updated: int = 0
@@ -113,6 +116,7 @@ class RunProgress:
             "phase": self.phase,
             "since": self.phase_since.isoformat() if self.phase_since else None,
             "newest": self.newest.isoformat() if self.newest else None,
+            **({"partitions": self.partitions} if self.partitions is not None else {}),
         }
 
     def note_updated_at(self, moment: datetime | None) -> None:

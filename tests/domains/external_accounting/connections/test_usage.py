@@ -35,7 +35,10 @@ async def test_usage_matches_the_sandboxs_calls_and_the_bytes_received(
 
     async def count_bytes(response: httpx.Response) -> None:
         if "/api.xro/2.0/" in str(response.request.url):
-            received[response.request.headers["xero-tenant-id"]] += len(await response.aread())
+            # Read first: `received[t] += await ...` reads received[t] before the await, and a
+            # full sync's calls run side by side, so one response's bytes would overwrite another's.
+            size = len(await response.aread())
+            received[response.request.headers["xero-tenant-id"]] += size
 
     app.state.http_client.event_hooks["response"].append(count_bytes)
     reset_sandbox_stats(fresh_sandbox)

@@ -137,7 +137,8 @@ async def test_a_run_taken_for_dead_stops_writing_and_stays_abandoned(
     page finally arrives it is fenced off (nothing written, `abandoned` not overwritten)."""
     org_id, key, connections = await connected_org(client, session_factory)
     connection = connections[0]
-    inject_faults(fresh_sandbox, path_contains="/Invoices", next_slow=1, slow_seconds=1.5)
+    # Both phases' first pages are slow (a full sync pages them side by side).
+    inject_faults(fresh_sandbox, path_contains="/Invoices", next_slow=2, slow_seconds=1.5)
     first = _post_sync(client, key, org_id, connection_id=str(connection.id))
 
     async def started() -> bool:
@@ -166,7 +167,8 @@ async def test_a_run_waiting_on_a_slow_page_keeps_beating(
 ) -> None:
     monkeypatch.setattr(sync_runs, "HEARTBEAT_EVERY_S", 0.1)
     org_id, key, connections = await connected_org(client, session_factory)
-    inject_faults(fresh_sandbox, path_contains="/Invoices", next_slow=1, slow_seconds=1.5)
+    # Both phases' first pages are slow (a full sync pages them side by side).
+    inject_faults(fresh_sandbox, path_contains="/Invoices", next_slow=2, slow_seconds=1.5)
     running = _post_sync(client, key, org_id, connection_id=str(connections[0].id))
 
     async def beat_while_waiting() -> bool:

@@ -441,9 +441,10 @@ async def test_a_temporary_outage_is_retried_and_the_run_succeeds(
     org_id, key, connection = await connected_to_new_tenant(
         client, fresh_sandbox, session_factory, "Flaky Ltd", INVOICES
     )
-    # After the first page, two 503s: the client's two attempts fail, the run fails on
-    # provider_unavailable and is queued again; the retry resumes from the checkpoint.
-    inject_faults(fresh_sandbox, path_contains="/Invoices", skip_first=1, next_errors=[503, 503])
+    # After each phase's first page, eight 503s: the window splits after its first page into
+    # four children (twice the two pages left), each fails the client's two attempts, the run
+    # fails on provider_unavailable and is queued again; the retry resumes from the checkpoint.
+    inject_faults(fresh_sandbox, path_contains="/Invoices", skip_first=2, next_errors=[503] * 8)
     async with background_service(fast_jobs(settings)) as (_, service):
         run_id = await queued_run_id(
             await post_background(service, key, org_id, connection, **FULL)
@@ -473,8 +474,9 @@ async def test_a_long_outage_ends_failed_with_its_reason_after_the_bounded_retri
     assert run["error"] == "provider_unavailable"
     assert "unavailable" in run["error_detail"]
     assert run["attempts"] == 2
-    # One first try and two retries, each of the client's two attempts.
-    assert invoice_calls(fresh_sandbox) == 3 * 2
+    # One first try and two retries, each of the client's two attempts in each of the full
+    # sync's two phases (paged side by side).
+    assert invoice_calls(fresh_sandbox) == 3 * 2 * 2
 
 
 @postgres_only

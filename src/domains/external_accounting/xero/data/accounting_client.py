@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
@@ -244,7 +244,7 @@ class XeroAccountingClient:
         date_to: date | None = None,
         modified_since: datetime | None = None,
         page_size: int = MAX_PAGE_SIZE,
-    ) -> AsyncIterator[XeroInvoicePage]:
+    ) -> AsyncGenerator[XeroInvoicePage, None]:
         """Every matching invoice, oldest change first, as pages of *new* invoices.
 
         Paging is a keyset, never page numbers: an invoice edited while we page moves to the end
@@ -280,7 +280,12 @@ class XeroAccountingClient:
             )
             next_since = newest - timedelta(seconds=1) if newest is not None else None
             if fresh:
-                yield _page_of(result, fresh, resume_from=next_since)
+                remaining = (
+                    max(0, result.item_count - len(result.invoices))
+                    if result.item_count is not None
+                    else None
+                )
+                yield _page_of(result, fresh, resume_from=next_since, remaining=remaining)
             if last or newest is None or next_since is None:
                 return
             if since is None or next_since > since:
@@ -485,7 +490,11 @@ def _is_last(page: XeroInvoicePage, page_size: int) -> bool:
 
 
 def _page_of(
-    page: XeroInvoicePage, fresh: list[tuple[Any, JsonText]], *, resume_from: datetime | None
+    page: XeroInvoicePage,
+    fresh: list[tuple[Any, JsonText]],
+    *,
+    resume_from: datetime | None,
+    remaining: int | None = None,
 ) -> XeroInvoicePage:
     return XeroInvoicePage(
         invoices=[i for i, _ in fresh],
@@ -494,6 +503,7 @@ def _page_of(
         page_count=page.page_count,
         item_count=page.item_count,
         resume_from=resume_from,
+        remaining=remaining,
     )
 
 

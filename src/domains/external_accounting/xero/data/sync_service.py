@@ -29,7 +29,10 @@ from src.domains.external_accounting.ledger.models import (
 from src.domains.external_accounting.ledger.repository import LedgerRepository
 from src.domains.external_accounting.ledger.rows import AccountRow
 from src.domains.external_accounting.ledger.runs import RunProgress, SyncRuns, new_run
-from src.domains.external_accounting.xero.data.accounting_client import XeroAccountingClient
+from src.domains.external_accounting.xero.data.accounting_client import (
+    MAX_PAGE_SIZE,
+    XeroAccountingClient,
+)
 from src.domains.external_accounting.xero.data.changed_invoices import (
     ALL_TYPES_SCOPE,
     ChangedInvoices,
@@ -44,7 +47,11 @@ class XeroSyncService:
     """Syncs one Xero connection's invoices and chart of accounts into our tables."""
 
     def __init__(
-        self, session_factory: async_sessionmaker[AsyncSession], client: XeroAccountingClient
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        client: XeroAccountingClient,
+        *,
+        page_size: int = MAX_PAGE_SIZE,
     ) -> None:
         self.session_factory = session_factory
         self.client = client
@@ -54,7 +61,7 @@ class XeroSyncService:
             lambda: client.limit_wait_s,
             usage=client.usage,
         )
-        self.invoices = InvoicePhases(session_factory, client, self.runs)
+        self.invoices = InvoicePhases(session_factory, client, self.runs, page_size=page_size)
         self.changed = ChangedInvoices(session_factory, client, self.invoices)
         self.sweep = InvoiceSweep(session_factory, client, self.invoices)
 

@@ -205,6 +205,9 @@ class XeroInvoicePage:
     # Where paging can restart (an If-Modified-Since) without missing anything once this page
     # and those before it are stored: a checkpoint's position, and an incremental cursor.
     resume_from: datetime | None = None
+    # Invoices of the same keyset left after this page (Xero's `pagination.itemCount` less the
+    # page); None where unknown (a busy second's pages, paged by InvoiceID).
+    remaining: int | None = None
 
 
 _invoice_decoder = msgspec.json.Decoder(XeroInvoice)
