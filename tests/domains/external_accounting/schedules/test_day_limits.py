@@ -13,12 +13,13 @@ from datetime import datetime, timedelta
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.database import utcnow
 from src.core.settings import Settings
 from src.domains.external_accounting.connections.models import Connection
+from src.domains.external_accounting.schedules.models import ConnectionSchedule
 from src.domains.external_accounting.schedules.service import ScheduleService
 from src.domains.external_accounting.xero.data.accounting_client import RateBudget, TenantThrottle
 from src.xero_sandbox.server import RunningSandbox
@@ -106,15 +107,26 @@ async def test_two_workers_storing_readings_in_opposite_orders_do_not_deadlock(
             )
         await session.commit()
 
-    async def store(order: list[str], remaining: int) -> int:
-        readings = {t: _Reading(remaining, utcnow()) for t in order}
+    async def store(order: list[str], remaining: int, observed_at: datetime) -> int:
+        readings = {t: _Reading(remaining, observed_at) for t in order}
         async with session_factory() as session:
             stored = await ScheduleService(session, settings).record_day_limits("xero", readings)
             await session.commit()
             return stored
 
     for attempt in range(3):
+        older = utcnow()
+        newer = older + timedelta(seconds=1)
+        # Either may take the first row's lock first; neither may deadlock. The newer readings
+        # are stored whichever commits first; the older ones only if they commit first (a
+        # reading older than the stored one is ignored), so either all or none of them.
         results = await asyncio.gather(
-            store(tenants, 4000 - attempt), store(tenants[::-1], 3000 - attempt)
+            store(tenants, 4000 - attempt, older), store(tenants[::-1], 3000 - attempt, newer)
         )
-        assert all(r > 0 for r in results), results
+        assert results[1] == len(tenants), results
+        assert results[0] in (0, len(tenants)), results
+        async with session_factory() as session:
+            stored = (
+                await session.execute(select(ConnectionSchedule.day_limit_remaining))
+            ).scalars()
+            assert set(stored) == {3000 - attempt}
