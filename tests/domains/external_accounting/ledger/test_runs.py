@@ -68,9 +68,11 @@ async def test_a_purge_while_a_sync_runs_leaves_nothing_behind(
     org_id, key, connection = await connected_to_new_tenant(
         client, fresh_sandbox, session_factory, "Purged Ltd", 2500
     )
-    # The first page comes at once, the second takes a while: the purge lands in between.
+    # The first page comes at once, every later one takes a while: the purge lands in between
+    # (every later call, not just the next: a full sync's partitions fetch side by side, and
+    # one slow page could come after the others had been stored and the run had ended).
     inject_faults(
-        fresh_sandbox, path_contains="/Invoices", skip_first=1, next_slow=1, slow_seconds=1.5
+        fresh_sandbox, path_contains="/Invoices", skip_first=1, next_slow=20, slow_seconds=1.5
     )
     running = _post_sync(client, key, org_id, connection_id=str(connection.id), months_back="120")
 
