@@ -54,7 +54,7 @@ sqlite_only = pytest.mark.skipif(ON_POSTGRES, reason="the in-memory queue of SQL
 LEDGERSYNC = Path(sys.executable).with_name("ledgersync")
 REPOSITORY = Path(__file__).resolve().parents[4]
 
-INVOICES = 2500  # three pages of 1,000
+INVOICES = 2500  # three pages of 1,000 when paged as one keyset
 # Every accounting call takes this long, so a sync of three pages can be caught in the middle.
 SLOW_CALLS: dict[str, Any] = {"path_contains": "/Invoices", "slow_rate": 1.0, "slow_seconds": 0.5}
 FULL = {"incremental": "false", "months_back": "120"}
@@ -395,10 +395,12 @@ async def test_cancelling_a_running_run_stops_it_at_a_page_boundary_keeping_its_
     assert again.status_code == 409
     assert again.json()["error"] == "sync_run_finished"
     assert run["status"] == "cancelled"
-    assert 1 <= run["pages"] < 3  # stopped before the last page
+    assert run["pages"] >= 1
     stored = await stored_invoices(session_factory, connection)
-    # What it stored stays; nothing was stored after the cancel (about 1,000 a page).
-    assert 900 * run["pages"] <= stored <= 1000 * run["pages"]
+    # What it stored stays, and nothing was stored after the cancel: the pages it counted are
+    # what is in the table, short of the whole. (A full sync pages date-range partitions side by
+    # side, so a page holds up to 1,000, not exactly 1,000.)
+    assert 0 < stored == run["created"] < INVOICES
 
 
 # -- going on by themselves ----------------------------------------------------------------
