@@ -12,7 +12,6 @@ their CPU and memory are measured apart. Every number is measured in the run tha
 from __future__ import annotations
 
 import argparse
-import heapq
 import json
 import math
 import os
@@ -33,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import tap_xero_baseline  # noqa: E402
 from src.domains.external_accounting.base.sync import months_ago  # noqa: E402
+from src.domains.external_accounting.xero.data.limits_model import least_wall_time  # noqa: E402
 from src.xero_sandbox.config import SandboxConfig  # noqa: E402
 from src.xero_sandbox.server import SandboxProcess  # noqa: E402
 
@@ -156,33 +156,6 @@ def _floor_calls(sandbox: SandboxProcess, tenant: str) -> int:
     return math.ceil(window / 1000) + max(1, math.ceil(outstanding / 1000))
 
 
-def latency_floor_s(
-    calls: int,
-    latency_s: float,
-    *,
-    concurrent: int = 5,
-    per_minute: int = 60,
-    minute_s: float = 60.0,
-) -> float:
-    """The least wall time Xero's limits allow for `calls` calls that each take `latency_s`, by
-    simulation: each call starts as early as it may, with fewer than `concurrent` in flight and
-    fewer than `per_minute` started in the minute before it."""
-    starts: list[float] = []
-    in_flight: list[float] = []  # end times, a heap
-    now, last_end = 0.0, 0.0
-    for index in range(calls):
-        if index >= per_minute:
-            now = max(now, starts[index - per_minute] + minute_s)
-        while in_flight and in_flight[0] <= now:
-            heapq.heappop(in_flight)
-        if len(in_flight) >= concurrent:
-            now = max(now, heapq.heappop(in_flight))
-        starts.append(now)
-        heapq.heappush(in_flight, now + latency_s)
-        last_end = max(last_end, now + latency_s)
-    return last_end
-
-
 def _size_key(base: str, size: int) -> str:
     """`latency_wall_s` at 100,000 invoices, `latency_wall_s_20k` at 20,000."""
     return base if size == 100_000 else f"{base}_{size // 1000}k"
@@ -205,7 +178,7 @@ def run_latency(report: Report, sizes: list[int], latency_ms: float) -> None:
             httpx.post(f"{sandbox.base_url}/_sandbox/stats/reset").raise_for_status()
             result = _worker(POSTGRES, sandbox, tenant, "full")
             stats = httpx.get(f"{sandbox.base_url}/_sandbox/stats").json()
-            floor_s = latency_floor_s(floor_calls, latency_ms / 1000)
+            floor_s = least_wall_time(floor_calls, latency_ms / 1000)
             report.add(
                 f"latency {latency_ms:g} ms, {size:,} invoices: full sync wall time",
                 result["wall_s"],

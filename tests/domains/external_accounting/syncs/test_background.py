@@ -443,10 +443,11 @@ async def test_a_temporary_outage_is_retried_and_the_run_succeeds(
     org_id, key, connection = await connected_to_new_tenant(
         client, fresh_sandbox, session_factory, "Flaky Ltd", INVOICES
     )
-    # After each phase's first page, eight 503s: the window splits after its first page into
-    # four children (twice the two pages left), each fails the client's two attempts, the run
-    # fails on provider_unavailable and is queued again; the retry resumes from the checkpoint.
-    inject_faults(fresh_sandbox, path_contains="/Invoices", skip_first=2, next_errors=[503] * 8)
+    # After each phase's first page, two 503s: the window's next page (two are left, and two
+    # children would each take two pages: it does not split) fails the client's two attempts,
+    # the run fails on provider_unavailable and is queued again; the retry resumes from the
+    # checkpoint.
+    inject_faults(fresh_sandbox, path_contains="/Invoices", skip_first=2, next_errors=[503] * 2)
     async with background_service(fast_jobs(settings)) as (_, service):
         run_id = await queued_run_id(
             await post_background(service, key, org_id, connection, **FULL)

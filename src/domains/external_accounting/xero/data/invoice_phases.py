@@ -47,8 +47,8 @@ STOP_GRACE_S = 10.0
 
 @dataclass(frozen=True)
 class _Fetched:
-    """A partition's page on its way to the writer (None: the partition is done), where its
-    keyset stands after it, and the children it split into after it."""
+    """A partition's page on its way to the writer, or (no page) that the partition is done
+    or split into `children` after its last page; and where its keyset stands."""
 
     key: str
     page: XeroInvoicePage | None
@@ -152,11 +152,14 @@ class InvoicePhases:
         writer) and the checkpoint each saves is what the pages stored so far reached. A
         partition that fails stops the others; the pages already fetched are stored first, so
         each partition resumes from its own last page."""
+        limits = self.client.throttle.limiter.limits
         plan = PartitionPlan(
             partitions,
-            concurrency=max(1, self.client.throttle.limiter.limits.concurrent),
+            concurrency=max(1, limits.concurrent),
             page_size=self.page_size,
             today=utcnow().date(),
+            per_minute=limits.minute,
+            window_s=limits.window_s,
         )
         progress.phase = 0
         progress.phase_name = PHASE_NAMES[0 if plan.window_left() else 1]
@@ -213,7 +216,13 @@ class InvoicePhases:
             connection, page_size=self.page_size, **partition.filters(type_filter)
         )
         async with aclosing(pages):
-            async for page in pages:
+            while True:
+                asked = plan.clock()
+                try:
+                    page = await anext(pages)
+                except StopAsyncIteration:
+                    break
+                plan.fetched(asked, plan.clock() - asked)
                 if page.resume_from is not None:
                     partition.since = page.resume_from
                 partition.remaining = page.remaining
@@ -221,9 +230,16 @@ class InvoicePhases:
                 if dates:
                     partition.page_dates = (min(dates), max(dates))
                 done = page.remaining == 0
-                children = [] if done else plan.split(partition)
-                await queue.put(_Fetched(partition.key, page, partition.since, done, children))
-                if children or plan.stopping:
+                await queue.put(_Fetched(partition.key, page, partition.since, done, []))
+                if not done:
+                    # Whether a split pays off depends on how long a page takes to store, too:
+                    # the run's first decision waits for its first page to be stored.
+                    await plan.first_write.wait()
+                    if children := plan.split(partition):
+                        split = _Fetched(partition.key, None, partition.since, False, children)
+                        await queue.put(split)
+                        return
+                if plan.stopping:
                     return
         plan.finished(partition)
         await queue.put(_Fetched(partition.key, None, partition.since, True, []))
@@ -241,7 +257,9 @@ class InvoicePhases:
                 progress.partitions = plan.checkpoint_with(item.key, item.since, item.done)
                 progress.phase_name = PHASE_NAMES[0 if plan.window_left() else 1]
                 pairs = list(zip(item.page.invoices, item.page.raw, strict=True))
+                began = plan.clock()
                 await self.store(connection, progress, pairs, None)
+                plan.wrote(plan.clock() - began)
                 plan.commit_page(item.key, item.since, item.done)
             elif item.done:
                 plan.commit_done(item.key)

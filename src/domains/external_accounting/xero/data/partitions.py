@@ -9,6 +9,13 @@ children that start from its keyset position, so no invoice it already stored is
 (but those of the keyset's one-second overlap). How many run at once is the tenant's in-flight
 limit; when each call may start is still the call limiter's decision alone.
 
+A split costs calls: each child ends with a part-filled page. So a partition splits only into as
+many children as Xero's limits let pay off (`limits_model`): the wall time the remaining pages
+would take, from the latency and the page-writing time measured so far, must come within a
+tenth of the best the in-flight limit allows. Where calls are slow and few (under a minute of
+them) that is the full in-flight limit; where Xero's minute bounds the sync, fewer; where the
+one writer bounds it (a fast Xero), none.
+
 The plan has two states. The *live* one (what the partitions fetching have reached) decides
 splits and scheduling; the *committed* one (what stored pages reached, in the order a single
 writer stored them) is what every page's transaction saves as the run's checkpoint: a position
@@ -16,14 +23,22 @@ is saved only with the page that reached it, so a resume never skips an unstored
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from src.domains.external_accounting.xero.data.limits_model import least_wall_time
+
 WINDOW, OUTSTANDING = 0, 1
-OVERSPLIT = 2
-MAX_CHILDREN = 16
+# A split takes the fewest children whose estimated time is within this fraction of the best.
+SPLIT_SLACK = 0.1
+# How much each page's writing time moves the running estimate of it.
+WRITE_SMOOTHING = 0.3
 # A checkpoint's `phase` while partitions run (the old single checkpoint's phase 0 or 1), and
 # once they are all done (the cursor phase, 2).
 CURSOR_PHASE = 2
@@ -106,6 +121,18 @@ class PartitionPlan:
     concurrency: int
     page_size: int
     today: date
+    # Xero's minute as the call limiter enforces it (its limit per tenant, its window).
+    per_minute: int = 60
+    window_s: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    # Measured as pages come: the quickest page fetch (the latency; slower ones waited on the
+    # limiter) and a running mean of a page's transaction.
+    latency_s: float | None = None
+    write_s: float = 0.0
+    # When this run's calls started, those within the last window (Xero's minute counts them).
+    starts: deque[float] = field(default_factory=deque)
+    # Set once a page has been stored (`write_s` is measured).
+    first_write: asyncio.Event = field(default_factory=asyncio.Event)
     committed: dict[str, Partition] = field(default_factory=dict)
     # Partitions to fetch, not yet started (children of a split wait here).
     pending: list[Partition] = field(default_factory=list)
@@ -138,25 +165,51 @@ class PartitionPlan:
     def finished(self, partition: Partition) -> None:
         self.running.pop(partition.key, None)
 
+    def fetched(self, started: float, seconds: float) -> None:
+        """A page fetch that started at `started` (the plan's clock) took `seconds`."""
+        self.latency_s = seconds if self.latency_s is None else min(self.latency_s, seconds)
+        self.starts.append(started)
+        while self.starts and self.starts[0] <= started - self.window_s:
+            self.starts.popleft()
+
+    def wrote(self, seconds: float) -> None:
+        """A page's transaction took `seconds`."""
+        if not self.first_write.is_set():
+            self.write_s = seconds
+            self.first_write.set()
+        else:
+            self.write_s += WRITE_SMOOTHING * (seconds - self.write_s)
+
+    def estimate(self, pages: list[int]) -> float:
+        """The wall time to fetch and store partitions with these numbers of pages left: what
+        Xero's limits allow at the measured latency, the longest partition's calls one after
+        another, or the one writer's pages, whichever is longest."""
+        total = sum(pages)
+        latency = self.latency_s or 0.0
+        now = self.clock()
+        limits = least_wall_time(
+            total,
+            latency,
+            concurrent=max(1, min(self.concurrency, len(pages))),
+            per_minute=self.per_minute,
+            window_s=self.window_s,
+            prior_starts=[start - now for start in self.starts],
+        )
+        return max(limits, max(pages, default=0) * latency, total * self.write_s)
+
     def _pages(self, partition: Partition) -> int:
         if partition.remaining is None:
             return 1
         return math.ceil(partition.remaining / self.page_size)
 
     def split(self, partition: Partition) -> list[Partition]:
-        """Children that replace `partition` from its keyset position, when it holds more pages
-        than its share of everything left; none otherwise (and never in a busy second, whose
-        pages say nothing of what is left)."""
+        """Children that replace `partition` from its keyset position, as many as pay off (see
+        the module docstring); none when one partition is as quick (and never in a busy
+        second, whose pages say nothing of what is left)."""
         left = self._pages(partition)
-        if partition.remaining is None or left < 2:
+        if partition.remaining is None or left < 2 or self.latency_s is None:
             return []
-        total = sum(self._pages(p) for p in (*self.pending, *self.running.values()))
-        share = max(1, math.ceil(total / self.concurrency))
-        if left <= share:
-            return []
-        # Twice the pieces its share asks for: its dates are cut evenly, and books are rarely
-        # even (a denser piece splits again after its own first page, one call later).
-        parts = min(math.ceil(OVERSPLIT * left / share), MAX_CHILDREN)
+        parts = self.children_worth(partition, left)
         cuts = self._cuts(partition, parts)
         if not cuts:
             return []
@@ -178,6 +231,22 @@ class PartitionPlan:
         self.running.pop(partition.key, None)
         self.pending.extend(children)
         return children
+
+    def children_worth(self, partition: Partition, left: int) -> int:
+        """How many children to split `partition` (`left` pages) into: the fewest whose
+        estimated wall time is within `SPLIT_SLACK` of the best, each child costing one more
+        call than its even share (its part-filled last page); 1 is not splitting."""
+        others = [
+            self._pages(p)
+            for p in (*self.pending, *self.running.values())
+            if p.key != partition.key
+        ]
+        estimates = {
+            parts: self.estimate([*others, *[math.ceil((left + parts - 1) / parts)] * parts])
+            for parts in range(1, max(1, self.concurrency) + 1)
+        }
+        best = min(estimates.values())
+        return min(parts for parts, wall in estimates.items() if wall <= best * (1 + SPLIT_SLACK))
 
     def _cuts(self, partition: Partition, parts: int) -> list[date]:
         """`parts - 1` dates cutting the partition's range: the last child of child k ends at

@@ -328,8 +328,9 @@ async def test_partitions_never_exceed_the_in_flight_or_minute_limit(
         time_scale=60 / minute_s,
         reset_counters=True,
     )
-    # Each call takes long enough for five to overlap.
-    inject_faults(fresh_sandbox, path_contains="/Invoices", slow_rate=1.0, slow_seconds=0.15)
+    # Each call takes long enough that one partition could not start its minute's calls within
+    # the minute: four or five side by side pay off (fewer would, were calls quicker).
+    inject_faults(fresh_sandbox, path_contains="/Invoices", slow_rate=1.0, slow_seconds=0.4)
     reset_sandbox_stats(fresh_sandbox)
     service = _service(
         app,
