@@ -16,7 +16,7 @@ import importlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -204,6 +204,25 @@ async def defer_job(
         schedule_at=schedule_at,
     )
     return await deferrer.defer_async(**task_kwargs)
+
+
+async def defer_jobs(
+    app: procrastinate.App, task_name: str, jobs: Sequence[tuple[str, dict[str, Any]]]
+) -> list[int]:
+    """Queue jobs of `task_name` in one statement, each `(lock, task_kwargs)` with that lock as
+    its queueing lock and lock too; their ids, in order. All or none: `AlreadyQueued` when any
+    lock's job is already waiting."""
+    if not jobs:
+        return []
+    deferred = await app.job_manager.batch_defer_jobs_async(
+        [
+            app.configure_task(
+                task_name, allow_unknown=False, queueing_lock=lock, lock=lock
+            ).make_new_job(**kwargs)
+            for lock, kwargs in jobs
+        ]
+    )
+    return [job.id for job in deferred if job.id is not None]
 
 
 @contextlib.asynccontextmanager

@@ -128,9 +128,6 @@ class Settings(BaseSettings):
     # How often the scheduler looks for what is due (a divisor of 60): a slot waits up to this
     # long. Benchmarks and tests that compress the clock compress it too.
     schedule_tick_seconds: int = Field(default=60, ge=1, le=60)
-    # Due syncs a tick queues side by side (PostgreSQL; SQLite has one writer, so one at a
-    # time): queued one after another, 1,000 connections took a tick ~2 minutes under load.
-    schedule_queue_concurrency: int = Field(default=8, ge=1, le=20)
     # The reconciliation sweep (docs/reconciliation.md): every `reconcile_every_minutes` from
     # `reconcile_start_minute` past midnight UTC, each connection at its own instant within
     # `reconcile_spread_minutes` after it (nightly by default: 02:00-06:00 UTC), re-reads the

@@ -46,6 +46,14 @@ class ConnectionRepository:
             raise ConnectionNotFound(f"Connection {connection_id} does not exist.")
         return connection
 
+    async def get_many(self, connection_ids: Collection[uuid.UUID]) -> list[Connection]:
+        if not connection_ids:
+            return []
+        result = await self.session.execute(
+            select(Connection).where(Connection.id.in_(connection_ids))
+        )
+        return list(result.scalars())
+
     async def list_for_org(
         self, organization_id: uuid.UUID, status: ConnectionStatus | None = None
     ) -> list[Connection]:

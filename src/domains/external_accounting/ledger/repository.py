@@ -7,7 +7,7 @@ the length. The order these statements run in is `ledger.runs`'s."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple, TypeVar, cast
 
@@ -425,6 +425,78 @@ class LedgerRepository:
             await self.session.rollback()
             return False
         return True
+
+    async def add_queued_runs(self, runs: Sequence[SyncRun]) -> set[uuid.UUID]:
+        """Insert `queued` runs (not yet in the session) in one statement; the ids inserted. A
+        run whose connection already has a queued one of its object type is skipped (the
+        partial unique index `uq_sync_runs_one_queued` decides, as in `add_queued_run`)."""
+        if not runs:
+            return set()
+        table = cast(Table, SyncRun.__table__)
+        now = utcnow()
+        rows = []
+        for run in runs:
+            run.id = run.id or uuid.uuid4()
+            run.status = RunStatus.QUEUED
+            run.started_at = run.heartbeat_at = now
+            rows.append(
+                {
+                    column.key: getattr(run, column.key)
+                    for column in table.columns
+                    if getattr(run, column.key) is not None
+                }
+            )
+        postgres = self.session.get_bind().dialect.name == "postgresql"
+        statement = (postgres_insert if postgres else sqlite_insert)(table)
+        result = await self.session.execute(
+            statement.values(rows).on_conflict_do_nothing().returning(table.c.id)
+        )
+        return set(result.scalars())
+
+    async def unfinished_pairs(
+        self, connection_ids: Collection[uuid.UUID]
+    ) -> set[tuple[uuid.UUID, str]]:
+        """(connection, object type) of these connections' runs that have not ended (what
+        `unfinished_run` finds, for many connections in one query)."""
+        if not connection_ids:
+            return set()
+        result = await self.session.execute(
+            select(SyncRun.connection_id, SyncRun.object_type)
+            .where(
+                SyncRun.connection_id.in_(connection_ids),
+                SyncRun.trigger != RunTrigger.WEBHOOK.value,
+                self._unfinished(),
+            )
+            .distinct()
+        )
+        return {(connection_id, object_type) for connection_id, object_type in result.all()}
+
+    async def set_run_jobs(self, job_ids: Mapping[uuid.UUID, int]) -> None:
+        """Name each run's job (`set_run_job(only_if_none=True)` for many runs at once)."""
+        if not job_ids:
+            return
+        table = cast(Table, SyncRun.__table__)
+        await self.session.execute(
+            update(table)
+            .where(
+                table.c.id == bindparam("run_id"),
+                table.c.job_id.is_(None),
+                # (Equalities, not IN: an executemany cannot expand a list.)
+                or_(
+                    *(
+                        table.c.status == status
+                        for status in (
+                            RunStatus.QUEUED,
+                            RunStatus.RUNNING,
+                            RunStatus.PAUSED,
+                            RunStatus.FAILED,
+                        )
+                    )
+                ),
+            )
+            .values(job_id=bindparam("job")),
+            [{"run_id": run_id, "job": job_id} for run_id, job_id in job_ids.items()],
+        )
 
     def _unfinished(self) -> Any:
         """Runs that have not ended: queued, running, or paused with their resume scheduled."""

@@ -6,7 +6,6 @@ starting a second)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 
@@ -34,42 +33,41 @@ from src.domains.external_accounting.syncs.service import SyncsService
 logger = logging.getLogger(__name__)
 
 
+# Due syncs queued per batch: a few statements each (`SyncsService.queue_each`), bounded so
+# one statement's parameters stay well inside both databases' limits.
+QUEUE_BATCH = 200
+
+
 async def queue_due(
     session_factory: async_sessionmaker[AsyncSession],
     factory: IntegrationFactory,
     job_app: procrastinate.App,
     due: Sequence[DueSync],
-    *,
-    concurrency: int = 1,
 ) -> int:
-    """Queue each due sync in its own transaction, `concurrency` at a time, the longest due
-    first; how many were queued. A connection that cannot be synced now (it needs a new
-    consent, it was disconnected meanwhile) is logged and skipped, so one connection never holds
-    back the others."""
-    slots = asyncio.Semaphore(concurrency)
-
-    async def queue_one(item: DueSync) -> bool:
-        async with slots:
-            try:
-                async with session_factory() as session:
-                    await SyncsService(session, factory).queue(item.request(), job_app)
-                    await session.commit()
-            except LedgersyncError as error:
+    """Queue the due syncs, the longest due first, in batches; how many were queued. A
+    connection that cannot be synced now (it needs a new consent, it was disconnected
+    meanwhile) is logged and skipped, so one connection never holds back the others."""
+    queued = 0
+    for start in range(0, len(due), QUEUE_BATCH):
+        batch = due[start : start + QUEUE_BATCH]
+        async with session_factory() as session:
+            outcomes = await SyncsService(session, factory).queue_each(
+                [item.request() for item in batch], job_app
+            )
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, LedgersyncError):
                 logger.warning(
                     "scheduled sync not queued",
                     extra={
                         "connection_id": str(item.connection_id),
                         "object_type": item.object_type,
-                        "error": error.code,
-                        "detail": error.detail,
+                        "error": outcome.code,
+                        "detail": outcome.detail,
                     },
                 )
-                return False
-            return True
-
-    # Tasks start in order and the semaphore wakes waiters first come, first served.
-    queued = await asyncio.gather(*(queue_one(item) for item in due))
-    return sum(queued)
+            else:
+                queued += 1
+    return queued
 
 
 async def enqueue_due(
@@ -87,9 +85,7 @@ async def enqueue_due(
             await service.record_day_limits(Provider.XERO.value, readings)
             await session.commit()
         due = await service.due(utcnow())
-    # SQLite has one writer: concurrent queueing would only wait on its lock.
-    concurrency = 1 if settings.is_sqlite else settings.schedule_queue_concurrency
-    queued = await queue_due(session_factory, factory, job_app, due, concurrency=concurrency)
+    queued = await queue_due(session_factory, factory, job_app, due)
     if due:
         logger.info("scheduled syncs queued", extra={"due": len(due), "queued": queued})
     return due

@@ -8,15 +8,22 @@ from datetime import timedelta
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.database import utcnow
 from src.core.jobs import build_job_app, defer_job
 from src.core.settings import Settings
-from src.domains.external_accounting.connections.models import Connection
+from src.domains.external_accounting.base.sync import InvoiceSyncRequest
+from src.domains.external_accounting.connections.models import (
+    Connection,
+    ConnectionStatus,
+    Provider,
+)
+from src.domains.external_accounting.exceptions import ReauthorisationRequired, SyncInProgress
 from src.domains.external_accounting.ledger.models import RunStatus, SyncRun
 from src.domains.external_accounting.schedules.tasks import enqueue_due, every_tick
+from src.domains.external_accounting.syncs.service import RUN_SYNC_TASK, SyncsService, sync_lock
 from src.xero_sandbox.server import RunningSandbox
 from tests.factories import bearer
 from tests.fixtures import (
@@ -99,17 +106,17 @@ def test_the_scheduler_ticks_every_minute_or_every_tick_seconds_within_it() -> N
         Settings(schedule_tick_seconds=7)
 
 
-async def test_a_tick_queues_its_due_syncs_side_by_side_once_each(
+async def test_a_tick_queues_its_due_syncs_in_one_batch_once_each(
     fresh_sandbox: RunningSandbox,
     session_factory: async_sessionmaker[AsyncSession],
     settings: Settings,
 ) -> None:
-    """Eight connections all due, queued four at a time (one at a time on SQLite): each
-    (connection, object type) gets exactly one run with its job, none refused or cancelled,
-    and a second tick finds nothing due."""
+    """Eight connections all due, queued in one batch: each (connection, object type) gets
+    exactly one run with its job, none refused or cancelled, and a second tick finds nothing
+    due."""
     for n in range(5):
         add_tenant(fresh_sandbox, f"Scheduled {n} Ltd", 20)
-    tick_settings = settings.model_copy(update={"schedule_queue_concurrency": 4})
+    tick_settings = settings
     async with background_service(tick_settings, worker=False) as (app, client):
         _, _, connections = await connected_org(client, session_factory)
         assert len(connections) >= 6
@@ -137,3 +144,109 @@ async def test_a_tick_queues_its_due_syncs_side_by_side_once_each(
             session_factory, resources.factory, app.state.job_app, tick_settings
         )
         assert again == []
+
+
+async def test_a_tick_queues_in_as_many_statements_however_many_are_due(
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+) -> None:
+    """Queueing is one read of the connections, one of the runs under way, one insert, one
+    update (and one call to the job queue): 12 due syncs take no more statements than 2 do."""
+    for n in range(5):
+        add_tenant(fresh_sandbox, f"Batched {n} Ltd", 5)
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    engine = session_factory.kw["bind"].sync_engine
+    async with background_service(settings, worker=False) as (app, client):
+        _, _, connections = await connected_org(client, session_factory)
+        resources = app.state.resources
+        spent = []
+        for chosen in (connections[:1], connections[1:]):
+            async with session_factory() as session:
+                await session.execute(
+                    update(Connection)
+                    .where(Connection.id.in_([c.id for c in chosen]))
+                    .values(connected_at=utcnow() - timedelta(days=1))
+                )
+                await session.commit()
+            event.listen(engine, "before_cursor_execute", count)
+            try:
+                due = await enqueue_due(
+                    session_factory, resources.factory, app.state.job_app, settings
+                )
+            finally:
+                event.remove(engine, "before_cursor_execute", count)
+            assert len(due) == 2 * len(chosen)
+            spent.append([s for s in statements if "sync_runs" in s or "connections" in s])
+            statements.clear()
+    assert len(connections[1:]) >= 5
+    one, many = spent
+    queueing = [s for s in many if "INSERT INTO sync_runs" in s or "UPDATE sync_runs" in s]
+    assert len(queueing) == 2, queueing
+    assert len(many) <= len(one) + 2, (len(one), len(many))
+
+
+async def test_a_batch_gives_back_runs_under_way_and_skips_what_cannot_be_synced(
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+) -> None:
+    """In one batch: a connection whose sync is already queued gets that run back, one that
+    needs a new consent is reported and skipped, and a job already waiting under one
+    connection's lock sends the batch down the one-by-one path, which still queues the rest."""
+    for n in range(2):
+        add_tenant(fresh_sandbox, f"Mixed {n} Ltd", 5)
+    async with background_service(settings, worker=False) as (app, client):
+        org_id, _, connections = await connected_org(client, session_factory)
+        waiting, stale, locked, plain = connections[:4]
+        job_app = app.state.job_app
+        factory = app.state.resources.factory
+
+        def request(connection: Connection) -> InvoiceSyncRequest:
+            return InvoiceSyncRequest(
+                organization_id=org_id, provider=Provider.XERO, connection_id=connection.id
+            )
+
+        async with session_factory() as session:
+            (before,) = await SyncsService(session, factory).queue(request(waiting), job_app)
+            await session.execute(
+                update(Connection)
+                .where(Connection.id == stale.id)
+                .values(status=ConnectionStatus.NEEDS_REAUTH.value)
+            )
+            await session.commit()
+        lock = sync_lock(locked.id, "invoices")
+        # Not due for an hour: it holds its queueing lock and no worker starts it meanwhile.
+        await defer_job(
+            job_app,
+            RUN_SYNC_TASK,
+            queueing_lock=lock,
+            lock=lock,
+            schedule_at=utcnow() + timedelta(hours=1),
+            run_id=str(uuid.uuid4()),
+        )
+        async with session_factory() as session:
+            outcomes = await SyncsService(session, factory).queue_each(
+                [request(c) for c in (waiting, stale, locked, plain)], job_app
+            )
+    again, refused, blocked, queued = outcomes
+    assert isinstance(again, SyncRun)
+    assert again.id == before.id
+    assert isinstance(refused, ReauthorisationRequired)
+    assert isinstance(blocked, SyncInProgress)
+    assert isinstance(queued, SyncRun)
+    assert (queued.connection_id, queued.status, queued.job_id is not None) == (
+        plain.id,
+        RunStatus.QUEUED,
+        True,
+    )
+    runs = {r.id: r.status for r in await _runs(session_factory, plain.id)}
+    # The batch's own run was cancelled when its jobs could not be queued; the one queued
+    # instead waits (on PostgreSQL; SQLite's in-process worker may have run it).
+    assert len(runs) == 2
+    assert runs.pop(queued.id) in {RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.SUCCESS}
+    assert list(runs.values()) == [RunStatus.CANCELLED]
