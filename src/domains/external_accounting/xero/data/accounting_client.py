@@ -504,6 +504,7 @@ def _page_of(
         item_count=page.item_count,
         resume_from=resume_from,
         remaining=remaining,
+        decode_s=page.decode_s,
     )
 
 

@@ -222,7 +222,7 @@ class InvoicePhases:
                     page = await anext(pages)
                 except StopAsyncIteration:
                     break
-                plan.fetched(asked, plan.clock() - asked)
+                plan.fetched(asked, plan.clock() - asked, page.decode_s)
                 if page.resume_from is not None:
                     partition.since = page.resume_from
                 partition.remaining = page.remaining

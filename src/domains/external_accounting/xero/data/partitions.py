@@ -37,8 +37,8 @@ from src.domains.external_accounting.xero.data.limits_model import least_wall_ti
 WINDOW, OUTSTANDING = 0, 1
 # A split takes the fewest children whose estimated time is within this fraction of the best.
 SPLIT_SLACK = 0.1
-# How much each page's writing time moves the running estimate of it.
-WRITE_SMOOTHING = 0.3
+# How much each page's decoding and writing times move the running estimates of them.
+SMOOTHING = 0.3
 # A checkpoint's `phase` while partitions run (the old single checkpoint's phase 0 or 1), and
 # once they are all done (the cursor phase, 2).
 CURSOR_PHASE = 2
@@ -94,6 +94,10 @@ class Partition:
         )
 
 
+def _smoothed(mean: float, sample: float, *, first: bool) -> float:
+    return sample if first else mean + SMOOTHING * (sample - mean)
+
+
 def initial_partitions(window_start: date, checkpoint: dict[str, Any] | None) -> list[Partition]:
     """The partitions a full sync starts with: one per phase, or what the checkpoint left of
     them. A checkpoint of the single-keyset sync (no `partitions`: phase and position) resumes
@@ -125,9 +129,12 @@ class PartitionPlan:
     per_minute: int = 60
     window_s: float = 60.0
     clock: Callable[[], float] = time.monotonic
-    # Measured as pages come: the quickest page fetch (the latency; slower ones waited on the
-    # limiter) and a running mean of a page's transaction.
+    # Measured as pages come: the quickest page fetch less its decoding (the latency; slower
+    # ones waited on the limiter), and running means of a page's decoding and transaction (this
+    # process's own time per page, which concurrency does not shorten: one event loop).
     latency_s: float | None = None
+    fetches: int = 0
+    decode_s: float = 0.0
     write_s: float = 0.0
     # When this run's calls started, those within the last window (Xero's minute counts them).
     starts: deque[float] = field(default_factory=deque)
@@ -165,25 +172,27 @@ class PartitionPlan:
     def finished(self, partition: Partition) -> None:
         self.running.pop(partition.key, None)
 
-    def fetched(self, started: float, seconds: float) -> None:
-        """A page fetch that started at `started` (the plan's clock) took `seconds`."""
-        self.latency_s = seconds if self.latency_s is None else min(self.latency_s, seconds)
+    def fetched(self, started: float, seconds: float, decode_s: float = 0.0) -> None:
+        """A page fetch that started at `started` (the plan's clock) took `seconds`, of which
+        `decode_s` decoding its body."""
+        waited = max(0.0, seconds - decode_s)
+        self.latency_s = waited if self.latency_s is None else min(self.latency_s, waited)
+        self.decode_s = _smoothed(self.decode_s, decode_s, first=not self.fetches)
+        self.fetches += 1
         self.starts.append(started)
         while self.starts and self.starts[0] <= started - self.window_s:
             self.starts.popleft()
 
     def wrote(self, seconds: float) -> None:
         """A page's transaction took `seconds`."""
-        if not self.first_write.is_set():
-            self.write_s = seconds
-            self.first_write.set()
-        else:
-            self.write_s += WRITE_SMOOTHING * (seconds - self.write_s)
+        self.write_s = _smoothed(self.write_s, seconds, first=not self.first_write.is_set())
+        self.first_write.set()
 
     def estimate(self, pages: list[int]) -> float:
         """The wall time to fetch and store partitions with these numbers of pages left: what
         Xero's limits allow at the measured latency, the longest partition's calls one after
-        another, or the one writer's pages, whichever is longest."""
+        another, or this process's own time for every page (decoding and writing), whichever is
+        longest."""
         total = sum(pages)
         latency = self.latency_s or 0.0
         now = self.clock()
@@ -195,7 +204,8 @@ class PartitionPlan:
             window_s=self.window_s,
             prior_starts=[start - now for start in self.starts],
         )
-        return max(limits, max(pages, default=0) * latency, total * self.write_s)
+        own = total * (self.decode_s + self.write_s)
+        return max(limits, max(pages, default=0) * latency, own)
 
     def _pages(self, partition: Partition) -> int:
         if partition.remaining is None:

@@ -8,6 +8,7 @@ Xero adds both without notice. Xero's `/Date(...)/` strings become aware UTC dat
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -208,6 +209,8 @@ class XeroInvoicePage:
     # Invoices of the same keyset left after this page (Xero's `pagination.itemCount` less the
     # page); None where unknown (a busy second's pages, paged by InvoiceID).
     remaining: int | None = None
+    # How long decoding the body took (this process's CPU, not Xero's latency).
+    decode_s: float = 0.0
 
 
 _invoice_decoder = msgspec.json.Decoder(XeroInvoice)
@@ -222,6 +225,7 @@ def decode_invoices(body: bytes, page: int) -> XeroInvoicePage:
 
     Raises msgspec.DecodeError for a body that is not JSON (cut short or garbled on the way) and
     XeroDataInvalid for JSON whose invoices lack what every Xero invoice has."""
+    began = time.perf_counter()
     envelope = _invoices_envelope.decode(body)
     raws = [JsonText(bytes(raw)) for raw in envelope.invoices]
     try:
@@ -235,6 +239,7 @@ def decode_invoices(body: bytes, page: int) -> XeroInvoicePage:
         page=page,
         page_count=pagination.page_count,
         item_count=pagination.item_count,
+        decode_s=time.perf_counter() - began,
     )
 
 

@@ -25,7 +25,9 @@ def test_the_least_wall_time_is_the_in_flight_and_minute_limits_at_that_latency(
     assert least_wall_time(5, 1.0, prior_starts=[-1.0] * 58) == 60.0
 
 
-def _plan(latency_s: float, write_s: float, window_pages: int) -> tuple[PartitionPlan, Partition]:
+def _plan(
+    latency_s: float, write_s: float, window_pages: int, decode_s: float = 0.0
+) -> tuple[PartitionPlan, Partition]:
     """A full sync after its first page of each phase: the window has `window_pages` pages
     left, the outstanding phase is done."""
     clock = [100.0]
@@ -36,7 +38,7 @@ def _plan(latency_s: float, write_s: float, window_pages: int) -> tuple[Partitio
     )
     for partition in (plan.next(), plan.next()):
         assert partition is not None
-        plan.fetched(clock[0] - latency_s, latency_s)
+        plan.fetched(clock[0] - latency_s - decode_s, latency_s + decode_s, decode_s)
     plan.wrote(write_s)
     plan.finished(outstanding)
     window.remaining = window_pages * 1000
@@ -46,22 +48,24 @@ def _plan(latency_s: float, write_s: float, window_pages: int) -> tuple[Partitio
 
 
 @pytest.mark.parametrize(
-    ("latency_s", "write_s", "pages", "children"),
+    ("latency_s", "write_s", "pages", "children", "decode_s"),
     [
         # Under a minute of slow calls: the whole in-flight limit pays off.
-        (1.0, 0.1, 19, 5),
+        (1.0, 0.1, 19, 5, 0.0),
         # Xero's minute bounds it: three children are within a tenth of five's time, for two
         # part-filled pages instead of four.
-        (1.0, 0.1, 99, 3),
+        (1.0, 0.1, 99, 3, 0.0),
         # A fast Xero: the one writer bounds it, and a split would only add calls.
-        (0.01, 0.1, 99, 1),
-        (1.0, 0.1, 1, 1),
+        (0.01, 0.1, 99, 1, 0.0),
+        # Decoding is this process's time too: a fetch of 0.3 s that decoded for 0.2 s.
+        (0.1, 0.1, 20, 1, 0.2),
+        (1.0, 0.1, 1, 1, 0.0),
     ],
 )
 def test_a_partition_splits_into_as_many_children_as_pay_off(
-    latency_s: float, write_s: float, pages: int, children: int
+    latency_s: float, write_s: float, pages: int, children: int, decode_s: float
 ) -> None:
-    plan, window = _plan(latency_s, write_s, pages)
+    plan, window = _plan(latency_s, write_s, pages, decode_s)
     made = plan.split(window)
     assert len(made) == (children if children > 1 else 0)
     if made:
