@@ -20,7 +20,7 @@ from fastapi.templating import Jinja2Templates
 
 from src.core.deps import SessionDep, SettingsDep
 from src.core.errors import LedgersyncError, Unauthenticated, ValidationFailed
-from src.domains.console import charts
+from src.domains.console import charts, formatting
 from src.domains.console.deps import (
     CSRF_FIELD,
     SESSION_COOKIE,
@@ -48,6 +48,9 @@ from src.domains.organizations.service import ApiCaller
 PACKAGE = Path(__file__).parent
 STATIC_PATH = "/console/static"
 templates = Jinja2Templates(directory=PACKAGE / "templates")
+templates.env.filters["money"] = formatting.money
+templates.env.filters["quantity"] = formatting.quantity
+templates.env.globals["history_value"] = formatting.history_value
 
 # No inline script or style anywhere, nothing from another origin, no framing, no caching.
 HEADERS = {
@@ -370,7 +373,10 @@ async def invoices(
         ),
         age_charts={
             key: charts.bar_chart(
-                [(b.label, float(b.amount), f"{b.amount:,.2f} ({b.invoices})") for b in buckets],
+                [
+                    (b.label, float(b.amount), f"{formatting.money(b.amount)} ({b.invoices})")
+                    for b in buckets
+                ],
                 label=f"Amount outstanding by age, {key}",
             )
             for key, buckets in ages.items()

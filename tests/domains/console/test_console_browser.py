@@ -42,6 +42,9 @@ from tests.xero_sandbox.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
+MONEY = re.compile(r"^\d{1,3}(,\d{3})*(\.\d{2,4})?$")
+MONEY_WITH_CODE = re.compile(r"^[A-Z]{3} \d{1,3}(,\d{3})*(\.\d{2,4})?$")
+
 
 @pytest.fixture(scope="module")
 def consent_sandbox() -> Iterator[RunningSandbox]:
@@ -218,6 +221,11 @@ async def test_the_console_end_to_end_in_chromium(
     await expect(change).to_contain_text("AUTHORISED")
     await expect(change).to_contain_text("PAID")
     await expect(page.locator("table.lines tbody tr").first).to_be_visible()
+    # Money in the currency's minor units with separators, as Xero shows it (not "1180.7800").
+    await expect(page.locator(".invoice-total")).to_have_text(MONEY_WITH_CODE)
+    due = page.locator("li.version").nth(1).locator("tr", has_text="amount_due")
+    await expect(due.locator("td").nth(1)).to_have_text(MONEY)
+    await expect(due.locator("td").nth(2)).to_have_text(re.compile(r"^0(\.00)?$"))
     await shot(page, "10-invoice-history")
 
     # Xero refuses our refresh token: both connections need re-authorisation; re-authorise.
@@ -259,7 +267,11 @@ async def test_the_console_end_to_end_in_chromium(
     await expect(page.get_by_role("heading", name=f"Disconnect {names[1]}?")).to_be_visible()
     await shot(page, "16-disconnect-confirm")
     await page.get_by_role("button", name="Yes, disconnect").click()
-    await expect(page.locator('article.connection[data-status="disconnected"]')).to_have_count(1)
+    gone = page.locator('article.connection[data-status="disconnected"]')
+    await expect(gone).to_have_count(1)
+    # It says so, and shows no schedule or daily-limit chart: neither applies any more.
+    await expect(gone.locator(".problem")).to_contain_text("no longer synced")
+    await expect(gone.locator("svg.chart")).to_have_count(0)
 
     # Sign out: the session row is gone, so the same cookie in another browser opens nothing
     # (before the sign-out it opens the console there: the check below is not vacuous).
