@@ -123,18 +123,7 @@ def _secure(request: Request) -> bool:
 @router.get("/sign-in")
 async def sign_in_page(request: Request) -> Response:
     """The sign-in form; its CSRF token is a cookie of its own (there is no session yet)."""
-    token = secrets.token_urlsafe(32)
-    response = page(request, "sign_in.html", None, sign_in_token=token, problem=None)
-    response.set_cookie(
-        SIGN_IN_COOKIE,
-        token,
-        max_age=3600,
-        path="/console/sign-in",
-        secure=_secure(request),
-        httponly=True,
-        samesite="strict",
-    )
-    return response
+    return _sign_in_form(request)
 
 
 @router.post("/sign-in")
@@ -149,11 +138,11 @@ async def sign_in(
     expected = request.cookies.get(SIGN_IN_COOKIE, "")
     if not expected or not secrets.compare_digest(expected, csrf_token):
         problem = "The sign-in form was out of date; try again."
-        return _sign_in_again(request, problem, 403)
+        return _sign_in_form(request, problem, 403)
     try:
         signed = await sessions.sign_in(api_key)
     except LedgersyncError as failure:
-        return _sign_in_again(request, failure.detail, failure.status_code)
+        return _sign_in_form(request, failure.detail, failure.status_code)
     response = RedirectResponse("/console/connections", status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
@@ -168,7 +157,8 @@ async def sign_in(
     return response
 
 
-def _sign_in_again(request: Request, problem: str, status: int) -> Response:
+def _sign_in_form(request: Request, problem: str | None = None, status: int = 200) -> Response:
+    """The sign-in form with a fresh CSRF token in its own cookie, and what went wrong."""
     token = secrets.token_urlsafe(32)
     response = page(request, "sign_in.html", None, sign_in_token=token, problem=problem)
     response.status_code = status
