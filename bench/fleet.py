@@ -488,7 +488,7 @@ def run(args: argparse.Namespace) -> Report:
             JOB_CONCURRENCY=str(args.concurrency),
             SCHEDULE_INVOICES_MINUTES=str(INVOICES_EVERY_MIN),
             SCHEDULE_ACCOUNTS_MINUTES=str(ACCOUNTS_EVERY_MIN),
-            SCHEDULE_TICK_SECONDS=str(compressed_tick(args.time_scale)),
+            SCHEDULE_TICK_SECONDS=str(args.tick_seconds or compressed_tick(args.time_scale)),
         )
         phase_start = utcnow()
         workers = Workers(args.workers, env2)
@@ -762,7 +762,7 @@ def phase2(
         )
         if r[0] is not None
     ]
-    tick = compressed_tick(args.time_scale)
+    tick = args.tick_seconds or compressed_tick(args.time_scale)
     report.add("  scheduler tick duration p50", percentile(ticks, 50), tick, "s")
     report.add("  scheduler tick duration max", max(ticks) if ticks else None, tick, "s")
     peak = sampler.peak_window_calls(60 / args.time_scale)
@@ -793,6 +793,12 @@ def main() -> None:
         "Xero's 15 minutes)",
     )
     parser.add_argument("--day-minutes", type=float, default=8, help="real minutes of schedules")
+    parser.add_argument(
+        "--tick-seconds",
+        type=int,
+        choices=(1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60),
+        help="the scheduler's tick (default: a third of the compressed invoice interval)",
+    )
     parser.add_argument("--timeout", type=float, default=900, help="limit on the initial syncs")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
     parser.add_argument(
