@@ -140,7 +140,8 @@ async def test_a_run_taken_for_dead_stops_writing_and_stays_abandoned(
     org_id, key, connections = await connected_org(client, session_factory)
     connection = connections[0]
     # Both phases' first pages are slow (a full sync pages them side by side).
-    inject_faults(fresh_sandbox, path_contains="/Invoices", next_slow=2, slow_seconds=1.5)
+    # (Slow enough that a loaded machine still sees a beat before they come back.)
+    inject_faults(fresh_sandbox, path_contains="/Invoices", next_slow=2, slow_seconds=4)
     first = _post_sync(client, key, org_id, connection_id=str(connection.id))
 
     async def started() -> bool:
@@ -170,14 +171,15 @@ async def test_a_run_waiting_on_a_slow_page_keeps_beating(
     monkeypatch.setattr(sync_runs, "HEARTBEAT_EVERY_S", 0.1)
     org_id, key, connections = await connected_org(client, session_factory)
     # Both phases' first pages are slow (a full sync pages them side by side).
-    inject_faults(fresh_sandbox, path_contains="/Invoices", next_slow=2, slow_seconds=1.5)
+    # (Slow enough that a loaded machine still sees a beat before they come back.)
+    inject_faults(fresh_sandbox, path_contains="/Invoices", next_slow=2, slow_seconds=4)
     running = _post_sync(client, key, org_id, connection_id=str(connections[0].id))
 
     async def beat_while_waiting() -> bool:
         runs = await _runs(session_factory)
         return bool(runs) and runs[0].heartbeat_at > runs[0].started_at + timedelta(seconds=0.5)
 
-    await wait_for(beat_while_waiting, timeout=1.4)
+    await wait_for(beat_while_waiting, timeout=3.5)
     (run,) = await _runs(session_factory)
     assert (run.status, run.count) == ("running", 0)  # still waiting on its first page
     assert (await running).json()["success"] is True

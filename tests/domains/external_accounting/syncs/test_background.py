@@ -504,15 +504,16 @@ async def test_a_run_of_a_killed_worker_is_resumed_by_another_from_its_checkpoin
         doomed.send_signal(signal.SIGKILL)
         await asyncio.to_thread(doomed.wait, 10)
         killed_at = time.monotonic()
-        run = await wait_for_run(service, key, org_id, run_id, ended, timeout=30)
+        run = await wait_for_run(service, key, org_id, run_id, ended, timeout=45)
         resumed_in = time.monotonic() - killed_at
     assert run["status"] == "success", run
     assert run["params"]["resumed_from"] == run_id  # from its own checkpoint
     assert run["mode"] == "resume"
     assert run["pages"] >= first["pages"]
     # Noticed dead after 2 s, re-queued at the next check, fetched at the next poll, and the
-    # rest of the pages at 0.5 s a call (plus slack for a loaded machine): not 15 minutes.
-    assert resumed_in < 12
+    # rest of the pages at 0.5 s a call: ~6 s here, and a loaded machine has taken over 12 s.
+    # The point is the order of magnitude: seconds, not the 15-minute dead-run release.
+    assert resumed_in < 30
     async with session_factory() as session:
         stored = await LedgerRepository(session).run_by_id(uuid.UUID(run_id))
     assert stored is not None
