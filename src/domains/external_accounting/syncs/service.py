@@ -170,6 +170,12 @@ class SyncsService:
                 await ledger.cancel_run(run.id, "Another background sync was queued first.")
             await self.session.commit()
             queued = {}
+        except BaseException:
+            # The job queue is unreachable: no run may wait for a job that does not exist.
+            for run in queued.values():
+                await ledger.cancel_run(run.id, "The sync could not be queued.")
+            await self.session.commit()
+            raise
         else:
             for run, job_id in zip(queued.values(), job_ids, strict=True):
                 run.job_id = job_id
