@@ -179,6 +179,8 @@ class LedgerChange(Base):
     __table_args__ = (
         Index("ix_ledger_changes_feed", "organization_id", "commit_xid", "id"),
         Index("ix_ledger_changes_record", "record_id", "version"),
+        # One connection's feed (the announcer's position and pages) and a purge's delete.
+        Index("ix_ledger_changes_connection", "connection_id", "commit_xid", "id"),
         # Ids never reused on SQLite (a plain rowid reuses the highest after a delete).
         {"sqlite_autoincrement": True},
     )
