@@ -49,12 +49,18 @@ def _places(amount: Decimal, least: int) -> int:
 
 def money(value: Any, currency: str | None = None, *, code: bool = False) -> str:
     """`118180.7800` in AUD is `118,180.78` (`AUD 118,180.78` with `code`); `1.2345` stays
-    `1.2345`; JPY has no decimals. Text that is not a number is shown as it is."""
+    `1.2345`; JPY has no decimals, but a JPY amount held with some is `9,316.80`. Text that is
+    not a number is shown as it is."""
     amount = _decimal(value)
     if amount is None:
         return "" if value is None else str(value)
     currency = (currency or "").upper()
-    text = f"{amount:,.{_places(amount, _MINOR_UNITS.get(currency, 2))}f}"
+    minor = _MINOR_UNITS.get(currency, 2)
+    places = _places(amount, minor)
+    if places > minor:
+        # More digits than the currency has (Xero keeps four): as a money amount, at least two.
+        places = max(places, 2)
+    text = f"{amount:,.{places}f}"
     return f"{currency} {text}" if code and currency else text
 
 

@@ -12,6 +12,7 @@ def test_money_has_the_currency_s_places_and_separators_and_loses_no_digit() -> 
     assert money("118180.78", "aud") == "118,180.78"  # Xero's text reads the same
     assert money(Decimal("12.3456"), "NZD") == "12.3456"  # four places stay four
     assert money(Decimal("1500.0000"), "JPY") == "1,500"
+    assert money(Decimal("9316.8000"), "JPY") == "9,316.80"  # cents held: shown as money
     assert money(Decimal("2.5"), "KWD") == "2.500"
     assert money(Decimal("-0.5")) == "-0.50"
     assert money(Decimal("1E+3")) == "1,000.00"
