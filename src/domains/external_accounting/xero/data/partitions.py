@@ -251,9 +251,14 @@ class PartitionPlan:
             for p in (*self.pending, *self.running.values())
             if p.key != partition.key
         ]
-        estimates = {
+        alone = self.estimate([*others, left])
+        if alone <= (sum(others) + left) * (self.decode_s + self.write_s):
+            # Bound by this process's own time per page: more calls can only take longer, so
+            # the other estimates (a simulation each, on every page) are not needed.
+            return 1
+        estimates = {1: alone} | {
             parts: self.estimate([*others, *[math.ceil((left + parts - 1) / parts)] * parts])
-            for parts in range(1, max(1, self.concurrency) + 1)
+            for parts in range(2, max(1, self.concurrency) + 1)
         }
         best = min(estimates.values())
         return min(parts for parts, wall in estimates.items() if wall <= best * (1 + SPLIT_SLACK))
