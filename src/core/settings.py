@@ -89,12 +89,14 @@ class Settings(BaseSettings):
     sync_rate_limit_per_org: int = Field(default=120, ge=1)
     sync_rate_limit_window_seconds: int = Field(default=3600, ge=1)
 
-    # Calls of each tenant's daily Xero budget left to the customer's other apps: a sync pauses
-    # (rate_limited_daily) rather than spend them.
-    xero_daily_reserve: int = Field(default=500, ge=0)
-    # Xero's documented calls per tenant per day: what the console charts each day's calls
-    # against (the limiter reads the live budget from Xero's X-DayLimit-Remaining instead).
+    # Xero's calls per tenant per day on the customer's tier (5,000; 1,000 on Xero's smallest):
+    # the reserve and the schedules' margin default to a tenth of it, and the console charts
+    # each day's calls against it (the limiter reads the live budget from Xero's
+    # X-DayLimit-Remaining instead).
     xero_day_limit: int = Field(default=5000, ge=1)
+    # Calls of each tenant's daily Xero budget left to the customer's other apps: a sync pauses
+    # (rate_limited_daily) rather than spend them. Unset: XERO_DAY_LIMIT / 10 (500 of 5,000).
+    xero_daily_reserve: int = Field(default=500, ge=0)
     xero_reserve_pause_seconds: int = Field(default=3600, ge=1)
     # Xero's per-tenant limits as the call limiter paces them (Xero's documented values; the
     # sandbox's time scale shortens the minute). REDIS_URL shares the count between processes.
@@ -123,7 +125,7 @@ class Settings(BaseSettings):
     # above (a connection's own schedule still wins).
     schedule_invoices_minutes_with_webhooks: int = Field(default=90, ge=1, le=10_080)
     schedule_accounts_minutes_with_webhooks: int = Field(default=360, ge=1, le=10_080)
-    schedule_day_limit_margin: int = Field(default=500, ge=0)
+    schedule_day_limit_margin: int = Field(default=500, ge=0)  # unset: XERO_DAY_LIMIT / 10
     schedule_day_limit_stretch: int = Field(default=4, ge=1)
     # How often the scheduler looks for what is due (a divisor of 60): a slot waits up to this
     # long. Benchmarks and tests that compress the clock compress it too.
@@ -194,6 +196,18 @@ class Settings(BaseSettings):
         serving on another host or port needs one setting, not two that must agree."""
         if not self.xero_redirect_uri:
             self.xero_redirect_uri = self.public_base_url.rstrip("/") + XERO_CALLBACK_PATH
+        return self
+
+    @model_validator(mode="after")
+    def _budget_shares_from_the_day_limit(self) -> Settings:
+        """The reserve and the schedules' margin follow the tier's day limit unless set: 500 of
+        5,000 calls is a tenth, and the same 500 of a 1,000-call tier would be half of it."""
+        for name in ("xero_daily_reserve", "schedule_day_limit_margin"):
+            if name not in self.model_fields_set:
+                # Not through setattr: the field stays "unset" (a copy re-derives nothing).
+                self.__dict__[name] = self.xero_day_limit // 10
+        if self.xero_daily_reserve >= self.xero_day_limit:
+            raise ValueError("XERO_DAILY_RESERVE must be less than XERO_DAY_LIMIT")
         return self
 
     @field_validator("schedule_tick_seconds", "outbound_webhook_tick_seconds")

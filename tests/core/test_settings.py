@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
+from pydantic import ValidationError
 
 from src.core.crypto import EncryptionKeyMissing, TokenCipher
 from src.core.settings import ConfigurationError, Settings
@@ -94,3 +95,16 @@ def test_serve_refuses_a_server_database_without_a_key_in_one_clear_line(tmp_pat
     done = _serve({"DATABASE_URL": SERVER_DATABASE, "TOKEN_ENCRYPTION_KEYS": KEY}, tmp_path)
     assert done.returncode == 2
     assert done.stderr.startswith("error: XERO_CLIENT_ID is required")
+
+
+def test_the_reserve_and_the_schedules_margin_follow_the_tiers_day_limit() -> None:
+    """500 of 5,000 calls is a tenth of a tenant's day; on Xero's 1,000-call tier the same 500
+    would keep half of it from our syncs. Set explicitly, they are kept."""
+    default = Settings()
+    assert (default.xero_daily_reserve, default.schedule_day_limit_margin) == (500, 500)
+    small = Settings(xero_day_limit=1000)
+    assert (small.xero_daily_reserve, small.schedule_day_limit_margin) == (100, 100)
+    own = Settings(xero_day_limit=1000, xero_daily_reserve=250)
+    assert (own.xero_daily_reserve, own.schedule_day_limit_margin) == (250, 100)
+    with pytest.raises(ValidationError, match="XERO_DAILY_RESERVE must be less"):
+        Settings(xero_day_limit=1000, xero_daily_reserve=1000)
