@@ -74,10 +74,26 @@ from src.domains.external_accounting.ledger.rows import (
     as_records,
     columns,
 )
+from src.domains.external_accounting.ledger.sqlite_bulk import insert_rows
 
 _INVOICE_STAGE = "ledgersync_invoice_stage"
 # What an upsert of a stored record never changes: its identity and whose it is.
 _KEEP = frozenset({"id", "organization_id", "connection_id", "provider_id"})
+
+
+def _sqlite_upsert_of(table: Table) -> Any:
+    """`INSERT ... ON CONFLICT (connection_id, provider_id) DO UPDATE` of every column but
+    `_KEEP`, for SQLite's bulk path (built once: `sqlite_bulk` keeps a plan per statement)."""
+    statement = sqlite_insert(table)
+    return statement.on_conflict_do_update(
+        index_elements=["connection_id", "provider_id"],
+        set_={c.name: statement.excluded[c.name] for c in table.columns if c.name not in _KEEP},
+    )
+
+
+_SQLITE_INVOICE_UPSERT = _sqlite_upsert_of(cast(Table, Invoice.__table__))
+_LINE_ITEM_INSERT = insert(cast(Table, InvoiceLineItem.__table__))
+_CHANGE_INSERT = insert(cast(Table, LedgerChange.__table__))
 
 
 # A select of any columns: `_below_horizon` keeps its type.
@@ -203,16 +219,12 @@ class LedgerRepository:
             await self._copy_upsert_invoices(driver, rows, lines, replaced)
             await self._copy_changes(driver, recorded)
             return
-        await self._upsert(Invoice, as_params(rows, {"raw"}))
+        await insert_rows(self.session, _SQLITE_INVOICE_UPSERT, rows, {"raw"})
         if replaced:
             await self.session.execute(
                 delete(InvoiceLineItem).where(InvoiceLineItem.invoice_id.in_(replaced))
             )
-        if lines:
-            await self.session.execute(
-                insert(InvoiceLineItem.__table__),  # type: ignore[arg-type]
-                as_params(lines, {"tracking"}),
-            )
+        await insert_rows(self.session, _LINE_ITEM_INSERT, lines, {"tracking"})
         await self._insert_changes(recorded)
 
     async def _stored_invoices(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredInvoice]:
@@ -297,17 +309,14 @@ class LedgerRepository:
         return list(result.scalars())
 
     async def _insert_changes(self, recorded: Sequence[ChangeRow]) -> None:
-        """Change rows, by COPY on PostgreSQL, else one executemany."""
+        """Change rows, by COPY on PostgreSQL, else SQLite's bulk insert."""
         if not recorded:
             return
         driver = await self._asyncpg()
         if driver is not None:
             await self._copy_changes(driver, recorded)
             return
-        await self.session.execute(
-            insert(LedgerChange.__table__),  # type: ignore[arg-type]
-            as_params(recorded, {"changes"}),
-        )
+        await insert_rows(self.session, _CHANGE_INSERT, recorded, {"changes"})
 
     async def add_changes(self, recorded: Sequence[ChangeRow]) -> None:
         """Record changes written some other way (tests of the feed's ordering use it)."""
