@@ -4,17 +4,17 @@ reads each minute about every active connection (one query, whatever the number 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, exists, func, or_, select, update
+from sqlalchemy import Table, bindparam, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from src.core.database import rows_matched, utcnow
+from src.core.database import utcnow
 from src.domains.external_accounting.base.sync import ObjectType
 from src.domains.external_accounting.connections.models import Connection, ConnectionStatus
 from src.domains.external_accounting.ledger.models import (
@@ -141,35 +141,77 @@ class ScheduleRepository:
         assert saved is not None
         return saved
 
-    async def record_day_limit(
-        self, provider: str, tenant_id: str, remaining: int, observed_at: datetime
+    async def record_day_limits(
+        self, provider: str, readings: Mapping[str, tuple[int, datetime]]
     ) -> int:
-        """Store a tenant's daily budget reading on its active connections, unless a newer one
-        is stored; how many connections took it."""
-        result = await self.session.execute(
-            select(Connection.id).where(
+        """Store each tenant's daily budget reading (`readings`: tenant id → (remaining,
+        observed at)) on its active connections, where no newer one is stored; how many
+        connections took one. A process passes every reading it has seen at every tick, and
+        most are already stored: one query finds the connections whose stored reading is
+        older, and only those are locked (in connection order: two workers locking rows in
+        different orders deadlocked, bench/fleet.py), checked again and written, in one
+        statement each whatever the number of tenants."""
+        if not readings:
+            return 0
+        known = await self.session.execute(
+            select(
+                Connection.id,
+                Connection.tenant_id,
+                ConnectionSchedule.connection_id,
+                ConnectionSchedule.day_limit_observed_at,
+            )
+            .outerjoin(ConnectionSchedule, ConnectionSchedule.connection_id == Connection.id)
+            .where(
                 Connection.provider == provider,
-                Connection.tenant_id == tenant_id,
+                Connection.tenant_id.in_(list(readings)),
                 Connection.status == ConnectionStatus.ACTIVE.value,
             )
         )
-        ids = sorted(result.scalars())  # one lock order for every writer
-        if not ids:
+        reading_of: dict[uuid.UUID, tuple[int, datetime]] = {}
+        without_row: list[uuid.UUID] = []
+        for connection_id, tenant_id, has_row, observed_at in known:
+            reading = readings[tenant_id]
+            if has_row is None:
+                without_row.append(connection_id)
+            elif observed_at is not None and observed_at >= reading[1]:
+                continue
+            reading_of[connection_id] = reading
+        if not reading_of:
             return 0
-        await self._ensure_rows(ids)
-        updated = await self.session.execute(
-            update(ConnectionSchedule)
-            .where(
-                ConnectionSchedule.connection_id.in_(ids),
-                or_(
-                    ConnectionSchedule.day_limit_observed_at.is_(None),
-                    ConnectionSchedule.day_limit_observed_at < observed_at,
-                ),
-            )
-            .values(day_limit_remaining=remaining, day_limit_observed_at=observed_at)
-            .execution_options(synchronize_session=False)
+        await self._ensure_rows(sorted(without_row))
+        # Under the rows' locks (PostgreSQL), what is stored now decides; the UPDATE's own
+        # condition keeps a newer reading on SQLite, whose writers queue for its one lock.
+        locked = await self.session.execute(
+            select(ConnectionSchedule.connection_id, ConnectionSchedule.day_limit_observed_at)
+            .where(ConnectionSchedule.connection_id.in_(sorted(reading_of)))
+            .order_by(ConnectionSchedule.connection_id)
+            .with_for_update()
         )
-        return rows_matched(updated)
+        writes: list[dict[str, Any]] = []
+        for connection_id, observed_at in locked:
+            remaining, observed = reading_of[connection_id]
+            if observed_at is None or observed_at < observed:
+                writes.append(
+                    {"id": connection_id, "remaining": remaining, "observed_at": observed}
+                )
+        if writes:
+            schedules = cast(Table, ConnectionSchedule.__table__)
+            await self.session.execute(
+                update(schedules)
+                .where(
+                    schedules.c.connection_id == bindparam("id"),
+                    or_(
+                        schedules.c.day_limit_observed_at.is_(None),
+                        schedules.c.day_limit_observed_at < bindparam("observed_at"),
+                    ),
+                )
+                .values(
+                    day_limit_remaining=bindparam("remaining"),
+                    day_limit_observed_at=bindparam("observed_at"),
+                ),
+                writes,
+            )
+        return len(writes)
 
     async def scheduling_states(self) -> list[SchedulingState]:
         """Every active connection with its schedule, budget reading and runs, oldest first."""

@@ -162,17 +162,14 @@ class ScheduleService:
     ) -> int:
         """Store the latest daily budget per tenant (`readings` by tenant id) on its active
         connections, where it is newer than what is stored; how many connections took one."""
-        stored = 0
-        # In tenant order: every process writes its readings in one transaction, and two
-        # workers locking the same rows in different orders deadlocked (bench/fleet.py).
-        for tenant_id, reading in sorted(readings.items()):
-            remaining, observed_at = reading.day_remaining, reading.observed_at
-            if remaining is None or observed_at is None:
-                continue
-            stored += await self.schedules.record_day_limit(
-                provider, tenant_id, remaining, observed_at
-            )
-        return stored
+        return await self.schedules.record_day_limits(
+            provider,
+            {
+                tenant_id: (reading.day_remaining, reading.observed_at)
+                for tenant_id, reading in readings.items()
+                if reading.day_remaining is not None and reading.observed_at is not None
+            },
+        )
 
     # -- the scheduler -----------------------------------------------------------------------
 

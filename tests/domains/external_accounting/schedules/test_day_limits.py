@@ -9,12 +9,13 @@ import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import event, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from src.core.database import utcnow
 from src.core.settings import Settings
@@ -130,3 +131,58 @@ async def test_two_workers_storing_readings_in_opposite_orders_do_not_deadlock(
                 await session.execute(select(ConnectionSchedule.day_limit_remaining))
             ).scalars()
             assert set(stored) == {3000 - attempt}
+
+
+async def test_readings_already_stored_cost_one_query_and_new_ones_a_few_statements(
+    engine: AsyncEngine,
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+) -> None:
+    """The scheduler passes every reading its process has seen at every tick (1,000 tenants in
+    bench/fleet.py): what is stored already is found in one query and not written again, and
+    what is new is written in a handful of statements, not three per tenant."""
+    organization, _, _ = await create_org_with_user(session_factory)
+    tenants = [str(uuid.uuid4()) for _ in range(200)]
+    async with session_factory() as session:
+        for tenant in tenants:
+            session.add(
+                Connection(organization_id=organization.id, tenant_id=tenant, tenant_name="T")
+            )
+        await session.commit()
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    async def store(readings: dict[str, _Reading]) -> int:
+        statements.clear()
+        async with session_factory() as session:
+            stored = await ScheduleService(session, settings).record_day_limits("xero", readings)
+            await session.commit()
+        return stored
+
+    first = utcnow()
+    later = first + timedelta(seconds=30)
+    readings = {t: _Reading(4000, first) for t in tenants}
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        assert await store(readings) == len(tenants)
+        assert len(statements) <= 4, statements  # rows made, locked, written: not per tenant
+        assert await store(readings) == 0
+        assert len(statements) == 1, statements
+        readings.update({t: _Reading(3500, later) for t in tenants[:10]})
+        assert await store(readings) == 10
+        assert len(statements) <= 3, statements
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+    async with session_factory() as session:
+        stored = dict(
+            (
+                await session.execute(
+                    select(Connection.tenant_id, ConnectionSchedule.day_limit_remaining)
+                    .join(ConnectionSchedule, ConnectionSchedule.connection_id == Connection.id)
+                    .where(Connection.organization_id == organization.id)
+                )
+            ).all()
+        )
+    assert stored == {t: 3500 if t in tenants[:10] else 4000 for t in tenants}
