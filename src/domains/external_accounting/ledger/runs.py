@@ -528,13 +528,14 @@ class SyncRuns:
         ours = await LedgerRepository(session).finish_run(
             progress.run_id, progress.lease, **finished
         )
-        # Calls made are calls Xero metered, whether or not the run still held its lease.
-        # Usage before the connection row: a page's transaction locks the usage row only,
-        # and two runs of one connection finishing together deadlocked when one held the
-        # connection row and the other the usage row (bench/freshness.py).
-        await UsageRepository(session).add(usage)
+        # The connection row before the usage row, the order a page's transaction takes them
+        # in (its fence share-locks the connection; its checkpoint adds usage last): the other
+        # way round, a page of one run and the finish of another run of the same connection
+        # deadlocked (bench/fleet.py).
         if ours and succeeded:
             await ConnectionRepository(session).mark_synced(connection.id)
+        # Calls made are calls Xero metered, whether or not the run still held its lease.
+        await UsageRepository(session).add(usage)
         if ours and status in (RunStatus.SUCCESS, RunStatus.FAILED):
             # Owed to the customer's endpoints in the finish's own transaction: the event
             # exists exactly when the run's end is committed.

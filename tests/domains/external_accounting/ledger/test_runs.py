@@ -19,6 +19,8 @@ from src.core.settings import Settings
 from src.domains.external_accounting.base.factory import IntegrationFactory
 from src.domains.external_accounting.base.sync import RunClaim
 from src.domains.external_accounting.connections.models import Connection
+from src.domains.external_accounting.connections.repository import UsageRepository
+from src.domains.external_accounting.connections.usage import UsageDelta
 from src.domains.external_accounting.exceptions import SyncInProgress
 from src.domains.external_accounting.ledger import runs as sync_runs
 from src.domains.external_accounting.ledger.models import Invoice, RunStatus, SyncMode, SyncRun
@@ -348,3 +350,64 @@ async def test_a_finish_that_loses_a_deadlock_is_retried_and_frees_its_lease(
 async def _scalar(session_factory: async_sessionmaker[AsyncSession], query: str) -> object:
     async with session_factory() as session:
         return (await session.execute(text(query))).scalar_one()
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="row locks: SQLite has one writer at a time")
+async def test_a_page_and_a_finish_of_one_connection_take_their_locks_in_one_order(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """A page's transaction locks the connection (its fence, a share lock) and then its usage
+    row; a successful finish of another run of the same connection updates the connection and
+    adds its usage. The finish once added the usage first: the page, holding the connection,
+    waited for the usage row while the finish, holding it, waited for the connection, and
+    PostgreSQL killed one of them (an accounts sync failed so in bench/fleet.py)."""
+    organization, _, _ = await create_org_with_user(session_factory)
+    async with session_factory() as session:
+        connection = Connection(
+            organization_id=organization.id, tenant_id=str(uuid.uuid4()), tenant_name="Both"
+        )
+        session.add(connection)
+        await session.commit()
+        repository = LedgerRepository(session)
+        paging = sync_runs.new_run(connection, "accounts", mode=SyncMode.FULL, params={})
+        finishing = sync_runs.new_run(connection, "invoices", mode=SyncMode.FULL, params={})
+        for run in (paging, finishing):
+            assert await repository.add_running_run(run)
+        await session.commit()
+    runs = sync_runs.SyncRuns(session_factory, api_calls=lambda: 0)
+
+    def progress(run: SyncRun) -> sync_runs.RunProgress:
+        assert run.lease is not None
+        return sync_runs.RunProgress(
+            run_id=run.id, lease=run.lease, connection_id=connection.id, mode="full"
+        )
+
+    usage = [UsageDelta(connection.id, utcnow().date(), calls=1, bytes=100)]
+    async with session_factory() as page, page.begin():
+        await runs.fence(LedgerRepository(page), progress(paging))
+
+        async def finish() -> bool:
+            async with session_factory() as session, session.begin():
+                return await runs._write_finish(
+                    session,
+                    connection,
+                    progress(finishing),
+                    RunStatus.SUCCESS,
+                    {
+                        "status": RunStatus.SUCCESS.value,
+                        "finished_at": utcnow(),
+                        "error": None,
+                        "error_detail": None,
+                    },
+                    usage,
+                )
+
+        finished = asyncio.create_task(finish())
+        await asyncio.sleep(0.5)  # the finish is now waiting on the lock it wants first
+        await UsageRepository(page).add(usage)
+    assert await asyncio.wait_for(finished, timeout=10) is True
+    calls = await _scalar(
+        session_factory,
+        f"SELECT sum(calls) FROM connection_usage WHERE connection_id = '{connection.id}'",
+    )
+    assert calls == 2
