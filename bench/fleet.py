@@ -39,6 +39,7 @@ import httpx
 import psutil
 import redis
 from cryptography.fernet import Fernet
+from pydantic import SecretStr
 from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -306,6 +307,13 @@ class Workers:
                 p.kill()
 
 
+def _plain(value: Any) -> str:
+    """A setting as its environment variable's text: a secret's value, not its mask (`str` of
+    a SecretStr is `**********`, which Xero's token endpoint refuses as the client secret the
+    first time a worker refreshes a token: ~28 minutes in, so only in long runs)."""
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+
 def worker_env(s: Settings, **extra: str) -> dict[str, str]:
     """The environment of a `ledgersync worker` (or `serve`) process on the settings `s`."""
     keys = [
@@ -321,7 +329,7 @@ def worker_env(s: Settings, **extra: str) -> dict[str, str]:
         "xero_app_minute_limit",
         "xero_minute_seconds",
     ]
-    env = {k.upper(): str(getattr(s, k)) for k in keys}
+    env = {k.upper(): _plain(getattr(s, k)) for k in keys}
     env.update(
         ENVIRONMENT="test",
         DATABASE_URL=s.database_url,
