@@ -23,6 +23,7 @@ from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.schedules.models import ConnectionSchedule
 from src.domains.external_accounting.schedules.service import ScheduleService
 from src.domains.external_accounting.xero.data.accounting_client import RateBudget, TenantThrottle
+from src.domains.organizations.models import Organization
 from src.xero_sandbox.server import RunningSandbox
 from tests.factories import bearer, create_org_with_user
 from tests.fixtures import ON_POSTGRES, connected_org, sync, tighten_limits
@@ -87,6 +88,21 @@ async def test_a_syncs_day_limit_reading_is_stored_and_spares_the_connection(
         assert await service.record_day_limits("xero", {first.tenant_id: nothing}) == 0
 
 
+async def _tenants_connected(
+    session_factory: async_sessionmaker[AsyncSession], count: int
+) -> tuple[Organization, list[str]]:
+    """An organisation with `count` active connections, each to a tenant of its own."""
+    organization, _, _ = await create_org_with_user(session_factory)
+    tenants = [str(uuid.uuid4()) for _ in range(count)]
+    async with session_factory() as session:
+        for tenant in tenants:
+            session.add(
+                Connection(organization_id=organization.id, tenant_id=tenant, tenant_name="T")
+            )
+        await session.commit()
+    return organization, tenants
+
+
 @dataclass(frozen=True)
 class _Reading:
     day_remaining: int | None
@@ -99,14 +115,7 @@ async def test_two_workers_storing_readings_in_opposite_orders_do_not_deadlock(
 ) -> None:
     """Each worker stores the readings it has seen in one transaction, its own dict order:
     opposite orders once deadlocked PostgreSQL (seen in bench/fleet.py)."""
-    organization, _, _ = await create_org_with_user(session_factory)
-    tenants = [str(uuid.uuid4()) for _ in range(150)]
-    async with session_factory() as session:
-        for tenant in tenants:
-            session.add(
-                Connection(organization_id=organization.id, tenant_id=tenant, tenant_name="T")
-            )
-        await session.commit()
+    organization, tenants = await _tenants_connected(session_factory, 150)
 
     async def store(order: list[str], remaining: int, observed_at: datetime) -> int:
         readings = {t: _Reading(remaining, observed_at) for t in order}
@@ -141,14 +150,7 @@ async def test_readings_already_stored_cost_one_query_and_new_ones_a_few_stateme
     """The scheduler passes every reading its process has seen at every tick (1,000 tenants in
     bench/fleet.py): what is stored already is found in one query and not written again, and
     what is new is written in a handful of statements, not three per tenant."""
-    organization, _, _ = await create_org_with_user(session_factory)
-    tenants = [str(uuid.uuid4()) for _ in range(200)]
-    async with session_factory() as session:
-        for tenant in tenants:
-            session.add(
-                Connection(organization_id=organization.id, tenant_id=tenant, tenant_name="T")
-            )
-        await session.commit()
+    organization, tenants = await _tenants_connected(session_factory, 200)
     statements: list[str] = []
 
     def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
