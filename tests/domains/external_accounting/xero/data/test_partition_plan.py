@@ -52,9 +52,13 @@ def _plan(
     [
         # Under a minute of slow calls: the whole in-flight limit pays off.
         (1.0, 0.1, 19, 5, 0.0),
-        # Xero's minute bounds it: three children are within a tenth of five's time, for two
-        # part-filled pages instead of four.
-        (1.0, 0.1, 99, 3, 0.0),
+        # Past Xero's minute, the calls left after it go five at a time: five children.
+        (1.0, 0.1, 99, 5, 0.0),
+        # Four children are within 2% of five's time, for one part-filled page fewer.
+        (1.0, 0.1, 150, 4, 0.0),
+        # Xero's minute bounds it throughout: one keyset at a call a second keeps up with 60 a
+        # minute, so no split pays off.
+        (1.0, 0.1, 300, 1, 0.0),
         # A fast Xero: the one writer bounds it, and a split would only add calls.
         (0.01, 0.1, 99, 1, 0.0),
         # Decoding is this process's time too: a fetch of 0.3 s that decoded for 0.2 s.
