@@ -332,6 +332,23 @@ async def _retry_stalled_jobs_forever(app: procrastinate.App, settings: Settings
         await asyncio.sleep(settings.job_stalled_check_seconds)
 
 
+async def warn_if_autovacuum_is_off(app: procrastinate.App) -> bool:
+    """Whether the server vacuums on its own; a warning where it does not. Every job is an
+    insert, two updates and a delete in the queue's table: without autovacuum its dead rows
+    pile up, each worker's job fetch wades through them, and at a few dozen jobs a second the
+    queue falls behind within half an hour (bench/fleet.py, where CI machines turn it off)."""
+    row = await app.connector.execute_query_one_async(
+        "SELECT current_setting('autovacuum') AS autovacuum"
+    )
+    if row["autovacuum"] == "on":
+        return True
+    logger.warning(
+        "autovacuum is off on this PostgreSQL server: the job queue's table will bloat and "
+        "job fetches slow down; turn it on, or VACUUM procrastinate_jobs often"
+    )
+    return False
+
+
 async def run_worker(
     settings: Settings,
     *,
@@ -352,6 +369,7 @@ async def run_worker(
     if queues is not None:
         options["queues"] = list(queues)
     async with app.open_async():
+        await warn_if_autovacuum_is_off(app)
         recovery = asyncio.create_task(_retry_stalled_jobs_forever(app, settings))
         try:
             await app.run_worker_async(**options)

@@ -32,6 +32,7 @@ from src.core.jobs import (
     psycopg_conninfo,
     run_jobs_in_process,
     serve_jobs,
+    warn_if_autovacuum_is_off,
 )
 from src.core.migrations import alembic_config, upgrade_database
 from src.core.settings import Settings, get_settings
@@ -277,6 +278,21 @@ async def _catalog(connection: psycopg.AsyncConnection[Any], schema: str) -> dic
             for row in rows
         ]
     return catalog
+
+
+@postgres_only
+async def test_a_worker_warns_where_the_server_does_not_vacuum_the_queue(
+    job_app: procrastinate.App, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with await psycopg.AsyncConnection.connect(psycopg_conninfo(database_url)) as connection:
+        cursor = await connection.execute("SHOW autovacuum")
+        row = await cursor.fetchone()
+    assert row is not None
+    server_vacuums = row[0] == "on"
+    with caplog.at_level("WARNING", logger="src.core.jobs"):
+        assert await warn_if_autovacuum_is_off(job_app) is server_vacuums
+    warned = [r for r in caplog.records if "autovacuum is off" in r.getMessage()]
+    assert len(warned) == (0 if server_vacuums else 1)
 
 
 @postgres_only
