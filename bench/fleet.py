@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -345,6 +346,23 @@ def worker_env(s: Settings, **extra: str) -> dict[str, str]:
 
 
 @dataclass
+class _Background:
+    """A daemon thread, and the event that asks it to stop; `stop()` waits for it."""
+
+    stopping: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def start(self, target: Callable[[], None]) -> None:
+        self.thread = threading.Thread(target=target, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.thread:
+            self.thread.join()
+
+
+@dataclass
 class Sampler:
     """Every `every_s`: each worker's RSS, the sandbox's call total, and the CPU seconds of the
     workers, the sandbox and this database's PostgreSQL backends."""
@@ -356,8 +374,7 @@ class Sampler:
     calls: list[tuple[float, int]] = field(default_factory=list)
     cpu: dict[int, float] = field(default_factory=dict)
     group: dict[int, str] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _background: _Background = field(default_factory=_Background)
 
     def _processes(self) -> list[psutil.Process]:
         backends = []
@@ -389,7 +406,7 @@ class Sampler:
 
     def _loop(self) -> None:
         with httpx.Client(base_url=self.sandbox.base_url, timeout=30) as http:
-            while not self._stop.wait(self.every_s):
+            while not self._background.stopping.wait(self.every_s):
                 self._sample(http)
             self._sample(http)
 
@@ -397,14 +414,11 @@ class Sampler:
         with httpx.Client(base_url=self.sandbox.base_url, timeout=30) as http:
             self._sample(http)
         self.cpu_start = dict(self.cpu)
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+        self._background.start(self._loop)
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
+        self._background.stop()
 
     def cpu_used_s(self, group: str | None = None) -> float:
         return sum(
@@ -436,8 +450,7 @@ class Vacuumer:
     naptime_s: float
     vacuums: int = 0
     seconds: float = 0.0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _background: _Background = field(default_factory=_Background)
 
     @staticmethod
     def needed() -> bool:
@@ -458,18 +471,15 @@ class Vacuumer:
 
     def _loop(self) -> None:
         with psycopg.connect(PSYCOPG_URL, autocommit=True) as connection:
-            while not self._stop.wait(self.naptime_s):
+            while not self._background.stopping.wait(self.naptime_s):
                 self._pass(connection)
 
     def start(self) -> Vacuumer:
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+        self._background.start(self._loop)
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
+        self._background.stop()
 
 
 def wait_until_all_ended(timeout_s: float, database_url: str = DATABASE_URL) -> None:

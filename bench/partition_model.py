@@ -221,6 +221,12 @@ class ModelPhases(invoice_phases.InvoicePhases):
         self.stored.update(invoice.invoice_id for invoice, _ in pairs)
 
 
+def left_in(partition: Partition, invoices: list[_Invoice]) -> list[_Invoice]:
+    """The invoices `partition` has still to fetch."""
+    filters, since = partition.filters(None), partition.since
+    return [i for i in invoices if _matches(i, filters) and (since is None or i.updated > since)]
+
+
 class _ModelPlan(PartitionPlan):
     """The plan on the virtual clock; with `oracle`, cut at the true equal shares."""
 
@@ -230,19 +236,10 @@ class _ModelPlan(PartitionPlan):
         self.clock = lambda: CLOCK.now
         super().__post_init__()
 
-    def _left(self, partition: Partition) -> list[_Invoice]:
-        filters = partition.filters(None)
-        since = partition.since
-        return [
-            i
-            for i in self.oracle or []
-            if _matches(i, filters) and (since is None or i.updated > since)
-        ]
-
     def _cuts(self, partition: Partition, parts: int) -> list[date]:
         if self.oracle is None:
             return super()._cuts(partition, parts)
-        days = sorted(i.day for i in self._left(partition))
+        days = sorted(i.day for i in left_in(partition, self.oracle))
         if parts < 2 or len(days) < parts:
             return []
         cuts = sorted({days[len(days) * k // parts] for k in range(1, parts)})
@@ -278,9 +275,7 @@ def simulate(invoices: list[_Invoice], args: argparse.Namespace, *, oracle: bool
         def split(self, partition: Partition) -> list[Partition]:
             children = super().split(partition)
             if children and args.show_splits:
-                saved, self.oracle = self.oracle, invoices
-                counts = [len(self._left(child)) for child in children]
-                self.oracle = saved
+                counts = [len(left_in(child, invoices)) for child in children]
                 print(f"    t={CLOCK.now:6.2f} s  {partition.key} splits: {counts}")
             return children
 
