@@ -190,6 +190,11 @@ def create_engine(database_url: str, *, echo: bool = False) -> AsyncEngine:
         kwargs["connect_args"] = {"timeout": 30}
     else:
         kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+        if url.get_driver_name() == "asyncpg":
+            # Our statements are short index lookups; a large table makes the planner's cost
+            # estimate cross jit_above_cost, and compiling the plan then took 770 of the 990 ms
+            # the scheduler's query took over a day of runs (bench/fleet.py).
+            kwargs["connect_args"] = {"server_settings": {"jit": "off"}}
     engine = create_async_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

@@ -258,6 +258,24 @@ class RunTrigger(StrEnum):
     RECONCILE = "reconcile"
 
 
+# The runs that stand for a connection's schedule slot (not a webhook's fetch by id, not a
+# reconciliation sweep), and of those the ones someone asked for: the scheduler's query
+# (schedules/repository.py) repeats these conditions word for word so that both databases
+# read the newest such run from the partial index below instead of every run of the history.
+SLOT_RUN_CONDITION = f"trigger <> '{RunTrigger.WEBHOOK}' AND mode <> '{SyncMode.RECONCILE}'"
+REQUESTED_RUN_CONDITION = f"{SLOT_RUN_CONDITION} AND trigger <> '{RunTrigger.SCHEDULE}'"
+PAUSED_RUN_CONDITION = f"status = '{RunStatus.PAUSED}'"
+
+
+def _partial_index(name: str, columns: tuple[str, ...], condition: str) -> Index:
+    return Index(
+        name,
+        *columns,
+        postgresql_where=text(condition),
+        sqlite_where=text(condition),
+    )
+
+
 class SyncRun(Base):
     """One sync of one connection and object type: the history, and (while `running`) the lease
     that keeps two syncs of the same connection and object type from interleaving. Its status
@@ -268,6 +286,21 @@ class SyncRun(Base):
         Index("ix_sync_runs_org_started", "organization_id", "started_at"),
         # The scheduler's "last run of this connection and object type".
         Index("ix_sync_runs_connection_type_started", "connection_id", "object_type", "started_at"),
+        _partial_index(
+            "ix_sync_runs_slot_started",
+            ("connection_id", "object_type", "started_at"),
+            SLOT_RUN_CONDITION,
+        ),
+        _partial_index(
+            "ix_sync_runs_requested_started",
+            ("connection_id", "object_type", "started_at"),
+            REQUESTED_RUN_CONDITION,
+        ),
+        _partial_index(
+            "ix_sync_runs_paused_until",
+            ("connection_id", "object_type", "paused_until"),
+            PAUSED_RUN_CONDITION,
+        ),
         Index(
             "uq_sync_runs_one_running",
             "connection_id",

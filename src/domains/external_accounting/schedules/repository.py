@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, exists, func, or_, select, update
+from sqlalchemy import Select, Table, bindparam, exists, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -56,28 +56,45 @@ class SchedulingState:
     runs: dict[str, RunsOfType]
 
 
+def _inline(value: str) -> Any:
+    """A constant written into the statement rather than bound: a partial index serves a
+    query only where the planner can see that the query's condition implies the index's (on
+    PostgreSQL's generic plans and on SQLite, a bound value hides it)."""
+    return literal(value, literal_execute=True)
+
+
 def _of_type(object_type: str) -> list[Any]:
-    """Correlated subqueries on the connection's runs of one type (each an index lookup on
-    ix_sync_runs_connection_type_started)."""
+    """Correlated subqueries on the connection's runs of one type, each the first entry of a
+    partial index (ledger/models.py), so a tick reads four index entries per connection and
+    type however long the history (a day of 1,000 connections' runs: 27 ms against 1.0 s with
+    ix_sync_runs_connection_type_started alone, which made the newest requested run and the
+    latest pause a walk through every run)."""
     same = (SyncRun.connection_id == Connection.id, SyncRun.object_type == object_type)
     # A webhook's targeted run fetched a few invoices by id, and a reconciliation sweep reads no
     # changes since a cursor: neither stands in for a slot (a busy organisation's events would
     # keep its safety-net sync from ever running). While they run they are busy like any run.
+    # These conditions are SLOT_RUN_CONDITION and REQUESTED_RUN_CONDITION, term for term.
     slot_runs = (
         *same,
-        SyncRun.trigger != RunTrigger.WEBHOOK.value,
-        SyncRun.mode != SyncMode.RECONCILE.value,
+        SyncRun.trigger != _inline(RunTrigger.WEBHOOK.value),
+        SyncRun.mode != _inline(SyncMode.RECONCILE.value),
     )
     last = select(func.max(SyncRun.started_at)).where(*slot_runs).correlate(Connection)
     requested = (
         select(func.max(SyncRun.started_at))
-        .where(*slot_runs, SyncRun.trigger != RunTrigger.SCHEDULE.value)
+        .where(*slot_runs, SyncRun.trigger != _inline(RunTrigger.SCHEDULE.value))
         .correlate(Connection)
     )
-    busy = exists().where(*same, SyncRun.status.in_(BUSY_STATUSES)).correlate(Connection)
+    # One test per status, each answered by its unique partial index (an IN list is not).
+    busy = or_(
+        *(
+            exists().where(*same, SyncRun.status == _inline(status)).correlate(Connection)
+            for status in BUSY_STATUSES
+        )
+    )
     paused = (
         select(func.max(SyncRun.paused_until))
-        .where(*same, SyncRun.status == RunStatus.PAUSED.value)
+        .where(*same, SyncRun.status == _inline(RunStatus.PAUSED.value))
         .correlate(Connection)
     )
     return [
@@ -86,6 +103,29 @@ def _of_type(object_type: str) -> list[Any]:
         busy.label(f"{object_type}_busy"),
         paused.scalar_subquery().label(f"{object_type}_paused"),
     ]
+
+
+def scheduling_query() -> Select[Any]:
+    """The scheduler's one query: every active connection, its schedule and budget reading,
+    and what it needs of its runs of each object type (`_of_type`)."""
+    columns = [column for object_type in OBJECT_TYPES for column in _of_type(object_type)]
+    return (
+        select(
+            Connection.id,
+            Connection.organization_id,
+            Connection.provider,
+            Connection.connected_at,
+            ConnectionSchedule.enabled,
+            ConnectionSchedule.invoices_every_minutes,
+            ConnectionSchedule.accounts_every_minutes,
+            ConnectionSchedule.day_limit_remaining,
+            ConnectionSchedule.day_limit_observed_at,
+            *columns,
+        )
+        .outerjoin(ConnectionSchedule, ConnectionSchedule.connection_id == Connection.id)
+        .where(Connection.status == ConnectionStatus.ACTIVE.value)
+        .order_by(Connection.connected_at, Connection.id)
+    )
 
 
 class ScheduleRepository:
@@ -215,24 +255,7 @@ class ScheduleRepository:
 
     async def scheduling_states(self) -> list[SchedulingState]:
         """Every active connection with its schedule, budget reading and runs, oldest first."""
-        columns = [column for object_type in OBJECT_TYPES for column in _of_type(object_type)]
-        result = await self.session.execute(
-            select(
-                Connection.id,
-                Connection.organization_id,
-                Connection.provider,
-                Connection.connected_at,
-                ConnectionSchedule.enabled,
-                ConnectionSchedule.invoices_every_minutes,
-                ConnectionSchedule.accounts_every_minutes,
-                ConnectionSchedule.day_limit_remaining,
-                ConnectionSchedule.day_limit_observed_at,
-                *columns,
-            )
-            .outerjoin(ConnectionSchedule, ConnectionSchedule.connection_id == Connection.id)
-            .where(Connection.status == ConnectionStatus.ACTIVE.value)
-            .order_by(Connection.connected_at, Connection.id)
-        )
+        result = await self.session.execute(scheduling_query())
         states = []
         for row in result.mappings():
             states.append(
