@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import DateTime, MetaData, Numeric, Text, event
+from sqlalchemy import DateTime, MetaData, Numeric, Text, event, literal
 from sqlalchemy.engine import CursorResult, Dialect, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
@@ -171,6 +171,13 @@ def json_dumps(value: Any) -> str:
 def json_loads(text: str | bytes) -> Any:
     """JSON columns read back with numbers as Decimal."""
     return json.loads(text, parse_float=Decimal)
+
+
+def inline_constant(value: str) -> Any:
+    """A constant written into the statement rather than bound: a partial index serves a query
+    only where the planner can see that the query's condition implies the index's, and a bound
+    value hides it (from SQLite's planner, and from PostgreSQL's generic plans)."""
+    return literal(value, literal_execute=True)
 
 
 def create_engine(database_url: str, *, echo: bool = False) -> AsyncEngine:

@@ -265,6 +265,8 @@ class RunTrigger(StrEnum):
 SLOT_RUN_CONDITION = f"trigger <> '{RunTrigger.WEBHOOK}' AND mode <> '{SyncMode.RECONCILE}'"
 REQUESTED_RUN_CONDITION = f"{SLOT_RUN_CONDITION} AND trigger <> '{RunTrigger.SCHEDULE}'"
 PAUSED_RUN_CONDITION = f"status = '{RunStatus.PAUSED}'"
+# The reconciliation sweeps, whose scheduler reads each connection's last one every tick.
+SWEEP_RUN_CONDITION = f"mode = '{SyncMode.RECONCILE}'"
 
 
 def _partial_index(name: str, columns: tuple[str, ...], condition: str) -> Index:
@@ -284,7 +286,7 @@ class SyncRun(Base):
     __tablename__ = "sync_runs"
     __table_args__ = (
         Index("ix_sync_runs_org_started", "organization_id", "started_at"),
-        # The scheduler's "last run of this connection and object type".
+        # A connection's runs of one object type, newest first (the runs API, the lease checks).
         Index("ix_sync_runs_connection_type_started", "connection_id", "object_type", "started_at"),
         _partial_index(
             "ix_sync_runs_slot_started",
@@ -300,6 +302,11 @@ class SyncRun(Base):
             "ix_sync_runs_paused_until",
             ("connection_id", "object_type", "paused_until"),
             PAUSED_RUN_CONDITION,
+        ),
+        _partial_index(
+            "ix_sync_runs_sweep_started",
+            ("connection_id", "object_type", "started_at"),
+            SWEEP_RUN_CONDITION,
         ),
         Index(
             "uq_sync_runs_one_running",

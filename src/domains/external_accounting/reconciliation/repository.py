@@ -6,10 +6,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from src.core.database import inline_constant
 from src.domains.external_accounting.connections.models import Connection, ConnectionStatus
 from src.domains.external_accounting.ledger.models import SyncMode, SyncRun
 from src.domains.external_accounting.schedules.models import ConnectionSchedule
@@ -27,6 +29,36 @@ class SweepState:
     last_swept_at: datetime | None  # when its last invoice sweep started
 
 
+def sweep_states_query() -> Select[*tuple[Any, ...]]:
+    """The sweep scheduler's one query: every active connection, its schedule's switch, and
+    when its last invoice sweep started."""
+    last = (
+        select(func.max(SyncRun.started_at))
+        .where(
+            SyncRun.connection_id == Connection.id,
+            SyncRun.object_type == "invoices",
+            # Inline, as SWEEP_RUN_CONDITION: the newest entry of its partial index, not a walk
+            # through every run of the connection.
+            SyncRun.mode == inline_constant(SyncMode.RECONCILE.value),
+        )
+        .correlate(Connection)
+        .scalar_subquery()
+    )
+    return (
+        select(
+            Connection.id,
+            Connection.organization_id,
+            Connection.provider,
+            Connection.connected_at,
+            ConnectionSchedule.enabled,
+            last.label("last_swept_at"),
+        )
+        .outerjoin(ConnectionSchedule, ConnectionSchedule.connection_id == Connection.id)
+        .where(Connection.status == ConnectionStatus.ACTIVE.value)
+        .order_by(Connection.connected_at, Connection.id)
+    )
+
+
 class ReconcileRepository:
     """What the sweep's scheduler reads."""
 
@@ -35,29 +67,7 @@ class ReconcileRepository:
 
     async def sweep_states(self) -> list[SweepState]:
         """Every active connection with the start of its last invoice sweep, oldest first."""
-        last = (
-            select(func.max(SyncRun.started_at))
-            .where(
-                SyncRun.connection_id == Connection.id,
-                SyncRun.object_type == "invoices",
-                SyncRun.mode == SyncMode.RECONCILE.value,
-            )
-            .correlate(Connection)
-            .scalar_subquery()
-        )
-        result = await self.session.execute(
-            select(
-                Connection.id,
-                Connection.organization_id,
-                Connection.provider,
-                Connection.connected_at,
-                ConnectionSchedule.enabled,
-                last.label("last_swept_at"),
-            )
-            .outerjoin(ConnectionSchedule, ConnectionSchedule.connection_id == Connection.id)
-            .where(Connection.status == ConnectionStatus.ACTIVE.value)
-            .order_by(Connection.connected_at, Connection.id)
-        )
+        result = await self.session.execute(sweep_states_query())
         return [
             SweepState(
                 connection_id=row.id,
