@@ -267,6 +267,12 @@ REQUESTED_RUN_CONDITION = f"{SLOT_RUN_CONDITION} AND trigger <> '{RunTrigger.SCH
 PAUSED_RUN_CONDITION = f"status = '{RunStatus.PAUSED}'"
 # The reconciliation sweeps, whose scheduler reads each connection's last one every tick.
 SWEEP_RUN_CONDITION = f"mode = '{SyncMode.RECONCILE}'"
+# The runs that may not have ended (a paused one has not while its resume is scheduled): what
+# queueing a sync looks for among a connection's runs, for every due sync of every tick.
+MAYBE_UNFINISHED_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED)
+MAYBE_UNFINISHED_RUN_CONDITION = "status IN ({})".format(
+    ", ".join(f"'{status}'" for status in MAYBE_UNFINISHED_STATUSES)
+)
 
 
 def _partial_index(name: str, columns: tuple[str, ...], condition: str) -> Index:
@@ -307,6 +313,11 @@ class SyncRun(Base):
             "ix_sync_runs_sweep_started",
             ("connection_id", "object_type", "started_at"),
             SWEEP_RUN_CONDITION,
+        ),
+        _partial_index(
+            "ix_sync_runs_maybe_unfinished",
+            ("connection_id", "object_type", "started_at"),
+            MAYBE_UNFINISHED_RUN_CONDITION,
         ),
         Index(
             "uq_sync_runs_one_running",

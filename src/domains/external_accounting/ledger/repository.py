@@ -39,7 +39,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from src.core.database import rows_matched, utcnow
+from src.core.database import inline_constant, rows_matched, utcnow
 from src.domains.external_accounting.connections.models import Connection, ConnectionStatus
 from src.domains.external_accounting.ledger.changes import (
     ACCOUNT_FIELDS,
@@ -54,6 +54,7 @@ from src.domains.external_accounting.ledger.changes import (
 )
 from src.domains.external_accounting.ledger.filters import InvoiceFilters
 from src.domains.external_accounting.ledger.models import (
+    MAYBE_UNFINISHED_STATUSES,
     Account,
     Invoice,
     InvoiceLineItem,
@@ -508,10 +509,15 @@ class LedgerRepository:
         )
 
     def _unfinished(self) -> Any:
-        """Runs that have not ended: queued, running, or paused with their resume scheduled."""
-        return or_(
-            SyncRun.status.in_((RunStatus.QUEUED, RunStatus.RUNNING)),
-            and_(SyncRun.status == RunStatus.PAUSED, SyncRun.job_id.is_not(None)),
+        """Runs that have not ended: queued, running, or paused with their resume scheduled.
+        The first term only repeats the rest, as MAYBE_UNFINISHED_RUN_CONDITION word for word:
+        it lets both planners read these from that partial index instead of every run."""
+        return and_(
+            SyncRun.status.in_([inline_constant(s.value) for s in MAYBE_UNFINISHED_STATUSES]),
+            or_(
+                SyncRun.status.in_((RunStatus.QUEUED, RunStatus.RUNNING)),
+                and_(SyncRun.status == RunStatus.PAUSED, SyncRun.job_id.is_not(None)),
+            ),
         )
 
     async def unfinished_run(self, connection_id: uuid.UUID, object_type: str) -> SyncRun | None:
