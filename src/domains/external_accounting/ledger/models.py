@@ -275,10 +275,14 @@ MAYBE_UNFINISHED_RUN_CONDITION = "status IN ({})".format(
 )
 
 
-def _partial_index(name: str, columns: tuple[str, ...], condition: str) -> Index:
+def _runs_index(name: str, condition: str, *columns: str, unique: bool = False) -> Index:
+    """A partial index of `condition`'s runs by connection and object type (then `columns`)."""
     return Index(
         name,
+        "connection_id",
+        "object_type",
         *columns,
+        unique=unique,
         postgresql_where=text(condition),
         sqlite_where=text(condition),
     )
@@ -294,47 +298,14 @@ class SyncRun(Base):
         Index("ix_sync_runs_org_started", "organization_id", "started_at"),
         # A connection's runs of one object type, newest first (the runs API, the lease checks).
         Index("ix_sync_runs_connection_type_started", "connection_id", "object_type", "started_at"),
-        _partial_index(
-            "ix_sync_runs_slot_started",
-            ("connection_id", "object_type", "started_at"),
-            SLOT_RUN_CONDITION,
-        ),
-        _partial_index(
-            "ix_sync_runs_requested_started",
-            ("connection_id", "object_type", "started_at"),
-            REQUESTED_RUN_CONDITION,
-        ),
-        _partial_index(
-            "ix_sync_runs_paused_until",
-            ("connection_id", "object_type", "paused_until"),
-            PAUSED_RUN_CONDITION,
-        ),
-        _partial_index(
-            "ix_sync_runs_sweep_started",
-            ("connection_id", "object_type", "started_at"),
-            SWEEP_RUN_CONDITION,
-        ),
-        _partial_index(
-            "ix_sync_runs_maybe_unfinished",
-            ("connection_id", "object_type", "started_at"),
-            MAYBE_UNFINISHED_RUN_CONDITION,
-        ),
-        Index(
-            "uq_sync_runs_one_running",
-            "connection_id",
-            "object_type",
-            unique=True,
-            postgresql_where=text(f"status = '{RunStatus.RUNNING}'"),
-            sqlite_where=text(f"status = '{RunStatus.RUNNING}'"),
-        ),
-        Index(
-            "uq_sync_runs_one_queued",
-            "connection_id",
-            "object_type",
-            unique=True,
-            postgresql_where=text(f"status = '{RunStatus.QUEUED}'"),
-            sqlite_where=text(f"status = '{RunStatus.QUEUED}'"),
-        ),
+        _runs_index("ix_sync_runs_slot_started", SLOT_RUN_CONDITION, "started_at"),
+        _runs_index("ix_sync_runs_requested_started", REQUESTED_RUN_CONDITION, "started_at"),
+        _runs_index("ix_sync_runs_paused_until", PAUSED_RUN_CONDITION, "paused_until"),
+        _runs_index("ix_sync_runs_sweep_started", SWEEP_RUN_CONDITION, "started_at"),
+        _runs_index("ix_sync_runs_maybe_unfinished", MAYBE_UNFINISHED_RUN_CONDITION, "started_at"),
+        # At most one running run (the lease) and one queued run per connection and type.
+        _runs_index("uq_sync_runs_one_running", f"status = '{RunStatus.RUNNING}'", unique=True),
+        _runs_index("uq_sync_runs_one_queued", f"status = '{RunStatus.QUEUED}'", unique=True),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)

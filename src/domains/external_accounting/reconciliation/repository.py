@@ -12,9 +12,9 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from src.core.database import inline_constant
-from src.domains.external_accounting.connections.models import Connection, ConnectionStatus
+from src.domains.external_accounting.connections.models import Connection
 from src.domains.external_accounting.ledger.models import SyncMode, SyncRun
-from src.domains.external_accounting.schedules.models import ConnectionSchedule
+from src.domains.external_accounting.schedules.repository import active_connections_query
 
 
 @dataclass(frozen=True)
@@ -44,19 +44,7 @@ def sweep_states_query() -> Select[*tuple[Any, ...]]:
         .correlate(Connection)
         .scalar_subquery()
     )
-    return (
-        select(
-            Connection.id,
-            Connection.organization_id,
-            Connection.provider,
-            Connection.connected_at,
-            ConnectionSchedule.enabled,
-            last.label("last_swept_at"),
-        )
-        .outerjoin(ConnectionSchedule, ConnectionSchedule.connection_id == Connection.id)
-        .where(Connection.status == ConnectionStatus.ACTIVE.value)
-        .order_by(Connection.connected_at, Connection.id)
-    )
+    return active_connections_query(last.label("last_swept_at"))
 
 
 class ReconcileRepository:

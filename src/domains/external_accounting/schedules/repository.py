@@ -98,10 +98,9 @@ def _of_type(object_type: str) -> list[Any]:
     ]
 
 
-def scheduling_query() -> Select[*tuple[Any, ...]]:
-    """The scheduler's one query: every active connection, its schedule and budget reading,
-    and what it needs of its runs of each object type (`_of_type`)."""
-    columns = [column for object_type in OBJECT_TYPES for column in _of_type(object_type)]
+def active_connections_query(*columns: Any) -> Select[*tuple[Any, ...]]:
+    """Every active connection, oldest first: its identity, its schedule's switch, and
+    `columns` (the schedulers' questions about its runs, correlated with `Connection`)."""
     return (
         select(
             Connection.id,
@@ -109,15 +108,23 @@ def scheduling_query() -> Select[*tuple[Any, ...]]:
             Connection.provider,
             Connection.connected_at,
             ConnectionSchedule.enabled,
-            ConnectionSchedule.invoices_every_minutes,
-            ConnectionSchedule.accounts_every_minutes,
-            ConnectionSchedule.day_limit_remaining,
-            ConnectionSchedule.day_limit_observed_at,
             *columns,
         )
         .outerjoin(ConnectionSchedule, ConnectionSchedule.connection_id == Connection.id)
         .where(Connection.status == ConnectionStatus.ACTIVE.value)
         .order_by(Connection.connected_at, Connection.id)
+    )
+
+
+def scheduling_query() -> Select[*tuple[Any, ...]]:
+    """The scheduler's one query: every active connection, its schedule and budget reading,
+    and what it needs of its runs of each object type (`_of_type`)."""
+    return active_connections_query(
+        ConnectionSchedule.invoices_every_minutes,
+        ConnectionSchedule.accounts_every_minutes,
+        ConnectionSchedule.day_limit_remaining,
+        ConnectionSchedule.day_limit_observed_at,
+        *(column for object_type in OBJECT_TYPES for column in _of_type(object_type)),
     )
 
 
