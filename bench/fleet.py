@@ -374,6 +374,8 @@ class Sampler:
     calls: list[tuple[float, int]] = field(default_factory=list)
     cpu: dict[int, float] = field(default_factory=dict)
     group: dict[int, str] = field(default_factory=dict)
+    # (when, CPU seconds so far per group): to see which process's share moves over a run.
+    cpu_series: list[tuple[datetime, dict[str, float]]] = field(default_factory=list)
     _background: _Background = field(default_factory=_Background)
 
     def _processes(self) -> list[psutil.Process]:
@@ -401,6 +403,11 @@ class Sampler:
                 self.cpu[p.pid] = float(t.user + t.system)
             except psutil.Error:
                 continue
+        by_group: dict[str, float] = {}
+        for pid, seconds in self.cpu.items():
+            group = self.group.get(pid, "other")
+            by_group[group] = by_group.get(group, 0.0) + seconds
+        self.cpu_series.append((utcnow(), by_group))
         total = http.get("/_sandbox/stats").json()["total"]
         self.calls.append((time.monotonic(), int(total)))
 
@@ -426,6 +433,15 @@ class Sampler:
             for pid, v in self.cpu.items()
             if group is None or self.group.get(pid) == group
         )
+
+    def cores_busy(self, start: datetime, end: datetime) -> dict[str, float]:
+        """Each group's CPU seconds between `start` and `end` over the wall time between."""
+        inside = [(t, cpu) for t, cpu in self.cpu_series if start <= t <= end]
+        if len(inside) < 2:
+            return {}
+        (t0, first), (t1, last) = inside[0], inside[-1]
+        wall = (t1 - t0).total_seconds()
+        return {g: (last.get(g, 0.0) - first.get(g, 0.0)) / wall for g in last}
 
     def peak_window_calls(self, window_s: float) -> int:
         """The most calls the sandbox answered in any `window_s` (one Xero minute)."""
@@ -729,7 +745,7 @@ def phase2(
         query(
             "SELECT e.job_id, min(e.at) FILTER (WHERE e.type = 'deferred'), "
             "min(e.at) FILTER (WHERE e.type = 'started'), max(e.scheduled_at), "
-            "min(e.args->>'run_id') "
+            "min(e.args->>'run_id'), min(e.at) FILTER (WHERE e.type = 'ended') "
             "FROM bench_job_events e WHERE e.task_name = 'syncs.run_sync' AND e.at >= :start "
             "GROUP BY e.job_id",
             start=start,
@@ -749,13 +765,17 @@ def phase2(
     # steady state is measured after a warm-up of two invoice intervals.
     warm = start + timedelta(seconds=2 * INVOICES_EVERY_MIN * 60)
     latencies: list[float] = []
+    # (started, queue latency, time the job took or None) per job: the by-window table.
+    timeline: list[tuple[datetime, float, float | None]] = []
     starts: dict[tuple[str, str], list[datetime]] = {}
-    for _job, deferred, started, scheduled, run_id in jobs:
+    for _job, deferred, started, scheduled, run_id, ended in jobs:
         if deferred is None or started is None:
             continue
         due = max(deferred, scheduled) if scheduled else deferred
         if due >= warm:
             latencies.append((started - due).total_seconds())
+            took = (ended - started).total_seconds() if ended else None
+            timeline.append((started, latencies[-1], took))
         if run_id in runs:
             connection_id, object_type, _ = runs[run_id]
             starts.setdefault((str(connection_id), object_type), []).append(started)
@@ -855,6 +875,59 @@ def phase2(
     report.add("  scheduler tick duration max", max(ticks) if ticks else None, tick, "s")
     peak = sampler.peak_window_calls(60 / args.time_scale)
     report.add("  peak app-minute calls (<= 80%)", peak, 0.8 * APP_MINUTE_LIMIT, "calls")
+    report.values["windows"] = by_window(timeline, sampler, start, warm, end, args.windows)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def by_window(
+    timeline: list[tuple[datetime, float, float | None]],
+    sampler: Sampler,
+    phase_start: datetime,
+    start: datetime,
+    end: datetime,
+    count: int,
+) -> list[dict[str, Any]]:
+    """The phase after its warm-up (`start`) cut into `count` equal windows: per window the
+    jobs started, their queue latency and how long they took, and the cores each process kept
+    busy (printed as a table: what changes as the run grows longer)."""
+    width = (end - start) / count
+    rows: list[dict[str, Any]] = []
+    print(
+        f"\n{'schedules (min)':<18} {'jobs':>6} {'latency p50/p95 s':>18} "
+        f"{'job took p50/p95 s':>19} {'cores: workers sandbox postgres':>32}"
+    )
+    for i in range(count):
+        lo, hi = start + i * width, start + (i + 1) * width
+        inside = [row for row in timeline if lo <= row[0] < hi]
+        latency = [lat for _, lat, _ in inside]
+        took = [t for _, _, t in inside if t is not None]
+        cores = sampler.cores_busy(lo, hi)
+        lat50, lat95 = percentile(latency, 50), percentile(latency, 95)
+        took50, took95 = percentile(took, 50), percentile(took, 95)
+        from_min = (lo - phase_start).total_seconds() / 60
+        to_min = (hi - phase_start).total_seconds() / 60
+        rows.append(
+            {
+                "from_min": round(from_min, 1),
+                "to_min": round(to_min, 1),
+                "jobs": len(inside),
+                "latency_p50_s": lat50,
+                "latency_p95_s": lat95,
+                "took_p50_s": took50,
+                "took_p95_s": took95,
+                "cores": {g: round(c, 2) for g, c in cores.items()},
+            }
+        )
+        print(
+            f"{from_min:>7.1f}-{to_min:<10.1f} {len(inside):>6} "
+            f"{_fmt(lat50):>8} / {_fmt(lat95):<7} {_fmt(took50):>8} / {_fmt(took95):<8} "
+            f"{cores.get('workers', 0):>13.2f} {cores.get('sandbox', 0):>7.2f} "
+            f"{cores.get('postgres', 0):>8.2f}"
+        )
+    return rows
 
 
 def main() -> None:
@@ -881,6 +954,12 @@ def main() -> None:
         "Xero's 15 minutes)",
     )
     parser.add_argument("--day-minutes", type=float, default=8, help="real minutes of schedules")
+    parser.add_argument(
+        "--windows",
+        type=int,
+        default=5,
+        help="the schedules phase cut into this many windows for the by-window table",
+    )
     parser.add_argument(
         "--tick-seconds",
         type=int,
