@@ -207,19 +207,24 @@ async def defer_job(
 
 
 async def defer_jobs(
-    app: procrastinate.App, task_name: str, jobs: Sequence[tuple[str, dict[str, Any]]]
+    app: procrastinate.App,
+    task_name: str,
+    jobs: Sequence[tuple[str, dict[str, Any], datetime | None]],
 ) -> list[int]:
-    """Queue jobs of `task_name` in one statement, each `(lock, task_kwargs)` with that lock as
-    its queueing lock and lock too; their ids, in order. All or none: `AlreadyQueued` when any
-    lock's job is already waiting."""
+    """Queue jobs of `task_name` in one statement, each `(lock, task_kwargs, schedule_at)` with
+    that lock as its queueing lock and lock too, not started before `schedule_at` (aware, or
+    None: at once); their ids, in order. All or none: `AlreadyQueued` when any lock's job is
+    already waiting."""
     if not jobs:
         return []
+    if any(at is not None and at.tzinfo is None for _, _, at in jobs):
+        raise ValueError("schedule_at must be timezone-aware")
     deferred = await app.job_manager.batch_defer_jobs_async(
         [
             app.configure_task(
-                task_name, allow_unknown=False, queueing_lock=lock, lock=lock
+                task_name, allow_unknown=False, queueing_lock=lock, lock=lock, schedule_at=at
             ).make_new_job(**kwargs)
-            for lock, kwargs in jobs
+            for lock, kwargs, at in jobs
         ]
     )
     return [job.id for job in deferred if job.id is not None]

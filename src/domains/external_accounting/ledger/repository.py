@@ -439,7 +439,9 @@ class LedgerRepository:
     async def add_queued_runs(self, runs: Sequence[SyncRun]) -> set[uuid.UUID]:
         """Insert `queued` runs (not yet in the session) in one statement; the ids inserted. A
         run whose connection already has a queued one of its object type is skipped (the
-        partial unique index `uq_sync_runs_one_queued` decides, as in `add_queued_run`)."""
+        partial unique index `uq_sync_runs_one_queued` decides, as in `add_queued_run`). A run
+        whose `started_at` is set and later than now is queued for that instant (the scheduler's
+        look-ahead); the others start now."""
         if not runs:
             return set()
         table = cast(Table, SyncRun.__table__)
@@ -448,7 +450,8 @@ class LedgerRepository:
         for run in runs:
             run.id = run.id or uuid.uuid4()
             run.status = RunStatus.QUEUED
-            run.started_at = run.heartbeat_at = now
+            run.heartbeat_at = now
+            run.started_at = max(run.started_at or now, now)
             rows.append(
                 {
                     column.key: getattr(run, column.key)

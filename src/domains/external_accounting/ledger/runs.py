@@ -264,8 +264,10 @@ class SyncRuns:
             connection_id=run.connection_id,
             mode=run.mode,
             object_type=run.object_type,
-            # Invoices this run stored in an earlier attempt are counted already.
-            started_at=run.started_at,
+            # Invoices this run stored in an earlier attempt are counted already. Never later
+            # than now (a run queued for an instant that another clock says has not come):
+            # what is fetched from here on must count, and a cursor must not pass it.
+            started_at=min(run.started_at, utcnow()),
             count=run.count or 0,
             created=run.created or 0,
             updated=run.updated or 0,

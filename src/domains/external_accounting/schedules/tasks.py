@@ -1,13 +1,14 @@
 """The periodic job that keeps every active connection fresh: each minute (or every
 SCHEDULE_TICK_SECONDS) it stores the daily budget readings this process has seen, asks
-`ScheduleService.due` what is due and queues those syncs through `SyncsService.queue` (which
-returns the run already queued or running for a connection and object type rather than
-starting a second)."""
+`ScheduleService.due` what is due now or before the tick after next, and queues those syncs,
+each for its instant, through `SyncsService.queue_each` (which returns the run already queued
+or running for a connection and object type rather than starting a second)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 
 import procrastinate
 from procrastinate import JobContext
@@ -52,7 +53,9 @@ async def queue_due(
         batch = due[start : start + QUEUE_BATCH]
         async with session_factory() as session:
             outcomes = await SyncsService(session, factory).queue_each(
-                [item.request() for item in batch], job_app
+                [item.request() for item in batch],
+                job_app,
+                not_before=[item.slot_at for item in batch],
             )
         for item, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, LedgersyncError):
@@ -84,11 +87,17 @@ async def enqueue_due(
         if readings:
             await service.record_day_limits(Provider.XERO.value, readings)
             await session.commit()
-        due = await service.due(utcnow())
+        due = await service.due(utcnow(), ahead=look_ahead(settings))
     queued = await queue_due(session_factory, factory, job_app, due)
     if due:
         logger.info("scheduled syncs queued", extra={"due": len(due), "queued": queued})
     return due
+
+
+def look_ahead(settings: Settings) -> timedelta:
+    """How far ahead a tick queues slots: up to the tick after next, so that a slot is queued
+    before it comes even when the next tick starts late or takes a while."""
+    return timedelta(seconds=2 * settings.schedule_tick_seconds)
 
 
 def every_tick(settings: Settings) -> str:

@@ -120,17 +120,22 @@ class SyncsService:
         return [by_connection[connection_id] for connection_id in order]
 
     async def queue_each(
-        self, requests: Sequence[SyncRequest], job_app: procrastinate.App
+        self,
+        requests: Sequence[SyncRequest],
+        job_app: procrastinate.App,
+        not_before: Sequence[datetime] | None = None,
     ) -> list[SyncRun | LedgersyncError]:
         """Queue one background sync per request, each naming its connection, as `queue` would
         each but in a handful of statements for all (the scheduler's tick queues hundreds): one
         read of the connections and of the runs under way, one insert of the queued runs, one
-        call queueing their jobs, one update naming them. Per request, in order: its queued run,
-        the run already under way (as `queue` gives back), or why it was not queued. Requests
-        that meet anything unusual (a connection not active, a run under way, a race with
-        another request) take `queue`'s path one by one."""
+        call queueing their jobs, one update naming them. `not_before` (per request, aware):
+        the instant its run may start, when later than now (its run's `started_at` too). Per
+        request, in order: its queued run, the run already under way (as `queue` gives back),
+        or why it was not queued. Requests that meet anything unusual (a connection not active,
+        a run under way, a race with another request) take `queue`'s path one by one, at once."""
         ids = [request.connection_id for request in requests if request.connection_id]
         assert len(ids) == len(requests), "each request names its connection"
+        assert not_before is None or len(not_before) == len(requests)
         ledger = LedgerRepository(self.session)
         connections = {c.id: c for c in await self.connections.get_many(ids)}
         under_way = await ledger.unfinished_pairs(ids)
@@ -152,15 +157,22 @@ class SyncsService:
                     status=RunStatus.QUEUED,
                     trigger=request.trigger,
                 )
+                if not_before is not None:
+                    fresh[index].started_at = not_before[index]
         inserted = await ledger.add_queued_runs(list(fresh.values()))
         await self.session.commit()
+        now = utcnow()
         queued = {index: run for index, run in fresh.items() if run.id in inserted}
         try:
             job_ids = await defer_jobs(
                 job_app,
                 RUN_SYNC_TASK,
                 [
-                    (sync_lock(run.connection_id, run.object_type), {"run_id": str(run.id)})
+                    (
+                        sync_lock(run.connection_id, run.object_type),
+                        {"run_id": str(run.id)},
+                        run.started_at if run.started_at > now else None,
+                    )
                     for run in queued.values()
                 ],
             )
@@ -256,6 +268,10 @@ class SyncsService:
                 # The refused insert rolled the session back, expiring the connection.
                 await self.session.refresh(connection)
             existing = await ledger.unfinished_run(connection.id, object_type)
+            if existing is not None and await self._replace_early(
+                ledger, existing, request, job_app
+            ):
+                continue
             if existing is not None:
                 await self.session.commit()
                 await self._give_a_job_if_orphaned(ledger, existing, job_app)
@@ -295,6 +311,33 @@ class SyncsService:
             f"A {object_type} sync of this connection is being queued; try again shortly."
         )
 
+    async def _replace_early(
+        self,
+        ledger: LedgerRepository,
+        run: SyncRun,
+        request: SyncRequest,
+        job_app: procrastinate.App,
+    ) -> bool:
+        """Cancel a run the scheduler queued ahead for a later instant when someone asks for a
+        sync now (they must not wait for the slot); whether it was cancelled. One a worker has
+        already taken is left to run."""
+        if (
+            request.trigger == RunTrigger.SCHEDULE
+            or run.trigger != RunTrigger.SCHEDULE
+            or run.status != RunStatus.QUEUED
+            or run.started_at <= utcnow()
+        ):
+            return False
+        if run.job_id is not None and not await job_app.job_manager.cancel_job_by_id_async(
+            run.job_id
+        ):
+            return False
+        cancelled = await ledger.cancel_run(
+            run.id, "Replaced by a sync asked for before its scheduled instant."
+        )
+        await self.session.commit()
+        return cancelled
+
     async def _give_a_job_if_orphaned(
         self, ledger: LedgerRepository, run: SyncRun, job_app: procrastinate.App
     ) -> None:
@@ -306,7 +349,9 @@ class SyncsService:
             jobs = await job_app.job_manager.list_jobs_async(id=run.job_id)
             if any(job.status in ("todo", "doing") for job in jobs):
                 return
-        due = run.paused_until if run.paused_until and run.paused_until > utcnow() else None
+        now = utcnow()
+        # Not before its resume (a paused run) or its instant (one the scheduler queued ahead).
+        due = next((at for at in (run.paused_until, run.started_at) if at and at > now), None)
         try:
             job_id = await self._defer(job_app, run, schedule_at=due)
         except AlreadyQueued:
@@ -479,10 +524,18 @@ class SyncsService:
             await ledger.reset_interrupted_run(run.id)
         await self.session.commit()
         requeued = []
+        now = utcnow()
         for run in runs:
             refreshed = await ledger.run_by_id(run.id)
             assert refreshed is not None
-            at = refreshed.paused_until if refreshed.status == RunStatus.PAUSED else None
+            # A paused run waits for its resume; one the scheduler queued ahead, for its slot.
+            at = (
+                refreshed.paused_until
+                if refreshed.status == RunStatus.PAUSED
+                else refreshed.started_at
+                if refreshed.started_at > now
+                else None
+            )
             try:
                 job_id = await self._defer(job_app, refreshed, schedule_at=at)
             except AlreadyQueued:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pydantic import SecretStr
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.core.settings import Settings
@@ -81,10 +82,13 @@ async def _add_run(
 
 
 async def _due(
-    session_factory: async_sessionmaker[AsyncSession], settings: Settings, now: datetime
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    now: datetime,
+    ahead: timedelta = timedelta(0),
 ) -> list[DueSync]:
     async with session_factory() as session:
-        return await ScheduleService(session, settings).due(now)
+        return await ScheduleService(session, settings).due(now, ahead)
 
 
 @dataclass
@@ -109,21 +113,24 @@ async def _simulate(
     settings: Settings,
     minutes: int,
     start: datetime = START,
+    ahead: timedelta = timedelta(0),
 ) -> Simulation:
     """Tick every minute from `start` (the tick lands a few seconds past the minute, as a
-    worker's would) and start, at once, every sync found due."""
+    worker's would) and start every sync found due: at once, or at its instant when that is
+    later (queued `ahead`, as `add_queued_runs` records it)."""
     runs: dict[tuple[uuid.UUID, str], list[datetime]] = {}
     for minute in range(minutes):
         now = start + timedelta(minutes=minute, seconds=2)
-        for due in await _due(session_factory, settings, now):
+        for due in await _due(session_factory, settings, now, ahead):
+            at = max(now, due.slot_at)
             await _add_run(
                 session_factory,
                 due.connection_id,
                 due.object_type,
-                now,
+                at,
                 trigger=RunTrigger.SCHEDULE,
             )
-            runs.setdefault((due.connection_id, due.object_type), []).append(now)
+            runs.setdefault((due.connection_id, due.object_type), []).append(at)
     return Simulation(runs)
 
 
@@ -361,3 +368,72 @@ async def test_with_webhooks_on_an_idle_connection_costs_20_calls_a_day(
         == 20
     )
     assert set(day.gaps("invoices")[1:]) == {90.0}
+
+
+async def test_looking_ahead_each_slot_is_queued_for_its_own_instant_once(
+    session_factory: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    """With the tick's look-ahead (two ticks), every slot after the catch-up is queued before
+    it comes, for its exact instant, and no slot is queued twice or skipped: the same runs as
+    without looking ahead, each at its slot instead of at the tick after it. (An interval of
+    one tick gains nothing: each tick's run serves the slot just past, one run at a time.)"""
+    own = {"invoices_every_minutes": 5, "accounts_every_minutes": 2}
+    [looking] = await _connections(session_factory, **own)
+    ahead = await _simulate(session_factory, settings, minutes=60, ahead=timedelta(minutes=2))
+    [waiting] = await _connections(session_factory, **own)
+    behind = await _simulate(session_factory, settings, minutes=60)
+    for object_type, every in (("invoices", 5), ("accounts", 2)):
+        times = ahead.runs[(looking, object_type)]
+        assert times[0] == START + timedelta(seconds=2)  # the catch-up, at once
+        # The slot the catch-up came just before is due at the next tick (it was not queued
+        # ahead: one run per pair at a time); from then on each run is at its slot's instant.
+        offset = spread_offset(looking, object_type, every * 60)
+        assert all((t.timestamp() - offset) % (every * 60) == 0 for t in times[2:]), times
+        assert {(b - a).total_seconds() for a, b in zip(times[2:], times[3:], strict=False)} == {
+            every * 60.0
+        }
+        # Queued at most two ticks ahead: the last run is no later than the last tick + 2 min.
+        assert times[-1] <= START + timedelta(minutes=61, seconds=2)
+        counted = len(behind.runs[(waiting, object_type)])
+        assert abs(len(times) - counted) <= 2, (len(times), counted)
+
+
+async def test_a_run_queued_ahead_serves_its_slot_and_waits_as_busy(
+    session_factory: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    [connection_id] = await _connections(session_factory)
+    offset = spread_offset(connection_id, "invoices", 900)
+    slot = latest_slot(START + timedelta(hours=1), 900, offset)
+    await _add_run(session_factory, connection_id, "invoices", slot - timedelta(minutes=14))
+    before = slot - timedelta(seconds=30)
+    # Nothing due now; the slot 30 s away is due with a look-ahead of a minute, for its instant.
+    assert [
+        d for d in await _due(session_factory, settings, before) if d.object_type == "invoices"
+    ] == []
+    due = [
+        d
+        for d in await _due(session_factory, settings, before, timedelta(minutes=1))
+        if d.object_type == "invoices"
+    ]
+    assert [(d.connection_id, d.slot_at) for d in due] == [(connection_id, slot)]
+    # Queued for the slot, it is busy until it runs, and once it ran the slot is served.
+    await _add_run(
+        session_factory, connection_id, "invoices", slot, "queued", trigger=RunTrigger.SCHEDULE
+    )
+    for now in (before, slot + timedelta(seconds=1)):
+        found = await _due(session_factory, settings, now, timedelta(minutes=1))
+        assert [d for d in found if d.object_type == "invoices"] == []
+    async with session_factory() as session:
+        run = (
+            await session.execute(select(SyncRun).where(SyncRun.status == "queued"))
+        ).scalar_one()
+        run.status = RunStatus.SUCCESS.value
+        await session.commit()
+    found = await _due(session_factory, settings, slot + timedelta(minutes=5), timedelta(minutes=1))
+    assert [d for d in found if d.object_type == "invoices"] == []
+    found = await _due(
+        session_factory, settings, slot + timedelta(minutes=14), timedelta(minutes=1)
+    )
+    assert [(d.object_type, d.slot_at) for d in found if d.object_type == "invoices"] == [
+        ("invoices", slot + timedelta(minutes=15))
+    ]

@@ -3,6 +3,7 @@ with no request from anyone, and a connection whose schedule is disabled is left
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -21,7 +22,7 @@ from src.domains.external_accounting.connections.models import (
     Provider,
 )
 from src.domains.external_accounting.exceptions import ReauthorisationRequired, SyncInProgress
-from src.domains.external_accounting.ledger.models import RunStatus, SyncRun
+from src.domains.external_accounting.ledger.models import RunStatus, RunTrigger, SyncRun
 from src.domains.external_accounting.schedules.tasks import enqueue_due, every_tick
 from src.domains.external_accounting.syncs.service import RUN_SYNC_TASK, SyncsService, sync_lock
 from src.xero_sandbox.server import RunningSandbox
@@ -165,6 +166,12 @@ async def test_a_tick_queues_in_as_many_statements_however_many_are_due(
         _, _, connections = await connected_org(client, session_factory)
         resources = app.state.resources
         spent = []
+        async with session_factory() as session:
+            # None is due, nor within the tick's look-ahead, until chosen below.
+            await session.execute(
+                update(Connection).values(connected_at=utcnow() + timedelta(days=1))
+            )
+            await session.commit()
         for chosen in (connections[:1], connections[1:]):
             async with session_factory() as session:
                 await session.execute(
@@ -250,3 +257,112 @@ async def test_a_batch_gives_back_runs_under_way_and_skips_what_cannot_be_synced
     assert len(runs) == 2
     assert runs.pop(queued.id) in {RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.SUCCESS}
     assert list(runs.values()) == [RunStatus.CANCELLED]
+
+
+async def test_a_tick_queues_the_next_slot_ahead_for_its_instant(
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+) -> None:
+    """A pair whose slot has had its run and whose next slot comes within the look-ahead (two
+    ticks) is queued now for that instant: its run's `started_at` is the slot and its job is
+    not started before it, so the slot is served on time and the next tick queues nothing."""
+    async with background_service(settings, worker=False) as (app, client):
+        _, _, connections = await connected_org(client, session_factory)
+        async with session_factory() as session:
+            # Just connected: each pair's first slot is the next one, within a minute (the
+            # one-minute interval) of now, so inside the look-ahead of a 60 s tick.
+            await session.execute(update(Connection).values(connected_at=utcnow()))
+            await session.commit()
+        one_minute = settings.model_copy(
+            update={"schedule_invoices_minutes": 1, "schedule_accounts_minutes": 1}
+        )
+        before = utcnow()
+        due = await enqueue_due(
+            session_factory, app.state.resources.factory, app.state.job_app, one_minute
+        )
+        assert len(due) == 2 * len(connections)
+        assert all(before < d.slot_at <= before + timedelta(minutes=1) for d in due)
+        async with session_factory() as session:
+            runs = {
+                (r.connection_id, r.object_type): r
+                for r in (await session.execute(select(SyncRun))).scalars()
+            }
+        for item in due:
+            run = runs[(item.connection_id, item.object_type)]
+            assert (run.status, run.started_at) == (RunStatus.QUEUED.value, item.slot_at)
+            assert run.job_id is not None
+            [job] = await app.state.job_app.job_manager.list_jobs_async(id=run.job_id)
+            assert job.scheduled_at == item.slot_at
+        again = await enqueue_due(
+            session_factory, app.state.resources.factory, app.state.job_app, one_minute
+        )
+        assert again == []
+
+
+async def test_a_run_queued_ahead_starts_at_its_instant_and_a_request_meanwhile_replaces_it(
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+) -> None:
+    """A scheduled run queued for 3 s ahead waits, then a worker runs it; one queued for an hour
+    ahead is cancelled when someone asks for a sync of that connection now (they get a run that
+    starts at once, not the scheduled one an hour away), while the scheduler's own request
+    still gets the scheduled run back."""
+    async with background_service(fast_jobs(settings)) as (app, client):
+        org_id, key, connections = await connected_org(client, session_factory)
+        soon, later = connections[:2]
+        job_app, factory = app.state.job_app, app.state.resources.factory
+
+        def scheduled(connection: Connection) -> InvoiceSyncRequest:
+            return InvoiceSyncRequest(
+                organization_id=org_id,
+                provider=Provider.XERO,
+                connection_id=connection.id,
+                trigger=RunTrigger.SCHEDULE,
+            )
+
+        at = utcnow() + timedelta(seconds=3)
+        async with session_factory() as session:
+            queued_soon, queued_later = await SyncsService(session, factory).queue_each(
+                [scheduled(soon), scheduled(later)],
+                job_app,
+                not_before=[at, utcnow() + timedelta(hours=1)],
+            )
+        assert isinstance(queued_soon, SyncRun)
+        assert isinstance(queued_later, SyncRun)
+        await asyncio.sleep(1.5)
+        [waiting] = [r for r in await _runs(session_factory, soon.id)]
+        assert waiting.status == RunStatus.QUEUED.value
+
+        async def soon_done() -> bool:
+            runs = await _runs(session_factory, soon.id)
+            return [r.status for r in runs] == [RunStatus.SUCCESS.value]
+
+        await wait_for(soon_done, timeout=30)
+        [done] = await _runs(session_factory, soon.id)
+        assert done.finished_at is not None
+        assert done.finished_at >= at
+
+        async with session_factory() as session:
+            again = await SyncsService(session, factory).queue(scheduled(later), job_app)
+        assert [r.id for r in again] == [queued_later.id]
+        response = await client.post(
+            "/external-accounting/invoices/sync",
+            params={"org_id": str(org_id), "connection_id": str(later.id), "background": "true"},
+            headers=bearer(key),
+        )
+        assert response.status_code == 202, response.text
+        [asked] = response.json()["sync_runs"]
+        assert asked["id"] != str(queued_later.id)
+        runs = {r.id: r for r in await _runs(session_factory, later.id)}
+        assert runs[queued_later.id].status == RunStatus.CANCELLED.value
+        assert queued_later.job_id is not None
+        [job] = await job_app.job_manager.list_jobs_async(id=queued_later.job_id)
+        assert job.status in ("cancelled", "aborted")
+
+        async def asked_done() -> bool:
+            run = {r.id: r for r in await _runs(session_factory, later.id)}[uuid.UUID(asked["id"])]
+            return run.status == RunStatus.SUCCESS.value
+
+        await wait_for(asked_done, timeout=30)
