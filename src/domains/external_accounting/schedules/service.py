@@ -14,9 +14,9 @@ connection's next sync back by a whole interval.
 
 The scheduler looks ahead: a pair whose next instant comes before the tick after next is queued
 now, as a job that no worker starts before that instant (its run's `started_at` is the instant,
-so the slot counts as served). Queued only when due, a tick's slots all waited for the tick
-and then for each other: hundreds at once behind the workers (queue latency p95 10.7 s at a
-20 s tick in bench/fleet.py). Queued ahead they reach the workers as their instants come.
+so the slot counts as served). Queued only when due, a tick's slots all reached the workers at
+once and waited for each other (queue latency p95 ~2 s in bench/fleet.py, the drain of each
+batch). Queued ahead they reach the workers as their instants come (docs/jobs.md).
 
 It is skipped while a run of that type is queued or running, or paused on the daily limit. A
 connection whose last known daily budget is at or under the reserve waits; one within the
