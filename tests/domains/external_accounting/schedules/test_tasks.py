@@ -366,3 +366,39 @@ async def test_a_run_queued_ahead_starts_at_its_instant_and_a_request_meanwhile_
             return run.status == RunStatus.SUCCESS.value
 
         await wait_for(asked_done, timeout=30)
+
+
+async def test_a_run_queued_ahead_that_a_restart_left_waits_again_for_its_instant(
+    fresh_sandbox: RunningSandbox,
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+) -> None:
+    """The start-up re-queue (SQLite's in-process queue does not outlive its process) gives a
+    run the scheduler queued for a later instant a job scheduled for that instant, not one now."""
+    async with background_service(settings, worker=False) as (app, client):
+        org_id, _, connections = await connected_org(client, session_factory)
+        factory, job_app = app.state.resources.factory, app.state.job_app
+        request = InvoiceSyncRequest(
+            organization_id=org_id,
+            provider=Provider.XERO,
+            connection_id=connections[0].id,
+            trigger=RunTrigger.SCHEDULE,
+        )
+        at = utcnow() + timedelta(hours=1)
+        async with session_factory() as session:
+            [run] = await SyncsService(session, factory).queue_each(
+                [request], job_app, not_before=[at]
+            )
+        assert isinstance(run, SyncRun)
+        assert run.job_id is not None
+        # The job is gone with the process that held it; the run is still queued.
+        assert await job_app.job_manager.cancel_job_by_id_async(run.job_id)
+        async with session_factory() as session:
+            requeued = await SyncsService(session, factory).requeue_interrupted(job_app)
+        assert requeued == [run.id]
+        [again] = await _runs(session_factory, connections[0].id)
+        assert (again.status, again.started_at) == (RunStatus.QUEUED.value, at)
+        assert again.job_id is not None
+        assert again.job_id != run.job_id
+        [job] = await job_app.job_manager.list_jobs_async(id=again.job_id)
+        assert job.scheduled_at == at
