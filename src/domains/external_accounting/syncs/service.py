@@ -349,11 +349,8 @@ class SyncsService:
             jobs = await job_app.job_manager.list_jobs_async(id=run.job_id)
             if any(job.status in ("todo", "doing") for job in jobs):
                 return
-        now = utcnow()
-        # Not before its resume (a paused run) or its instant (one the scheduler queued ahead).
-        due = next((at for at in (run.paused_until, run.started_at) if at and at > now), None)
         try:
-            job_id = await self._defer(job_app, run, schedule_at=due)
+            job_id = await self._defer(job_app, run, schedule_at=_not_before(run))
         except AlreadyQueued:
             return
         await ledger.set_run_job(run.id, job_id)
@@ -524,20 +521,11 @@ class SyncsService:
             await ledger.reset_interrupted_run(run.id)
         await self.session.commit()
         requeued = []
-        now = utcnow()
         for run in runs:
             refreshed = await ledger.run_by_id(run.id)
             assert refreshed is not None
-            # A paused run waits for its resume; one the scheduler queued ahead, for its slot.
-            at = (
-                refreshed.paused_until
-                if refreshed.status == RunStatus.PAUSED
-                else refreshed.started_at
-                if refreshed.started_at > now
-                else None
-            )
             try:
-                job_id = await self._defer(job_app, refreshed, schedule_at=at)
+                job_id = await self._defer(job_app, refreshed, schedule_at=_not_before(refreshed))
             except AlreadyQueued:
                 continue
             await ledger.set_run_job(run.id, job_id)
@@ -642,3 +630,10 @@ def _waiting_for(run: SyncRun, claim: RunClaim) -> bool:
         and run.job_id == claim.job_id
         and (run.job_attempt if run.job_attempt is not None else -1) < claim.job_attempt
     )
+
+
+def _not_before(run: SyncRun) -> datetime | None:
+    """When a queued run's new job may start: its resume (a paused run), its instant (one the
+    scheduler queued ahead), or None (at once)."""
+    now = utcnow()
+    return next((at for at in (run.paused_until, run.started_at) if at and at > now), None)
