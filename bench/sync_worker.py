@@ -24,6 +24,7 @@ from sqlalchemy import select
 from src.core.crypto import TokenCipher
 from src.core.database import create_engine, create_session_factory, utcnow
 from src.core.migrations import upgrade_database
+from src.core.runtime import tune_garbage_collector
 from src.core.settings import Settings
 from src.domains.external_accounting.base.factory import IntegrationFactory
 from src.domains.external_accounting.base.sync import AccountSyncRequest, InvoiceSyncRequest
@@ -113,6 +114,7 @@ async def main(
         )
         throttle = TenantThrottle(limiter)
         factory = IntegrationFactory(settings, session_factory, http, tokens, throttle)
+        tune_garbage_collector()  # as `service_resources` does in the service's processes
         request: InvoiceSyncRequest | AccountSyncRequest
         if mode == "accounts":
             request = AccountSyncRequest(

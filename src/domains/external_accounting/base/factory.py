@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from src.core.crypto import TokenCipher
 from src.core.database import create_engine, create_session_factory
 from src.core.http import create_http_client
+from src.core.runtime import tune_garbage_collector
 from src.core.settings import Settings
 from src.domains.external_accounting.base.disconnect import DisconnectFlow
 from src.domains.external_accounting.base.sync import SyncService
@@ -145,6 +146,7 @@ async def service_resources(
                 factory = IntegrationFactory(
                     settings, session_factory, http, tokens, throttle, cipher=cipher
                 )
+                tune_garbage_collector()
                 yield ServiceResources(
                     settings=settings,
                     engine=engine,

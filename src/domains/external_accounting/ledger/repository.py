@@ -66,6 +66,7 @@ from src.domains.external_accounting.ledger.models import (
     SyncMode,
     SyncRun,
 )
+from src.domains.external_accounting.ledger.postgres_bulk import copy_to_stage, stage_for
 from src.domains.external_accounting.ledger.rows import (
     AccountRow,
     ChangeRow,
@@ -77,7 +78,8 @@ from src.domains.external_accounting.ledger.rows import (
 )
 from src.domains.external_accounting.ledger.sqlite_bulk import insert_rows
 
-_INVOICE_STAGE = "ledgersync_invoice_stage"
+_INVOICE_STAGE = stage_for(cast(Table, Invoice.__table__), InvoiceRow)
+_LINE_ITEM_STAGE = stage_for(cast(Table, InvoiceLineItem.__table__), LineItemRow)
 # What an upsert of a stored record never changes: its identity and whose it is.
 _KEEP = frozenset({"id", "organization_id", "connection_id", "provider_id"})
 
@@ -270,28 +272,29 @@ class LedgerRepository:
         lines: Sequence[LineItemRow],
         replaced: Sequence[uuid.UUID],
     ) -> None:
-        """PostgreSQL: binary `COPY` of the page into a session-private staging table, one
-        set-based `INSERT ... SELECT ... ON CONFLICT DO UPDATE` from it, and a `COPY` of the line
-        items. Per-row parameter binding, not the database, was most of a page's cost."""
+        """PostgreSQL: binary `COPY` of the page into a session-private stage table, one
+        set-based `INSERT ... SELECT ... ON CONFLICT DO UPDATE` from it, and the line items the
+        same way (`postgres_bulk`). Per-row parameter binding, not the database, was most of a
+        page's cost."""
         names = columns(InvoiceRow)
-        await driver.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {_INVOICE_STAGE} (LIKE invoices INCLUDING DEFAULTS"
-            f" INCLUDING COMPRESSION) ON COMMIT DELETE ROWS; DELETE FROM {_INVOICE_STAGE}"
-        )
-        await driver.copy_records_to_table(_INVOICE_STAGE, records=as_records(rows), columns=names)
+        await copy_to_stage(driver, _INVOICE_STAGE, rows)
         listed = ", ".join(f'"{c}"' for c in names)
         updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in names if c not in _KEEP)
         await driver.execute(
-            f"INSERT INTO invoices ({listed}) SELECT {listed} FROM {_INVOICE_STAGE} "
-            f"ON CONFLICT (connection_id, provider_id) DO UPDATE SET {updates}"
+            f"INSERT INTO invoices ({listed}) SELECT {_INVOICE_STAGE.select} "
+            f"FROM {_INVOICE_STAGE.name} ON CONFLICT (connection_id, provider_id) DO UPDATE SET"
+            f" {updates}"
         )
         if replaced:
             await driver.execute(
                 "DELETE FROM invoice_line_items WHERE invoice_id = ANY($1::uuid[])", list(replaced)
             )
         if lines:
-            await driver.copy_records_to_table(
-                "invoice_line_items", records=as_records(lines), columns=columns(LineItemRow)
+            await copy_to_stage(driver, _LINE_ITEM_STAGE, lines)
+            listed = ", ".join(f'"{c}"' for c in columns(LineItemRow))
+            await driver.execute(
+                f"INSERT INTO invoice_line_items ({listed}) SELECT {_LINE_ITEM_STAGE.select} "
+                f"FROM {_LINE_ITEM_STAGE.name}"
             )
 
     async def _copy_changes(self, driver: Any, recorded: Sequence[ChangeRow]) -> None:

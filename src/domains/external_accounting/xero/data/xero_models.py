@@ -59,12 +59,14 @@ def _field(name: str, default: Any = None) -> Any:
     return msgspec.field(default=default, name=name)
 
 
-class XeroContact(msgspec.Struct, frozen=True):
+# `gc=False` on what a page decodes 1,000s of: untracked by the cycle collector, which need
+# never walk them (they hold strings, numbers and each other, never a cycle).
+class XeroContact(msgspec.Struct, frozen=True, gc=False):
     contact_id: str | None = _field("ContactID")
     name: str | None = _field("Name")
 
 
-class XeroLineItem(msgspec.Struct, frozen=True):
+class XeroLineItem(msgspec.Struct, frozen=True, gc=False):
     line_item_id: str | None = _field("LineItemID")
     description: str | None = _field("Description")
     quantity: Decimal | None = _field("Quantity")
@@ -82,7 +84,7 @@ class XeroLineItem(msgspec.Struct, frozen=True):
     )
 
 
-class XeroInvoice(msgspec.Struct, kw_only=True):
+class XeroInvoice(msgspec.Struct, kw_only=True, gc=False):
     """One invoice. Dates arrive as Xero strings (`*_text`) and are parsed once, after decoding."""
 
     invoice_id: str = _field("InvoiceID", msgspec.NODEFAULT)
