@@ -6,8 +6,10 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select, text
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from src.core.database import UTCDateTime
 from src.core.settings import Settings
 from src.domains.organizations.models import Organization
 from src.models_registry import metadata
@@ -39,6 +41,30 @@ async def test_naive_timestamps_are_refused(session: AsyncSession) -> None:
     session.add(Organization(name="Naive", created_at=datetime(2026, 1, 1)))
     with pytest.raises(Exception, match="naive datetime"):
         await session.commit()
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 3, 1, 12, 30, tzinfo=timezone(timedelta(hours=13))),  # the day before, UTC
+        datetime(2026, 12, 1, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-5))),
+        datetime(2026, 6, 1, tzinfo=UTC),  # no microseconds: still six places
+        datetime(1, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ],
+)
+def test_sqlite_timestamps_are_the_text_sqlalchemys_datetime_wrote(moment: datetime) -> None:
+    """UTCDateTime's one-closure SQLite path writes what `process_bind_param` followed by
+    SQLite's DATETIME processor wrote, so stored text, ordering and reads are unchanged."""
+    dialect = sqlite.dialect()
+    column = UTCDateTime()
+    composed = sqlite.DATETIME().bind_processor(dialect)  # type: ignore[no-untyped-call]
+    assert composed is not None
+    expected = composed(column.process_bind_param(moment, dialect))
+    assert column.bind_processor(dialect)(moment) == expected
+    assert column.bind_processor(dialect)(None) is None
+    with pytest.raises(ValueError, match="naive datetime"):
+        column.bind_processor(dialect)(moment.replace(tzinfo=None))
 
 
 def test_plain_urls_get_async_drivers() -> None:

@@ -34,11 +34,11 @@ class Stage:
 
 
 def stage_for(table: Table, row_type: type[Row]) -> Stage:
-    """The stage of `table` for `row_type`'s columns. It is `LIKE` the
-    table (its compression too: `raw` is compressed once, with lz4, and the statement from the
-    stage moves it compressed), emptied at each commit, its money columns `text`. A DO block
-    because `CREATE ... IF NOT EXISTS` cannot also alter, and a temporary table created in a
-    transaction that rolls back is gone again: whether it exists is asked each time."""
+    """The stage of `table` for `row_type`'s columns: `LIKE` the table (its compression too:
+    `raw` is compressed once, with lz4, and moves on compressed), emptied at each commit, its
+    money columns `text`. A DO block because `CREATE ... IF NOT EXISTS` cannot also alter, and
+    a temporary table created in a transaction that rolls back is gone again: whether it exists
+    is asked each time."""
     name = f"ledgersync_{table.name}_stage"
     names = columns(row_type)
     money = [n for n in names if isinstance(table.c[n].type, ExactDecimal)]
