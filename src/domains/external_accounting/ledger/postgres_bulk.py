@@ -1,12 +1,13 @@
-"""PostgreSQL's bulk write of a page's rows (part of the ledger repository: only it calls this).
+"""PostgreSQL's stage tables for a page's rows (part of the ledger repository: only it uses
+this, and it runs the statements).
 
 A page goes by binary `COPY` into a session-private stage table and from there into its table
 with one set-based statement. The stages' money columns are `text`: asyncpg's binary encoding
 of a `Decimal` (digit groups built in Python objects) was the largest single cost of a page in
 this process, ~35 ms of ~180 for 1,000 invoices and 2,400 lines, and writing each value's own
-exact text costs ~4 ms; PostgreSQL's numeric input parses that text to the same number (no
-float on the way) as the statement casts it back, at ~2 ms a page of its own time
-(bench/README.md, issue 14)."""
+exact text costs ~4 ms. PostgreSQL's numeric input parses that text to the same number (no
+float on the way) as the statement casts it back; its CPU over a 100,000-invoice sync moved
++1.5 s and -0.1 s in two A/B runs, within its run-to-run noise (bench/README.md, issue 14)."""
 
 from __future__ import annotations
 
@@ -43,11 +44,11 @@ def stage_for(table: Table, row_type: type[Row]) -> Stage:
     names = columns(row_type)
     money = [n for n in names if isinstance(table.c[n].type, ExactDecimal)]
     altered = ", ".join(f'ALTER COLUMN "{n}" TYPE text' for n in money)
+    alter = f" ALTER TABLE {name} {altered};" if money else ""
     create = (
         f"DO $$ BEGIN IF to_regclass('pg_temp.{name}') IS NULL THEN "
         f"CREATE TEMP TABLE {name} (LIKE {table.name} INCLUDING DEFAULTS INCLUDING COMPRESSION)"
-        f" ON COMMIT DELETE ROWS; ALTER TABLE {name} {altered}; END IF; END $$;"
-        f" DELETE FROM {name}"
+        f" ON COMMIT DELETE ROWS;{alter} END IF; END $$; DELETE FROM {name}"
     )
     select = ", ".join(f'"{n}"::numeric' if n in money else f'"{n}"' for n in names)
     return Stage(name, create, select, tuple(names.index(n) for n in money))
@@ -60,11 +61,3 @@ def staged_records(stage: Stage, rows: Sequence[Row]) -> list[tuple[Any, ...]]:
         # `str` of a Decimal is exact (with an exponent where it has one: `1E+2` reads back).
         by_field[field] = tuple(None if v is None else str(v) for v in by_field[field])
     return list(zip(*by_field, strict=True))
-
-
-async def copy_to_stage(driver: Any, stage: Stage, rows: Sequence[Row]) -> None:
-    """Create the stage if this session has none (else empty it) and COPY `rows` into it."""
-    await driver.execute(stage.create)
-    await driver.copy_records_to_table(
-        stage.name, records=staged_records(stage, rows), columns=columns(type(rows[0]))
-    )

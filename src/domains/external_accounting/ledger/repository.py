@@ -66,12 +66,17 @@ from src.domains.external_accounting.ledger.models import (
     SyncMode,
     SyncRun,
 )
-from src.domains.external_accounting.ledger.postgres_bulk import copy_to_stage, stage_for
+from src.domains.external_accounting.ledger.postgres_bulk import (
+    Stage,
+    stage_for,
+    staged_records,
+)
 from src.domains.external_accounting.ledger.rows import (
     AccountRow,
     ChangeRow,
     InvoiceRow,
     LineItemRow,
+    Row,
     as_params,
     as_records,
     columns,
@@ -97,6 +102,15 @@ def _sqlite_upsert_of(table: Table) -> Any:
 _SQLITE_INVOICE_UPSERT = _sqlite_upsert_of(cast(Table, Invoice.__table__))
 _LINE_ITEM_INSERT = insert(cast(Table, InvoiceLineItem.__table__))
 _CHANGE_INSERT = insert(cast(Table, LedgerChange.__table__))
+
+
+async def copy_to_stage(driver: Any, stage: Stage, rows: Sequence[Row]) -> None:
+    """PostgreSQL: create the stage if this session has none (else empty it) and COPY `rows`
+    into it (`postgres_bulk`)."""
+    await driver.execute(stage.create)
+    await driver.copy_records_to_table(
+        stage.name, records=staged_records(stage, rows), columns=columns(type(rows[0]))
+    )
 
 
 # A select of any columns: `_below_horizon` keeps its type.

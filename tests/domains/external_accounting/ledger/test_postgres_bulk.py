@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from src.domains.external_accounting.ledger import repository
 from src.domains.external_accounting.ledger.models import Invoice, InvoiceLineItem
-from src.domains.external_accounting.ledger.postgres_bulk import copy_to_stage, staged_records
+from src.domains.external_accounting.ledger.postgres_bulk import staged_records
+from src.domains.external_accounting.ledger.repository import copy_to_stage
 from src.domains.external_accounting.ledger.rows import InvoiceRow, LineItemRow, Row, columns
 from tests.domains.external_accounting.ledger.test_sqlite_bulk import _invoices, _lines
 

@@ -86,6 +86,29 @@ def test_where_filters_quote_and_combine() -> None:
     assert parse_xero_datetime("2025-01-02T03:04:05") == datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
+@pytest.mark.parametrize(
+    ("text", "moment"),
+    [
+        ("/Date(1573755038314+0000)/", datetime(2019, 11, 14, 18, 10, 38, 314000, tzinfo=UTC)),
+        ("/Date(1573755038314-0500)/", datetime(2019, 11, 14, 18, 10, 38, 314000, tzinfo=UTC)),
+        ("/Date(1573755038314)/", datetime(2019, 11, 14, 18, 10, 38, 314000, tzinfo=UTC)),
+        ("/Date(-1)/", datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)),  # before 1970
+        ("/Date(0+1300)/", datetime(1970, 1, 1, tzinfo=UTC)),
+        ("/Date(253402300799999)/", datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)),
+    ],
+)
+def test_xero_dates_are_exact_utc_instants(text: str, moment: datetime) -> None:
+    parsed = parse_xero_datetime(text)
+    assert parsed == moment
+    assert parsed is not None
+    assert parsed.utcoffset() == timedelta(0)
+
+
+def test_a_xero_date_that_is_no_number_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a Xero date"):
+        parse_xero_datetime("/Date(soon)/")
+
+
 async def test_transient_failures_are_retried_with_capped_backoff() -> None:
     handler, seen = scripted_handler(
         httpx.Response(503),
