@@ -6,8 +6,9 @@ with one set-based statement. The stages' money columns are `text`: asyncpg's bi
 of a `Decimal` (digit groups built in Python objects) was the largest single cost of a page in
 this process, ~35 ms of ~180 for 1,000 invoices and 2,400 lines, and writing each value's own
 exact text costs ~4 ms. PostgreSQL's numeric input parses that text to the same number (no
-float on the way) as the statement casts it back; its CPU over a 100,000-invoice sync moved
-+1.5 s and -0.1 s in two A/B runs, within its run-to-run noise (bench/README.md, issue 14)."""
+float on the way) as the statement casts it back. That and the line items' second statement
+cost PostgreSQL ~1.5 s more CPU over a 100,000-invoice sync (in two of three A/B runs) where
+this process saved ~3 s (bench/README.md, issue 14)."""
 
 from __future__ import annotations
 
