@@ -61,7 +61,7 @@ class _TaskDefinition:
     queue: str
     retry: RetryValue
     pass_context: bool
-    cron: str | Callable[[Settings], str] | None
+    cron: str | Callable[[Settings], str | None] | None
 
 
 class TaskRegistry:
@@ -79,14 +79,15 @@ class TaskRegistry:
         queue: str = DEFAULT_QUEUE,
         retry: RetryValue = False,
         pass_context: bool = False,
-        cron: str | Callable[[Settings], str] | None = None,
+        cron: str | Callable[[Settings], str | None] | None = None,
     ) -> Callable[[TaskFunction], TaskFunction]:
         """Register an async function as the task `name` (stable: queued jobs refer to it).
 
         `retry`: Procrastinate's (`True`, a count, or a `RetryStrategy`). `pass_context`: the
         function gets the `JobContext` first (attempts, abort requests). `cron`: also deferred
         periodically (six fields allowed, the last being seconds), with a `timestamp` argument;
-        a function of the settings when a setting decides how often.
+        a function of the settings when a setting decides how often (or, returning None,
+        whether at all).
         """
 
         def register(function: TaskFunction) -> TaskFunction:

@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     # How often the scheduler looks for what is due (a divisor of 60): a slot waits up to this
     # long. Benchmarks and tests that compress the clock compress it too.
     schedule_tick_seconds: int = Field(default=60, ge=1, le=60)
+    # Off: nothing is synced unless someone, a webhook or the CLI asks (no scheduled syncs and no
+    # reconciliation sweeps are queued), e.g. a staging copy pointed at real tenants, or a
+    # maintenance window. Syncs already queued still run.
+    scheduled_syncs: bool = True
     # The reconciliation sweep (docs/reconciliation.md): every `reconcile_every_minutes` from
     # `reconcile_start_minute` past midnight UTC, each connection at its own instant within
     # `reconcile_spread_minutes` after it (nightly by default: 02:00-06:00 UTC), re-reads the

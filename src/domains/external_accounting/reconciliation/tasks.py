@@ -23,7 +23,7 @@ from src.domains.external_accounting.reconciliation.service import (
     ReconcileService,
     SweepScheduler,
 )
-from src.domains.external_accounting.schedules.tasks import every_tick
+from src.domains.external_accounting.schedules.tasks import every_tick_when_scheduling
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,10 @@ async def enqueue_due(
 
 
 @job_tasks.task(
-    "reconciliation.enqueue_due_sweeps", queue="maintenance", cron=every_tick, pass_context=True
+    "reconciliation.enqueue_due_sweeps",
+    queue="maintenance",
+    cron=every_tick_when_scheduling,
+    pass_context=True,
 )
 async def enqueue_due_sweeps(context: JobContext, timestamp: int) -> None:
     """Every scheduler tick: queue the reconciliation sweeps that are due."""

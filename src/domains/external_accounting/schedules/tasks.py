@@ -106,8 +106,16 @@ def every_tick(settings: Settings) -> str:
     return "* * * * *" if tick == 60 else f"* * * * * */{tick}"
 
 
+def every_tick_when_scheduling(settings: Settings) -> str | None:
+    """The scheduler's cron, or None (no periodic job) when SCHEDULED_SYNCS is off."""
+    return every_tick(settings) if settings.scheduled_syncs else None
+
+
 @job_tasks.task(
-    "schedules.enqueue_due_syncs", queue="maintenance", cron=every_tick, pass_context=True
+    "schedules.enqueue_due_syncs",
+    queue="maintenance",
+    cron=every_tick_when_scheduling,
+    pass_context=True,
 )
 async def enqueue_due_syncs(context: JobContext, timestamp: int) -> None:
     """Every minute: queue the scheduled syncs that are due (`timestamp` is the tick's; what is

@@ -107,6 +107,25 @@ def test_the_scheduler_ticks_every_minute_or_every_tick_seconds_within_it() -> N
         Settings(schedule_tick_seconds=7)
 
 
+def test_scheduled_syncs_off_installs_neither_the_scheduler_nor_the_sweep() -> None:
+    """SCHEDULED_SYNCS=false: the two periodic jobs that queue syncs nobody asked for are not
+    deferred; their tasks stay declared (a job queued earlier still runs) and the other periodic
+    jobs (token keep-alive, outbound webhooks) still are."""
+    queuing = {"schedules.enqueue_due_syncs", "reconciliation.enqueue_due_sweeps"}
+
+    def periodic_names(settings: Settings) -> set[str]:
+        app = build_job_app(settings)
+        return {task.task.name for task in app.periodic_registry.periodic_tasks.values()}
+
+    on = periodic_names(Settings(database_url="sqlite://"))
+    off_settings = Settings(database_url="sqlite://", scheduled_syncs=False)
+    off = periodic_names(off_settings)
+    assert queuing <= on
+    assert off == on - queuing
+    assert "tokens.keep_alive" in off
+    assert queuing <= set(build_job_app(off_settings).tasks)
+
+
 async def test_a_tick_queues_its_due_syncs_in_one_batch_once_each(
     fresh_sandbox: RunningSandbox,
     session_factory: async_sessionmaker[AsyncSession],
