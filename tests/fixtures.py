@@ -221,6 +221,9 @@ def sandbox_settings(database_url: str, base_url: str) -> Settings:
         **SANDBOX_CONFIG.client_settings(base_url),
         xero_retry_base_delay_seconds=0.001,
         xero_retry_max_delay_seconds=0.01,
+        # A test's worker runs only the syncs the test asks for: a scheduled one whose slot fell
+        # within a test added a run it did not expect (the scheduler's tests call it directly).
+        scheduled_syncs=False,
     )
 
 
@@ -233,6 +236,7 @@ def service_environment(
         "ENVIRONMENT": "test",
         "DATABASE_URL": settings.database_url,
         "TOKEN_ENCRYPTION_KEYS": settings.token_encryption_keys.get_secret_value(),
+        "SCHEDULED_SYNCS": str(settings.scheduled_syncs).lower(),
         **{
             name.upper(): str(value)
             for name, value in SANDBOX_CONFIG.client_settings(sandbox.base_url).items()
