@@ -5,20 +5,14 @@ organisation is dropped, and the way down keeps every key."""
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from alembic import command
-from sqlalchemy.engine import make_url
 
 from src.core.database import UTCDateTime, create_engine
 from src.core.migrations import alembic_config, upgrade_database
-from src.core.settings import Settings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ACME, GLOBEX = uuid.uuid4(), uuid.uuid4()
@@ -51,31 +45,6 @@ api_keys = sa.table(
     sa.column("organization_id", sa.Uuid()),
     sa.column("expires_at", UTCDateTime()),
 )
-
-
-@pytest.fixture
-def scratch_database(tmp_path: Path) -> Iterator[str]:
-    """An empty database of the kind the tests run on, for this test alone."""
-    url = Settings(database_url=os.environ.get("TEST_DATABASE_URL", "sqlite://")).database_url
-    if url.startswith("sqlite"):
-        yield f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
-        return
-    server = make_url(url)
-    name = f"{server.database}_migration_0018"
-
-    async def admin(statement: str) -> None:
-        engine = create_engine(url)
-        async with engine.connect() as connection:
-            await connection.execution_options(isolation_level="AUTOCOMMIT")
-            await connection.execute(sa.text(statement))
-        await engine.dispose()
-
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}"'))
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 # Ann joined Acme, then Globex; Bob joined Globex.

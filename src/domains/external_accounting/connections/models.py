@@ -6,7 +6,16 @@ import uuid
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Date, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from src.core.database import Base, UTCDateTime, new_id, utcnow
@@ -57,7 +66,12 @@ class Connection(Base):
     """One provider tenant (a Xero organisation) connected by one customer organisation."""
 
     __tablename__ = "connections"
-    __table_args__ = (UniqueConstraint("organization_id", "provider", "tenant_id"),)
+    __table_args__ = (
+        UniqueConstraint("organization_id", "provider", "tenant_id"),
+        # What the ledger's (connection_id, organization_id) foreign keys refer to (an index,
+        # which SQLite adds in place: a constraint would copy the table).
+        Index("uq_connections_id_organization_id", "id", "organization_id", unique=True),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     organization_id: Mapped[uuid.UUID] = mapped_column(

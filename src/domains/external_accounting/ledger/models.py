@@ -17,6 +17,7 @@ from sqlalchemy import (
     FetchedValue,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     String,
@@ -38,6 +39,19 @@ JsonDocument = JSON().with_variant(JSONB(), "postgresql")
 # digits) and costs PostgreSQL far less to store than `jsonb`, and nothing queries inside it.
 RawDocument = JSON()
 
+
+def of_a_connection() -> ForeignKeyConstraint:
+    """A row's connection and, through it, its organisation: one foreign key on both columns
+    (gone with the connection, and with the organisation, whose connections go with it). It
+    makes `organization_id` agree with the connection's, and it is one check per row written
+    where a key on each column was two (a page writes 1,000 invoices and 1,000 changes)."""
+    return ForeignKeyConstraint(
+        ["connection_id", "organization_id"],
+        ["connections.id", "connections.organization_id"],
+        ondelete="CASCADE",
+    )
+
+
 # The kinds of invoice the ledger stores: receivable (ACCREC) and payable (ACCPAY).
 INVOICE_TYPES = ("ACCPAY", "ACCREC")
 
@@ -47,18 +61,15 @@ class Invoice(Base):
 
     __tablename__ = "invoices"
     __table_args__ = (
+        of_a_connection(),
         UniqueConstraint("connection_id", "provider_id"),
         Index("ix_invoices_org_date", "organization_id", "date", "id"),
         Index("ix_invoices_org_updated", "organization_id", "provider_updated_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    organization_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE")
-    )
-    connection_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("connections.id", ondelete="CASCADE")
-    )
+    organization_id: Mapped[uuid.UUID] = mapped_column()
+    connection_id: Mapped[uuid.UUID] = mapped_column()
     provider_id: Mapped[str] = mapped_column(String(64))
     number: Mapped[str | None] = mapped_column(String(255))
     type: Mapped[str] = mapped_column(String(20))
@@ -115,15 +126,11 @@ class Account(Base):
     (status DELETED, `deleted_at`), like a voided invoice."""
 
     __tablename__ = "accounts"
-    __table_args__ = (UniqueConstraint("connection_id", "provider_id"),)
+    __table_args__ = (of_a_connection(), UniqueConstraint("connection_id", "provider_id"))
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    organization_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
-    )
-    connection_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("connections.id", ondelete="CASCADE")
-    )
+    organization_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    connection_id: Mapped[uuid.UUID] = mapped_column()
     provider_id: Mapped[str] = mapped_column(String(64))
     code: Mapped[str | None] = mapped_column(String(50))
     name: Mapped[str | None] = mapped_column(String(300))
@@ -177,6 +184,7 @@ class LedgerChange(Base):
 
     __tablename__ = "ledger_changes"
     __table_args__ = (
+        of_a_connection(),
         Index("ix_ledger_changes_feed", "organization_id", "commit_xid", "id"),
         Index("ix_ledger_changes_record", "record_id", "version"),
         # One connection's feed (the announcer's position and pages) and a purge's delete.
@@ -189,12 +197,8 @@ class LedgerChange(Base):
         BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
     )
     commit_xid: Mapped[int] = mapped_column(BigInteger, server_default=FetchedValue())
-    organization_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE")
-    )
-    connection_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("connections.id", ondelete="CASCADE")
-    )
+    organization_id: Mapped[uuid.UUID] = mapped_column()
+    connection_id: Mapped[uuid.UUID] = mapped_column()
     record_type: Mapped[str] = mapped_column(String(10))
     record_id: Mapped[uuid.UUID] = mapped_column()
     provider_id: Mapped[str] = mapped_column(String(64))
@@ -295,6 +299,7 @@ class SyncRun(Base):
 
     __tablename__ = "sync_runs"
     __table_args__ = (
+        of_a_connection(),
         Index("ix_sync_runs_org_started", "organization_id", "started_at"),
         # A connection's runs of one object type, newest first (the runs API, the lease checks).
         Index("ix_sync_runs_connection_type_started", "connection_id", "object_type", "started_at"),
@@ -309,12 +314,8 @@ class SyncRun(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    organization_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE")
-    )
-    connection_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("connections.id", ondelete="CASCADE")
-    )
+    organization_id: Mapped[uuid.UUID] = mapped_column()
+    connection_id: Mapped[uuid.UUID] = mapped_column()
     object_type: Mapped[str] = mapped_column(String(20))
     mode: Mapped[str] = mapped_column(String(20))
     params: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
