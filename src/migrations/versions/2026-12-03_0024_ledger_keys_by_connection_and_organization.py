@@ -1,14 +1,18 @@
 """the ledger's rows refer to (connection, organisation) with one foreign key, not one each
 
-`invoices`, `accounts`, `ledger_changes` and `sync_runs` each had a foreign key on
-`organization_id` and another on `connection_id`: two checks for every row a sync writes, and
-nothing that made the two agree. Now one key on (connection_id, organization_id) refers to
-`connections` (id, organization_id), which gets a unique index for it; deleting an organisation
-still deletes these rows, through its connections. Adding each key checks the table's rows once
-(writes to the table wait meanwhile). SQLite copies each table (batch mode, foreign keys off:
-see env.py); `ledger_changes` keeps AUTOINCREMENT and its highest id ever given (the copy would
-set it back to the highest id left, and on SQLite the change feed's positions are those ids: a
-reused one would be skipped by a reader already past it).
+`invoices`, `accounts` and `ledger_changes` each had a foreign key on `organization_id` and
+another on `connection_id`: two checks for every row a sync writes, and nothing that made the
+two agree. Now one key on (connection_id, organization_id) refers to `connections`
+(id, organization_id), which gets a unique index for it; deleting an organisation still deletes
+these rows, through its connections. Adding each key checks the table's rows once (writes to
+the table wait meanwhile). SQLite copies each table (batch mode, foreign keys off: see env.py);
+`ledger_changes` keeps AUTOINCREMENT and its highest id ever given (the copy would set it back
+to the highest id left, and on SQLite the change feed's positions are those ids: a reused one
+would be skipped by a reader already past it).
+
+`sync_runs` keeps its two keys: a run writes one row, and on SQLite a copy of the table creates
+its indexes again in another order, after which SQLite's planner (no statistics) preferred the
+general index to the scheduler's partial ones (tests/.../schedules/test_query_plan.py).
 
 Revision ID: 0024
 Revises: 0023
@@ -27,7 +31,7 @@ down_revision: str | None = "0023"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-TABLES = ("invoices", "accounts", "ledger_changes", "sync_runs")
+TABLES = ("invoices", "accounts", "ledger_changes")
 UNIQUE = "uq_connections_id_organization_id"  # the index the keys refer to
 
 

@@ -299,7 +299,6 @@ class SyncRun(Base):
 
     __tablename__ = "sync_runs"
     __table_args__ = (
-        of_a_connection(),
         Index("ix_sync_runs_org_started", "organization_id", "started_at"),
         # A connection's runs of one object type, newest first (the runs API, the lease checks).
         Index("ix_sync_runs_connection_type_started", "connection_id", "object_type", "started_at"),
@@ -314,8 +313,13 @@ class SyncRun(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    organization_id: Mapped[uuid.UUID] = mapped_column()
-    connection_id: Mapped[uuid.UUID] = mapped_column()
+    # Two keys, not `of_a_connection()`: see migration 0024.
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    connection_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE")
+    )
     object_type: Mapped[str] = mapped_column(String(20))
     mode: Mapped[str] = mapped_column(String(20))
     params: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
