@@ -41,3 +41,9 @@ async def add_member(
 def bearer(key: str) -> dict[str, str]:
     """The Authorization header for an API key."""
     return {"Authorization": f"Bearer {key}"}
+
+
+def altered(secret: str) -> str:
+    """`secret` with its last character changed: never `secret` itself (a fixed replacement
+    is the secret by chance whenever the secret already ends in it)."""
+    return secret[:-1] + ("1" if secret.endswith("0") else "0")
