@@ -188,6 +188,8 @@ async def test_the_console_end_to_end_in_chromium(
     await expect(first.locator(".fresh")).to_contain_text("data just now")
     assert int((await first.locator(".calls-today").inner_text()).replace(",", "")) > 0
     await expect(first.locator("svg.chart rect.bar")).to_have_count(14)
+    # This deployment follows no schedules (console_settings): the card says so, not "every 15".
+    await expect(first.locator("dd.schedule")).to_contain_text("off for this deployment")
     await shot(page, "07-connections-after-sync")
 
     # Invoices: filter, open one, pay it in Xero, sync again: its history shows the change.

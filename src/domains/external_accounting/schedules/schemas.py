@@ -34,6 +34,7 @@ SCHEDULE_OUT_EXAMPLE: dict[str, Any] = {
     "effective_accounts_every_minutes": 60,
     "day_limit_remaining": 4210,
     "day_limit_observed_at": "2026-12-01T08:00:03Z",
+    "scheduled_syncs": True,
 }
 
 
@@ -66,3 +67,7 @@ class ScheduleOut(BaseModel):
         description="The provider's last X-DayLimit-Remaining for this connection"
     )
     day_limit_observed_at: datetime | None
+    scheduled_syncs: bool = Field(
+        description="Whether this deployment queues scheduled syncs at all (SCHEDULED_SYNCS); "
+        "when false the schedule is kept but not followed: only syncs someone asks for run"
+    )

@@ -147,6 +147,7 @@ class ScheduleService:
             effective_accounts_every_minutes=accounts or defaults["accounts"],
             day_limit_remaining=row.day_limit_remaining if row else None,
             day_limit_observed_at=row.day_limit_observed_at if row else None,
+            scheduled_syncs=self.settings.scheduled_syncs,
         )
 
     async def get(self, connection: Connection) -> ScheduleOut:

@@ -11,7 +11,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from src.core.settings import Settings
 from src.domains.external_accounting.connections.models import Connection
+from src.domains.external_accounting.schedules.service import ScheduleService
 from src.domains.organizations.models import Organization, Role
 from tests.factories import add_member, bearer, create_org_with_user
 
@@ -56,6 +58,8 @@ async def test_members_read_and_admins_replace_a_schedule(
         "effective_accounts_every_minutes": 60,
         "day_limit_remaining": None,
         "day_limit_observed_at": None,
+        # The suite's deployment queues no scheduled syncs (tests.fixtures.sandbox_settings).
+        "scheduled_syncs": False,
     }
 
     body = {"invoices_every_minutes": 5, "accounts_every_minutes": None, "enabled": True}
@@ -73,6 +77,21 @@ async def test_members_read_and_admins_replace_a_schedule(
     assert disabled.json()["enabled"] is False
     assert disabled.json()["invoices_every_minutes"] is None
     assert disabled.json()["effective_invoices_every_minutes"] == 15
+
+
+@pytest.mark.parametrize("scheduled_syncs", [True, False])
+async def test_a_schedule_says_whether_this_deployment_follows_schedules(
+    session_factory: async_sessionmaker[AsyncSession], settings: Settings, scheduled_syncs: bool
+) -> None:
+    """With SCHEDULED_SYNCS off the schedule is kept but not followed; the console shows which."""
+    _, _, connection_id = await _org_with_connection(session_factory, "Acme")
+    deployment = settings.model_copy(update={"scheduled_syncs": scheduled_syncs})
+    async with session_factory() as session:
+        connection = await session.get(Connection, connection_id)
+        assert connection is not None
+        schedule = await ScheduleService(session, deployment).get(connection)
+    assert schedule.scheduled_syncs is scheduled_syncs
+    assert schedule.enabled
 
 
 async def test_a_member_may_not_replace_a_schedule(
